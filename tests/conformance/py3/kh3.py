@@ -267,3 +267,59 @@ def wait_until(pred, timeout=5.0, step=0.1):
             return True
         time.sleep(step)
     return pred()
+
+
+# -- common SDK call shortcuts ---------------------------------------------
+
+def create(kp, inst, name=None, extractable=False, prefer=None, ring=None, **extra) -> dict:
+    """create_key via the SDK; returns resources[0] and checks the 201 envelope."""
+    res = kp.create_key(
+        bluemix_instance=inst,
+        key_create_body=key_body(name or uniq(), extractable=extractable, **extra),
+        prefer=prefer,
+        x_kms_key_ring=ring,
+    )
+    assert res.get_status_code() == 201, res.get_status_code()
+    doc = J(res)
+    assert doc["metadata"]["collectionType"] == "application/vnd.ibm.kms.key+json", doc
+    assert doc["metadata"]["collectionTotal"] == 1, doc
+    assert len(doc["resources"]) == 1, doc
+    return doc["resources"][0]
+
+
+def get(kp, inst, key_id) -> dict:
+    res = kp.get_key(id=key_id, bluemix_instance=inst)
+    assert res.get_status_code() == 200
+    return J(res)["resources"][0]
+
+
+def meta(kp, inst, key_id) -> dict:
+    res = kp.get_key_metadata(id=key_id, bluemix_instance=inst)
+    assert res.get_status_code() == 200
+    return J(res)["resources"][0]
+
+
+def wrap(kp, inst, key_id, plaintext=None, aad=None) -> dict:
+    b = {}
+    if plaintext is not None:
+        b["plaintext"] = b64(plaintext)
+    if aad is not None:
+        b["aad"] = aad
+    res = kp.wrap_key(id=key_id, bluemix_instance=inst, key_action_wrap_body=body(b))
+    assert res.get_status_code() == 200, res.get_status_code()
+    return J(res)
+
+
+def unwrap(kp, inst, key_id, ciphertext, aad=None) -> dict:
+    b = {"ciphertext": ciphertext}
+    if aad is not None:
+        b["aad"] = aad
+    res = kp.unwrap_key(id=key_id, bluemix_instance=inst, key_action_unwrap_body=body(b))
+    assert res.get_status_code() == 200, res.get_status_code()
+    return J(res)
+
+
+def versions(kp, inst, key_id, **kw) -> dict:
+    res = kp.get_key_versions(id=key_id, bluemix_instance=inst, **kw)
+    assert res.get_status_code() == 200
+    return J(res)

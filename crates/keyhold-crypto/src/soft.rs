@@ -1,0 +1,213 @@
+//! The software crypto unit: the master key lives in this process's memory.
+//! For development and for deployments whose master key is loaded by a ceremony;
+//! production keys that must never leave hardware belong in an HSM unit.
+
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+
+use aws_lc_rs::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
+use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
+use aws_lc_rs::hkdf;
+use aws_lc_rs::rsa::{KeySize, OaepPrivateDecryptingKey, PrivateDecryptingKey, OAEP_SHA256_MGF1SHA256};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use lru::LruCache;
+use zeroize::Zeroizing;
+
+use crate::blob::BlobSealer;
+use crate::{Binding, CryptoError, CryptoUnit, Purpose, Result};
+
+/// Root-key versions kept unwrapped by default. Each entry is an aws-lc AEAD
+/// context; aws-lc cleanses its allocations when they are freed, so an evicted
+/// key leaves no copy behind.
+pub const DEFAULT_CACHE_ENTRIES: usize = 10_000;
+
+pub struct SoftUnit {
+    sealer: BlobSealer,
+    root_keys: Mutex<LruCache<String, Arc<LessSafeKey>>>,
+}
+
+fn derive(master: &[u8; 32], info: &[u8]) -> Zeroizing<[u8; 32]> {
+    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"keyhold-soft-unit-v1").extract(master);
+    let mut out = Zeroizing::new([0u8; 32]);
+    // Expanding 32 bytes from SHA-256 cannot fail.
+    if let Ok(okm) = prk.expand(&[info], hkdf::HKDF_SHA256) {
+        let _ = okm.fill(&mut out[..]);
+    }
+    out
+}
+
+fn gcm_for(len: usize) -> Result<&'static aead::Algorithm> {
+    match len {
+        16 => Ok(&aead::AES_128_GCM),
+        24 => Ok(&aead::AES_192_GCM),
+        32 => Ok(&aead::AES_256_GCM),
+        _ => Err(CryptoError::BlobIntegrity),
+    }
+}
+
+fn pem(label: &str, der: &[u8]) -> String {
+    let b64 = STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+impl SoftUnit {
+    /// Takes ownership of the master key; only derived keys are kept.
+    pub fn new(master: Zeroizing<[u8; 32]>, cache_entries: usize) -> Self {
+        let kek = derive(&master, b"blob-wrap");
+        let mac = derive(&master, b"blob-mac");
+        let cap = NonZeroUsize::new(cache_entries.max(1)).unwrap_or(NonZeroUsize::MIN);
+        SoftUnit { sealer: BlobSealer::new(kek, &mac[..]), root_keys: Mutex::new(LruCache::new(cap)) }
+    }
+
+    fn root_key(&self, binding: &Binding<'_>, blob: &[u8]) -> Result<Arc<LessSafeKey>> {
+        if let Ok(mut cache) = self.root_keys.lock() {
+            if let Some(k) = cache.get(binding.version_id) {
+                return Ok(k.clone());
+            }
+        }
+        let material = self.sealer.open(binding, blob)?;
+        let alg = gcm_for(material.len())?;
+        let key = UnboundKey::new(alg, &material).map_err(|_| CryptoError::Unit("aead key"))?;
+        let key = Arc::new(LessSafeKey::new(key));
+        if let Ok(mut cache) = self.root_keys.lock() {
+            cache.put(binding.version_id.to_string(), key.clone());
+        }
+        Ok(key)
+    }
+}
+
+impl CryptoUnit for SoftUnit {
+    fn kind(&self) -> &'static str {
+        "soft"
+    }
+
+    fn random(&self, out: &mut [u8]) -> Result<()> {
+        aws_lc_rs::rand::fill(out).map_err(|_| CryptoError::Unit("random"))
+    }
+
+    fn generate_wrapped(&self, binding: &Binding<'_>, len: usize) -> Result<Vec<u8>> {
+        let mut material = Zeroizing::new(vec![0u8; len]);
+        self.random(&mut material)?;
+        self.sealer.seal(binding, &material)
+    }
+
+    fn wrap_material(&self, binding: &Binding<'_>, material: &[u8]) -> Result<Vec<u8>> {
+        if binding.purpose == Purpose::RootKey {
+            gcm_for(material.len()).map_err(|_| CryptoError::InvalidInput("root keys are 16, 24 or 32 bytes"))?;
+        }
+        self.sealer.seal(binding, material)
+    }
+
+    fn unwrap_material(&self, binding: &Binding<'_>, blob: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        if binding.purpose == Purpose::RootKey {
+            return Err(CryptoError::Unit("root key material never leaves the unit"));
+        }
+        self.sealer.open(binding, blob)
+    }
+
+    fn encrypt_dek(&self, binding: &Binding<'_>, blob: &[u8], nonce: &[u8; 12], aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
+        let key = self.root_key(binding, blob)?;
+        let mut buf = Vec::with_capacity(plaintext.len() + 16);
+        buf.extend_from_slice(plaintext);
+        key.seal_in_place_append_tag(Nonce::assume_unique_for_key(*nonce), Aad::from(aad), &mut buf)
+            .map_err(|_| CryptoError::Unit("seal"))?;
+        Ok(buf)
+    }
+
+    fn decrypt_dek(&self, binding: &Binding<'_>, blob: &[u8], nonce: &[u8; 12], aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        let key = self.root_key(binding, blob)?;
+        let mut buf = Zeroizing::new(sealed.to_vec());
+        let n = key
+            .open_in_place(Nonce::assume_unique_for_key(*nonce), Aad::from(aad), &mut buf)
+            .map_err(|_| CryptoError::Unauthentic)?
+            .len();
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    fn generate_import_key(&self, binding: &Binding<'_>) -> Result<(String, Vec<u8>)> {
+        let private = PrivateDecryptingKey::generate(KeySize::Rsa4096).map_err(|_| CryptoError::Unit("rsa keygen"))?;
+        let public: PublicKeyX509Der<'static> = private.public_key().as_der().map_err(|_| CryptoError::Unit("rsa public der"))?;
+        let pkcs8: Pkcs8V1Der<'static> = private.as_der().map_err(|_| CryptoError::Unit("rsa private der"))?;
+        let der = Zeroizing::new(pkcs8.as_ref().to_vec());
+        let wrapped = self.sealer.seal(binding, &der)?;
+        Ok((pem("PUBLIC KEY", public.as_ref()), wrapped))
+    }
+
+    fn import_decrypt(&self, binding: &Binding<'_>, wrapped_private: &[u8], ciphertext: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        let der = self.sealer.open(binding, wrapped_private)?;
+        let key = PrivateDecryptingKey::from_pkcs8(&der).map_err(|_| CryptoError::BlobIntegrity)?;
+        let key = OaepPrivateDecryptingKey::new(key).map_err(|_| CryptoError::Unit("oaep key"))?;
+        let mut out = Zeroizing::new(vec![0u8; key.min_output_size()]);
+        let n = key
+            .decrypt(&OAEP_SHA256_MGF1SHA256, ciphertext, &mut out, None)
+            .map_err(|_| CryptoError::InvalidInput("payload is not RSA-OAEP-SHA256 ciphertext for this import token"))?
+            .len();
+        out.truncate(n);
+        Ok(out)
+    }
+
+    fn forget(&self, version_id: &str) {
+        if let Ok(mut cache) = self.root_keys.lock() {
+            cache.pop(version_id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit() -> SoftUnit {
+        SoftUnit::new(Zeroizing::new([9u8; 32]), 4)
+    }
+
+    fn b<'a>(obj: &'a str, ver: &'a str) -> Binding<'a> {
+        Binding { purpose: Purpose::RootKey, instance_id: "inst", object_id: obj, version_id: ver }
+    }
+
+    #[test]
+    fn dek_round_trip_and_tamper() {
+        let u = unit();
+        let blob = u.generate_wrapped(&b("k", "v1"), 32).unwrap();
+        let ct = u.encrypt_dek(&b("k", "v1"), &blob, &[1; 12], b"aad", b"secret dek").unwrap();
+        assert_eq!(&u.decrypt_dek(&b("k", "v1"), &blob, &[1; 12], b"aad", &ct).unwrap()[..], b"secret dek");
+        assert_eq!(u.decrypt_dek(&b("k", "v1"), &blob, &[1; 12], b"aaX", &ct).unwrap_err(), CryptoError::Unauthentic);
+        let mut bad = ct.clone();
+        bad[0] ^= 1;
+        assert_eq!(u.decrypt_dek(&b("k", "v1"), &blob, &[1; 12], b"aad", &bad).unwrap_err(), CryptoError::Unauthentic);
+    }
+
+    #[test]
+    fn blobs_are_bound_to_their_key() {
+        let u = unit();
+        let blob = u.generate_wrapped(&b("k", "v1"), 32).unwrap();
+        assert_eq!(u.encrypt_dek(&b("other", "v2"), &blob, &[1; 12], b"", b"x").unwrap_err(), CryptoError::BlobIntegrity);
+        let mut flipped = blob.clone();
+        flipped[5] ^= 1;
+        assert_eq!(u.encrypt_dek(&b("k", "v3"), &flipped, &[1; 12], b"", b"x").unwrap_err(), CryptoError::BlobIntegrity);
+        // Another master key cannot open it either.
+        let other = SoftUnit::new(Zeroizing::new([8u8; 32]), 4);
+        assert_eq!(other.encrypt_dek(&b("k", "v1"), &blob, &[1; 12], b"", b"x").unwrap_err(), CryptoError::BlobIntegrity);
+    }
+
+    #[test]
+    fn imported_sizes() {
+        let u = unit();
+        for len in [16, 24, 32] {
+            let blob = u.wrap_material(&b("k", "v"), &vec![3u8; len]).unwrap();
+            u.forget("v");
+            let ct = u.encrypt_dek(&b("k", "v"), &blob, &[0; 12], b"", b"dek").unwrap();
+            assert_eq!(&u.decrypt_dek(&b("k", "v"), &blob, &[0; 12], b"", &ct).unwrap()[..], b"dek");
+        }
+        assert!(u.wrap_material(&b("k", "v"), &[1u8; 17]).is_err());
+        assert!(u.unwrap_material(&b("k", "v"), &u.wrap_material(&b("k", "v"), &[1u8; 32]).unwrap()).is_err());
+    }
+}

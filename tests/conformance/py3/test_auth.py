@@ -1,0 +1,106 @@
+"""IAM token endpoint and KMS authentication, as the py3 SDK (and raw HTTP) sees them."""
+
+import base64
+import json
+import time
+
+import requests
+
+from kh3 import J, expect_error, key_body, uniq
+
+
+def _jwt_claims(tok):
+    parts = tok.split(".")
+    assert len(parts) == 3, f"access_token is not a 3-segment JWT: {tok[:40]}"
+    pad = parts[1] + "=" * (-len(parts[1]) % 4)
+    return json.loads(base64.urlsafe_b64decode(pad))
+
+
+def test_identity_token_shape(server):
+    r = requests.post(
+        server.iam_url + "/identity/token",
+        data={
+            "grant_type": "urn:ibm:params:oauth:grant-type:apikey",
+            "apikey": server.info["apikey"],
+            "response_type": "cloud_iam",
+        },
+        headers={"Accept": "application/json"},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    assert r.headers["Content-Type"].startswith("application/json")
+    doc = r.json()
+    assert doc["token_type"] == "Bearer"
+    assert isinstance(doc["expires_in"], int) and doc["expires_in"] > 0
+    assert isinstance(doc["expiration"], int) and doc["expiration"] > time.time()
+    assert doc.get("refresh_token")
+    claims = _jwt_claims(doc["access_token"])
+    assert claims["exp"] > claims["iat"]
+    assert abs(claims["exp"] - doc["expiration"]) <= 1
+
+
+def test_identity_token_bad_apikey(server):
+    r = requests.post(
+        server.iam_url + "/identity/token",
+        data={"grant_type": "urn:ibm:params:oauth:grant-type:apikey", "apikey": "not-a-key", "response_type": "cloud_iam"},
+        timeout=30,
+    )
+    assert r.status_code >= 400 and r.status_code != 404 and r.status_code < 500, (r.status_code, r.text)
+    assert "errorCode" in r.json(), r.text
+
+
+def test_sdk_iam_authenticator_works(kp, inst):
+    # The IAMAuthenticator must accept the JWT (PYCORE decodes it) and the call succeed.
+    res = kp.get_keys(bluemix_instance=inst)
+    assert res.get_status_code() == 200
+    doc = J(res)
+    assert doc["metadata"]["collectionType"] == "application/vnd.ibm.kms.key+json"
+    assert isinstance(doc["resources"], list)
+
+
+def test_bad_bearer_is_401(server):
+    r = requests.get(
+        server.url + "/api/v2/keys",
+        headers={"Authorization": "Bearer not.a.token", "Bluemix-Instance": server.instance},
+        timeout=30,
+    )
+    assert r.status_code == 401, r.text
+    doc = r.json()
+    assert doc["metadata"]["collectionType"] == "application/vnd.ibm.kms.error+json"
+    assert doc["resources"][0]["errorMsg"].startswith("Unauthorized")
+
+
+def test_missing_bearer_is_401(server):
+    r = requests.get(server.url + "/api/v2/keys", headers={"Bluemix-Instance": server.instance}, timeout=30)
+    assert r.status_code == 401, r.text
+
+
+def test_missing_bluemix_instance_is_400(server):
+    r = requests.get(server.url + "/api/v2/keys", headers={"Authorization": "Bearer " + server.token()}, timeout=30)
+    assert r.status_code == 400, r.text
+
+
+def test_lowercase_bearer_scheme_accepted(server):
+    r = requests.get(
+        server.url + "/api/v2/keys",
+        headers={"Authorization": "bearer " + server.token(), "Bluemix-Instance": server.instance},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+
+
+def test_wrong_instance_rejected(server):
+    # A token for this instance must not open another instance id.
+    r = requests.get(
+        server.url + "/api/v2/keys",
+        headers={"Authorization": "Bearer " + server.token(), "Bluemix-Instance": "00000000-0000-4000-8000-000000000000"},
+        timeout=30,
+    )
+    assert r.status_code in (401, 403, 404), r.text
+
+
+def test_second_admin_is_a_working_admin(kp2, inst):
+    res = kp2.create_key(bluemix_instance=inst, key_create_body=key_body(uniq("second")))
+    assert res.get_status_code() == 201
+    k = J(res)["resources"][0]
+    assert k["state"] == 1
