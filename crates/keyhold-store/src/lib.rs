@@ -1,1 +1,108 @@
+//! Keyhold's persistent store. The [`Store`] trait is what the service layer
+//! needs; [`SqliteStore`] is the embedded implementation (one node).
+//!
+//! Writes to a key are optimistic: a caller reads a [`KeyRecord`], changes it,
+//! bumps `revision` and writes it back; the write fails with
+//! [`StoreError::Conflict`] if someone else wrote in between.
 
+mod sqlite;
+
+use keyhold_core::list::ListKeys;
+use keyhold_core::model::{ImportToken, Instance, InstancePolicy, KeyRecord, KeyRing, KeyVersion, Registration};
+use keyhold_core::timefmt::Timestamp;
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum StoreError {
+    /// The record changed since it was read; re-read and retry.
+    #[error("concurrent modification")]
+    Conflict,
+    #[error("already exists")]
+    Duplicate,
+    #[error("not found")]
+    NotFound,
+    #[error("not empty")]
+    NotEmpty,
+    /// The store cannot be reached or written now.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data could not be read back (a bug or corruption).
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// A credential that can be exchanged for a token; only its hash is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    pub hash: Vec<u8>,
+    pub id: String,
+    pub principal_id: String,
+    /// `user` or `service`.
+    pub principal_kind: String,
+    pub account_id: String,
+    pub name: String,
+    pub created_at: Timestamp,
+}
+
+/// Which registrations to list.
+#[derive(Debug, Clone, Default)]
+pub struct RegistrationQuery {
+    pub key_id: Option<String>,
+    /// A CRN pattern where `*` matches any run of characters.
+    pub crn_pattern: Option<String>,
+    pub prevent_key_deletion: Option<bool>,
+    pub limit: u32,
+    pub offset: u64,
+}
+
+pub trait Store: Send + Sync + 'static {
+    fn put_instance(&self, instance: &Instance) -> Result<()>;
+    fn get_instance(&self, id: &str) -> Result<Option<Instance>>;
+
+    fn put_api_key(&self, key: &ApiKeyRecord) -> Result<()>;
+    fn find_api_key(&self, hash: &[u8]) -> Result<Option<ApiKeyRecord>>;
+
+    fn get_setting(&self, name: &str) -> Result<Option<Vec<u8>>>;
+    fn put_setting(&self, name: &str, value: &[u8]) -> Result<()>;
+
+    /// Inserts a new key with its first version and aliases (Duplicate if an alias is taken).
+    fn insert_key(&self, key: &KeyRecord, version: &KeyVersion) -> Result<()>;
+    fn get_key(&self, instance_id: &str, key_id: &str) -> Result<Option<KeyRecord>>;
+    fn key_id_for_alias(&self, instance_id: &str, alias: &str) -> Result<Option<String>>;
+    /// Writes `key` if the stored revision is `key.revision - 1`; adds `new_version` in
+    /// the same transaction.
+    fn update_key(&self, key: &KeyRecord, new_version: Option<&KeyVersion>) -> Result<()>;
+    /// [`Store::update_key`] plus adding (`Some`) or removing an alias row atomically.
+    fn update_key_alias(&self, key: &KeyRecord, alias: &str, add: bool) -> Result<()>;
+    /// Removes a key, its versions, aliases and registrations.
+    fn purge_key(&self, instance_id: &str, key_id: &str) -> Result<()>;
+    fn list_keys(&self, instance_id: &str, query: &ListKeys, now: Timestamp) -> Result<Vec<KeyRecord>>;
+    fn count_keys(&self, instance_id: &str, query: &ListKeys, now: Timestamp) -> Result<u64>;
+    /// Keys deleted at or before `before`, for automatic purge.
+    fn deleted_before(&self, before: Timestamp, limit: u32) -> Result<Vec<(String, String)>>;
+    /// All versions of a key, newest first.
+    fn versions(&self, instance_id: &str, key_id: &str) -> Result<Vec<KeyVersion>>;
+
+    fn create_ring(&self, ring: &KeyRing) -> Result<()>;
+    fn get_ring(&self, instance_id: &str, ring_id: &str) -> Result<Option<KeyRing>>;
+    fn list_rings(&self, instance_id: &str) -> Result<Vec<KeyRing>>;
+    /// Deletes an empty ring (NotEmpty otherwise). With `force`, destroyed keys
+    /// are moved to `default` first; keys in any other state still block it.
+    fn delete_ring(&self, instance_id: &str, ring_id: &str, force: bool) -> Result<()>;
+
+    fn put_registration(&self, reg: &Registration) -> Result<()>;
+    fn get_registration(&self, instance_id: &str, key_id: &str, crn: &str) -> Result<Option<Registration>>;
+    fn delete_registration(&self, instance_id: &str, key_id: &str, crn: &str) -> Result<()>;
+    fn list_registrations(&self, instance_id: &str, query: &RegistrationQuery) -> Result<(Vec<Registration>, u64)>;
+
+    fn put_instance_policies(&self, instance_id: &str, policies: &[InstancePolicy]) -> Result<()>;
+    fn instance_policies(&self, instance_id: &str) -> Result<Vec<InstancePolicy>>;
+
+    fn put_import_token(&self, token: &ImportToken) -> Result<()>;
+    fn get_import_token(&self, instance_id: &str) -> Result<Option<ImportToken>>;
+    /// Decrements the remaining retrievals if any are left; returns the token as
+    /// updated and whether this retrieval was granted.
+    fn retrieve_import_token(&self, instance_id: &str) -> Result<Option<(ImportToken, bool)>>;
+}

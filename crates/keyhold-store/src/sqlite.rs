@@ -1,0 +1,613 @@
+//! SQLite store: WAL with `synchronous=FULL`, so an acknowledged write survives a
+//! crash or power loss. Records are JSON documents beside the indexed columns
+//! that list queries need.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use keyhold_core::list::{FilterField, FilterValue, ListKeys, Op, SortField};
+use keyhold_core::model::{ImportToken, Instance, InstancePolicy, KeyRecord, KeyRing, KeyState, KeyVersion, Registration};
+use keyhold_core::timefmt::Timestamp;
+use keyhold_core::validate::is_uuid;
+use rusqlite::types::Value;
+use rusqlite::{params, params_from_iter, Connection, ErrorCode, OptionalExtension, Transaction};
+
+use crate::{ApiKeyRecord, RegistrationQuery, Result, Store, StoreError};
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS instances (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS api_keys (hash BLOB PRIMARY KEY, id TEXT NOT NULL, principal_id TEXT NOT NULL,
+    principal_kind TEXT NOT NULL, account_id TEXT NOT NULL, name TEXT NOT NULL, created_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS keys (
+    instance_id TEXT NOT NULL, id TEXT NOT NULL, name TEXT NOT NULL, state INTEGER NOT NULL,
+    extractable INTEGER NOT NULL, imported INTEGER NOT NULL, key_ring TEXT NOT NULL,
+    created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, rotated_at INTEGER, deleted_at INTEGER,
+    expiration INTEGER, revision INTEGER NOT NULL, doc TEXT NOT NULL,
+    PRIMARY KEY (instance_id, id));
+CREATE INDEX IF NOT EXISTS keys_by_ring ON keys (instance_id, key_ring);
+CREATE INDEX IF NOT EXISTS keys_by_deletion ON keys (deleted_at) WHERE deleted_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS key_versions (
+    instance_id TEXT NOT NULL, key_id TEXT NOT NULL, seq INTEGER NOT NULL, version_id TEXT NOT NULL,
+    created_at INTEGER NOT NULL, blob BLOB NOT NULL, PRIMARY KEY (instance_id, key_id, seq));
+CREATE UNIQUE INDEX IF NOT EXISTS key_versions_by_id ON key_versions (version_id);
+CREATE TABLE IF NOT EXISTS aliases (instance_id TEXT NOT NULL, alias TEXT NOT NULL, key_id TEXT NOT NULL,
+    PRIMARY KEY (instance_id, alias));
+CREATE INDEX IF NOT EXISTS aliases_by_key ON aliases (instance_id, key_id);
+CREATE TABLE IF NOT EXISTS key_rings (instance_id TEXT NOT NULL, id TEXT NOT NULL, doc TEXT NOT NULL,
+    PRIMARY KEY (instance_id, id));
+CREATE TABLE IF NOT EXISTS registrations (instance_id TEXT NOT NULL, key_id TEXT NOT NULL, crn TEXT NOT NULL,
+    prevent_deletion INTEGER NOT NULL, doc TEXT NOT NULL, PRIMARY KEY (instance_id, key_id, crn));
+CREATE INDEX IF NOT EXISTS registrations_by_crn ON registrations (instance_id, crn);
+CREATE TABLE IF NOT EXISTS instance_policies (instance_id TEXT NOT NULL, policy_type TEXT NOT NULL,
+    doc TEXT NOT NULL, PRIMARY KEY (instance_id, policy_type));
+CREATE TABLE IF NOT EXISTS import_tokens (instance_id TEXT PRIMARY KEY, doc TEXT NOT NULL);
+"#;
+
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+fn db_err(e: rusqlite::Error) -> StoreError {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::ConstraintViolation => StoreError::Duplicate,
+        _ => StoreError::Unavailable(e.to_string()),
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// The state a list query sees: expired Active/Suspended keys are Deactivated.
+const EFFECTIVE_STATE: &str = "(CASE WHEN state IN (1,2) AND expiration IS NOT NULL AND expiration <= :now THEN 3 ELSE state END)";
+
+fn sort_column(f: SortField) -> &'static str {
+    match f {
+        SortField::Id => "id",
+        SortField::State => EFFECTIVE_STATE,
+        SortField::Extractable => "extractable",
+        SortField::Imported => "imported",
+        SortField::CreationDate => "created_at",
+        SortField::LastUpdateDate => "updated_at",
+        SortField::LastRotateDate => "rotated_at",
+        SortField::DeletionDate => "deleted_at",
+        SortField::ExpirationDate => "expiration",
+    }
+}
+
+fn filter_column(f: FilterField) -> &'static str {
+    match f {
+        FilterField::CreationDate => "created_at",
+        FilterField::DeletionDate => "deleted_at",
+        FilterField::ExpirationDate => "expiration",
+        FilterField::LastRotateDate => "rotated_at",
+        FilterField::LastUpdateDate => "updated_at",
+        FilterField::Extractable => "extractable",
+        FilterField::State => EFFECTIVE_STATE,
+    }
+}
+
+/// Builds `WHERE …` for a key list; parameters are positional after `:now`.
+fn list_where(instance_id: &str, q: &ListKeys, now: Timestamp) -> (String, Vec<(String, Value)>) {
+    let mut clauses = vec!["instance_id = :inst".to_string()];
+    let mut params: Vec<(String, Value)> = vec![(":inst".into(), Value::Text(instance_id.into())), (":now".into(), Value::Integer(now))];
+    let mut n = 0;
+    let mut bind = |params: &mut Vec<(String, Value)>, v: Value| {
+        n += 1;
+        let name = format!(":p{n}");
+        params.push((name.clone(), v));
+        name
+    };
+    let states: Vec<String> = q.states.iter().map(|s| (u8::from(*s)).to_string()).collect();
+    clauses.push(format!("{EFFECTIVE_STATE} IN ({})", states.join(",")));
+    if let Some(e) = q.extractable {
+        clauses.push(format!("extractable = {}", e as i64));
+    }
+    if let Some(ring) = &q.key_ring {
+        let p = bind(&mut params, Value::Text(ring.clone()));
+        clauses.push(format!("key_ring = {p}"));
+    }
+    for f in &q.filters {
+        let col = filter_column(f.field);
+        let clause = match &f.value {
+            FilterValue::Absent => format!("{col} IS NULL"),
+            v => {
+                let value = match v {
+                    FilterValue::Time(t) => Value::Integer(*t),
+                    FilterValue::Bool(b) => Value::Integer(*b as i64),
+                    FilterValue::State(s) => Value::Integer(u8::from(*s) as i64),
+                    FilterValue::Absent => Value::Null,
+                };
+                let p = bind(&mut params, value);
+                let op = match f.op {
+                    Op::Eq => "=",
+                    Op::Lt => "<",
+                    Op::Lte => "<=",
+                    Op::Gt => ">",
+                    Op::Gte => ">=",
+                };
+                format!("{col} {op} {p}")
+            }
+        };
+        clauses.push(clause);
+    }
+    if let Some(s) = &q.search {
+        let p = bind(&mut params, Value::Text(s.text.clone()));
+        let mut parts = Vec::new();
+        if s.in_name {
+            parts.push(if s.exact { format!("name = {p}") } else { format!("instr(lower(name), lower({p})) > 0") });
+        }
+        if s.in_alias {
+            let m = if s.exact { format!("a.alias = {p}") } else { format!("instr(lower(a.alias), lower({p})) > 0") };
+            parts.push(format!("EXISTS (SELECT 1 FROM aliases a WHERE a.instance_id = keys.instance_id AND a.key_id = keys.id AND {m})"));
+        }
+        if is_uuid(&s.text) {
+            parts.push(format!("id = lower({p})"));
+        }
+        let any = parts.join(" OR ");
+        clauses.push(if s.not { format!("NOT ({any})") } else { format!("({any})") });
+    }
+    (clauses.join(" AND "), params)
+}
+
+impl SqliteStore {
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path).map_err(db_err)?;
+        Self::init(conn)
+    }
+
+    pub fn open_in_memory() -> Result<Self> {
+        Self::init(Connection::open_in_memory().map_err(db_err)?)
+    }
+
+    fn init(conn: Connection) -> Result<Self> {
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(db_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(db_err)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(db_err)?;
+        conn.execute_batch(SCHEMA).map_err(db_err)?;
+        Ok(SqliteStore { conn: Mutex::new(conn) })
+    }
+
+    fn conn(&self) -> Result<MutexGuard<'_, Connection>> {
+        self.conn.lock().map_err(|_| StoreError::Unavailable("store lock poisoned".into()))
+    }
+
+    fn write_key(tx: &Transaction<'_>, key: &KeyRecord) -> Result<()> {
+        let n = tx
+            .execute(
+                "UPDATE keys SET name=?3, state=?4, extractable=?5, imported=?6, key_ring=?7, updated_at=?8, rotated_at=?9,
+                 deleted_at=?10, expiration=?11, revision=?12, doc=?13 WHERE instance_id=?1 AND id=?2 AND revision=?12 - 1",
+                params![
+                    key.instance_id, key.id, key.name, u8::from(key.state), key.extractable, key.imported, key.key_ring,
+                    key.updated_at, key.last_rotated_at, key.deleted_at, key.expiration, key.revision, to_json(key)?
+                ],
+            )
+            .map_err(db_err)?;
+        if n == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict)
+        }
+    }
+
+    fn insert_version(tx: &Transaction<'_>, v: &KeyVersion) -> Result<()> {
+        tx.execute(
+            "INSERT INTO key_versions (instance_id, key_id, seq, version_id, created_at, blob) VALUES (?1,?2,?3,?4,?5,?6)",
+            params![v.instance_id, v.key_id, v.seq, v.version_id, v.created_at, v.blob],
+        )
+        .map_err(|e| match db_err(e) {
+            StoreError::Duplicate => StoreError::Conflict,
+            other => other,
+        })?;
+        Ok(())
+    }
+}
+
+impl Store for SqliteStore {
+    fn put_instance(&self, instance: &Instance) -> Result<()> {
+        self.conn()?
+            .execute("INSERT OR REPLACE INTO instances (id, doc) VALUES (?1, ?2)", params![instance.id, to_json(instance)?])
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    fn get_instance(&self, id: &str) -> Result<Option<Instance>> {
+        let doc: Option<String> = self
+            .conn()?
+            .query_row("SELECT doc FROM instances WHERE id = ?1", [id], |r| r.get(0))
+            .optional()
+            .map_err(db_err)?;
+        doc.map(|d| from_json(&d)).transpose()
+    }
+
+    fn put_api_key(&self, k: &ApiKeyRecord) -> Result<()> {
+        self.conn()?
+            .execute(
+                "INSERT INTO api_keys (hash, id, principal_id, principal_kind, account_id, name, created_at) VALUES (?1,?2,?3,?4,?5,?6,?7)",
+                params![k.hash, k.id, k.principal_id, k.principal_kind, k.account_id, k.name, k.created_at],
+            )
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    fn find_api_key(&self, hash: &[u8]) -> Result<Option<ApiKeyRecord>> {
+        self.conn()?
+            .query_row(
+                "SELECT hash, id, principal_id, principal_kind, account_id, name, created_at FROM api_keys WHERE hash = ?1",
+                [hash],
+                |r| {
+                    Ok(ApiKeyRecord {
+                        hash: r.get(0)?,
+                        id: r.get(1)?,
+                        principal_id: r.get(2)?,
+                        principal_kind: r.get(3)?,
+                        account_id: r.get(4)?,
+                        name: r.get(5)?,
+                        created_at: r.get(6)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(db_err)
+    }
+
+    fn get_setting(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        self.conn()?
+            .query_row("SELECT value FROM settings WHERE name = ?1", [name], |r| r.get(0))
+            .optional()
+            .map_err(db_err)
+    }
+
+    fn put_setting(&self, name: &str, value: &[u8]) -> Result<()> {
+        self.conn()?
+            .execute("INSERT OR REPLACE INTO settings (name, value) VALUES (?1, ?2)", params![name, value])
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    fn insert_key(&self, key: &KeyRecord, version: &KeyVersion) -> Result<()> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction().map_err(db_err)?;
+        tx.execute(
+            "INSERT INTO keys (instance_id, id, name, state, extractable, imported, key_ring, created_at, updated_at,
+             rotated_at, deleted_at, expiration, revision, doc) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14)",
+            params![
+                key.instance_id, key.id, key.name, u8::from(key.state), key.extractable, key.imported, key.key_ring,
+                key.created_at, key.updated_at, key.last_rotated_at, key.deleted_at, key.expiration, key.revision, to_json(key)?
+            ],
+        )
+        .map_err(db_err)?;
+        for alias in &key.aliases {
+            tx.execute("INSERT INTO aliases (instance_id, alias, key_id) VALUES (?1,?2,?3)", params![key.instance_id, alias, key.id])
+                .map_err(db_err)?;
+        }
+        Self::insert_version(&tx, version)?;
+        tx.commit().map_err(db_err)
+    }
+
+    fn get_key(&self, instance_id: &str, key_id: &str) -> Result<Option<KeyRecord>> {
+        let doc: Option<String> = self
+            .conn()?
+            .query_row("SELECT doc FROM keys WHERE instance_id = ?1 AND id = ?2", [instance_id, key_id], |r| r.get(0))
+            .optional()
+            .map_err(db_err)?;
+        doc.map(|d| from_json(&d)).transpose()
+    }
+
+    fn key_id_for_alias(&self, instance_id: &str, alias: &str) -> Result<Option<String>> {
+        self.conn()?
+            .query_row("SELECT key_id FROM aliases WHERE instance_id = ?1 AND alias = ?2", [instance_id, alias], |r| r.get(0))
+            .optional()
+            .map_err(db_err)
+    }
+
+    fn update_key(&self, key: &KeyRecord, new_version: Option<&KeyVersion>) -> Result<()> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction().map_err(db_err)?;
+        Self::write_key(&tx, key)?;
+        if let Some(v) = new_version {
+            Self::insert_version(&tx, v)?;
+        }
+        tx.commit().map_err(db_err)
+    }
+
+    fn update_key_alias(&self, key: &KeyRecord, alias: &str, add: bool) -> Result<()> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction().map_err(db_err)?;
+        Self::write_key(&tx, key)?;
+        if add {
+            tx.execute("INSERT INTO aliases (instance_id, alias, key_id) VALUES (?1,?2,?3)", params![key.instance_id, alias, key.id])
+                .map_err(db_err)?;
+        } else {
+            tx.execute("DELETE FROM aliases WHERE instance_id = ?1 AND alias = ?2 AND key_id = ?3", params![key.instance_id, alias, key.id])
+                .map_err(db_err)?;
+        }
+        tx.commit().map_err(db_err)
+    }
+
+    fn purge_key(&self, instance_id: &str, key_id: &str) -> Result<()> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction().map_err(db_err)?;
+        for table in ["keys", "key_versions", "aliases", "registrations"] {
+            let column = if table == "keys" { "id" } else { "key_id" };
+            tx.execute(&format!("DELETE FROM {table} WHERE instance_id = ?1 AND {column} = ?2"), [instance_id, key_id])
+                .map_err(db_err)?;
+        }
+        tx.commit().map_err(db_err)
+    }
+
+    fn list_keys(&self, instance_id: &str, q: &ListKeys, now: Timestamp) -> Result<Vec<KeyRecord>> {
+        let (clause, params) = list_where(instance_id, q, now);
+        let order: Vec<String> = q
+            .sort
+            .iter()
+            .map(|(f, desc)| format!("{} {}", sort_column(*f), if *desc { "DESC" } else { "ASC" }))
+            .chain(std::iter::once("id ASC".to_string()))
+            .collect();
+        let sql = format!(
+            "SELECT doc FROM keys WHERE {clause} ORDER BY {} LIMIT {} OFFSET {}",
+            order.join(", "),
+            q.limit,
+            q.offset.min(i64::MAX as u64)
+        );
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare(&sql).map_err(db_err)?;
+        let named: Vec<(&str, &dyn rusqlite::ToSql)> = params.iter().map(|(n, v)| (n.as_str(), v as &dyn rusqlite::ToSql)).collect();
+        let rows = stmt.query_map(named.as_slice(), |r| r.get::<_, String>(0)).map_err(db_err)?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(from_json(&row.map_err(db_err)?)?);
+        }
+        Ok(out)
+    }
+
+    fn count_keys(&self, instance_id: &str, q: &ListKeys, now: Timestamp) -> Result<u64> {
+        let (clause, params) = list_where(instance_id, q, now);
+        let conn = self.conn()?;
+        let named: Vec<(&str, &dyn rusqlite::ToSql)> = params.iter().map(|(n, v)| (n.as_str(), v as &dyn rusqlite::ToSql)).collect();
+        let n: i64 = conn
+            .query_row(&format!("SELECT count(*) FROM keys WHERE {clause}"), named.as_slice(), |r| r.get(0))
+            .map_err(db_err)?;
+        Ok(n as u64)
+    }
+
+    fn deleted_before(&self, before: Timestamp, limit: u32) -> Result<Vec<(String, String)>> {
+        let conn = self.conn()?;
+        let mut stmt = conn
+            .prepare("SELECT instance_id, id FROM keys WHERE deleted_at IS NOT NULL AND deleted_at <= ?1 AND state = 5 LIMIT ?2")
+            .map_err(db_err)?;
+        let rows = stmt.query_map(params![before, limit], |r| Ok((r.get(0)?, r.get(1)?))).map_err(db_err)?;
+        rows.collect::<std::result::Result<_, _>>().map_err(db_err)
+    }
+
+    fn versions(&self, instance_id: &str, key_id: &str) -> Result<Vec<KeyVersion>> {
+        let conn = self.conn()?;
+        let mut stmt = conn
+            .prepare("SELECT seq, version_id, created_at, blob FROM key_versions WHERE instance_id = ?1 AND key_id = ?2 ORDER BY seq DESC")
+            .map_err(db_err)?;
+        let rows = stmt
+            .query_map([instance_id, key_id], |r| {
+                Ok(KeyVersion {
+                    instance_id: instance_id.to_string(),
+                    key_id: key_id.to_string(),
+                    seq: r.get(0)?,
+                    version_id: r.get(1)?,
+                    created_at: r.get(2)?,
+                    blob: r.get(3)?,
+                })
+            })
+            .map_err(db_err)?;
+        rows.collect::<std::result::Result<_, _>>().map_err(db_err)
+    }
+
+    fn create_ring(&self, ring: &KeyRing) -> Result<()> {
+        self.conn()?
+            .execute("INSERT INTO key_rings (instance_id, id, doc) VALUES (?1, ?2, ?3)", params![ring.instance_id, ring.id, to_json(ring)?])
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    fn get_ring(&self, instance_id: &str, ring_id: &str) -> Result<Option<KeyRing>> {
+        let doc: Option<String> = self
+            .conn()?
+            .query_row("SELECT doc FROM key_rings WHERE instance_id = ?1 AND id = ?2", [instance_id, ring_id], |r| r.get(0))
+            .optional()
+            .map_err(db_err)?;
+        doc.map(|d| from_json(&d)).transpose()
+    }
+
+    fn list_rings(&self, instance_id: &str) -> Result<Vec<KeyRing>> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare("SELECT doc FROM key_rings WHERE instance_id = ?1 ORDER BY id").map_err(db_err)?;
+        let rows = stmt.query_map([instance_id], |r| r.get::<_, String>(0)).map_err(db_err)?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(from_json(&row.map_err(db_err)?)?);
+        }
+        Ok(out)
+    }
+
+    fn delete_ring(&self, instance_id: &str, ring_id: &str, force: bool) -> Result<()> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction().map_err(db_err)?;
+        let exists: Option<i64> = tx
+            .query_row("SELECT 1 FROM key_rings WHERE instance_id = ?1 AND id = ?2", [instance_id, ring_id], |r| r.get(0))
+            .optional()
+            .map_err(db_err)?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound);
+        }
+        let destroyed = u8::from(KeyState::Destroyed);
+        let blocking: i64 = tx
+            .query_row(
+                "SELECT count(*) FROM keys WHERE instance_id = ?1 AND key_ring = ?2 AND (state != ?3 OR ?4 = 0)",
+                params![instance_id, ring_id, destroyed, force],
+                |r| r.get(0),
+            )
+            .map_err(db_err)?;
+        if blocking > 0 {
+            return Err(StoreError::NotEmpty);
+        }
+        // Only destroyed keys remain; with force they move to the default ring.
+        let mut moved = Vec::new();
+        {
+            let mut stmt = tx.prepare("SELECT doc FROM keys WHERE instance_id = ?1 AND key_ring = ?2").map_err(db_err)?;
+            let rows = stmt.query_map([instance_id, ring_id], |r| r.get::<_, String>(0)).map_err(db_err)?;
+            for row in rows {
+                moved.push(from_json::<KeyRecord>(&row.map_err(db_err)?)?);
+            }
+        }
+        for mut key in moved {
+            key.key_ring = "default".into();
+            key.revision += 1;
+            Self::write_key(&tx, &key)?;
+        }
+        tx.execute("DELETE FROM key_rings WHERE instance_id = ?1 AND id = ?2", [instance_id, ring_id]).map_err(db_err)?;
+        tx.commit().map_err(db_err)
+    }
+
+    fn put_registration(&self, reg: &Registration) -> Result<()> {
+        self.conn()?
+            .execute(
+                "INSERT OR REPLACE INTO registrations (instance_id, key_id, crn, prevent_deletion, doc) VALUES (?1,?2,?3,?4,?5)",
+                params![reg.instance_id, reg.key_id, reg.resource_crn, reg.prevent_key_deletion, to_json(reg)?],
+            )
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    fn get_registration(&self, instance_id: &str, key_id: &str, crn: &str) -> Result<Option<Registration>> {
+        let doc: Option<String> = self
+            .conn()?
+            .query_row(
+                "SELECT doc FROM registrations WHERE instance_id = ?1 AND key_id = ?2 AND crn = ?3",
+                [instance_id, key_id, crn],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err)?;
+        doc.map(|d| from_json(&d)).transpose()
+    }
+
+    fn delete_registration(&self, instance_id: &str, key_id: &str, crn: &str) -> Result<()> {
+        let n = self
+            .conn()?
+            .execute("DELETE FROM registrations WHERE instance_id = ?1 AND key_id = ?2 AND crn = ?3", [instance_id, key_id, crn])
+            .map_err(db_err)?;
+        if n == 0 {
+            Err(StoreError::NotFound)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn list_registrations(&self, instance_id: &str, q: &RegistrationQuery) -> Result<(Vec<Registration>, u64)> {
+        let mut clauses = vec!["instance_id = ?".to_string()];
+        let mut params: Vec<Value> = vec![Value::Text(instance_id.into())];
+        if let Some(k) = &q.key_id {
+            clauses.push("key_id = ?".into());
+            params.push(Value::Text(k.clone()));
+        }
+        if let Some(p) = &q.crn_pattern {
+            // GLOB is case-sensitive like CRNs; escape its own metacharacters.
+            let glob: String = p
+                .chars()
+                .map(|c| match c {
+                    '*' => "*".to_string(),
+                    '?' => "[?]".to_string(),
+                    '[' => "[[]".to_string(),
+                    c => c.to_string(),
+                })
+                .collect();
+            clauses.push("crn GLOB ?".into());
+            params.push(Value::Text(glob));
+        }
+        if let Some(p) = q.prevent_key_deletion {
+            clauses.push("prevent_deletion = ?".into());
+            params.push(Value::Integer(p as i64));
+        }
+        let clause = clauses.join(" AND ");
+        let conn = self.conn()?;
+        let total: i64 = conn
+            .query_row(&format!("SELECT count(*) FROM registrations WHERE {clause}"), params_from_iter(params.iter()), |r| r.get(0))
+            .map_err(db_err)?;
+        let sql = format!(
+            "SELECT doc FROM registrations WHERE {clause} ORDER BY key_id, crn LIMIT {} OFFSET {}",
+            q.limit,
+            q.offset.min(i64::MAX as u64)
+        );
+        let mut stmt = conn.prepare(&sql).map_err(db_err)?;
+        let rows = stmt.query_map(params_from_iter(params.iter()), |r| r.get::<_, String>(0)).map_err(db_err)?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(from_json(&row.map_err(db_err)?)?);
+        }
+        Ok((out, total as u64))
+    }
+
+    fn put_instance_policies(&self, instance_id: &str, policies: &[InstancePolicy]) -> Result<()> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction().map_err(db_err)?;
+        for p in policies {
+            tx.execute(
+                "INSERT OR REPLACE INTO instance_policies (instance_id, policy_type, doc) VALUES (?1,?2,?3)",
+                params![instance_id, p.policy_type.name(), to_json(p)?],
+            )
+            .map_err(db_err)?;
+        }
+        tx.commit().map_err(db_err)
+    }
+
+    fn instance_policies(&self, instance_id: &str) -> Result<Vec<InstancePolicy>> {
+        let conn = self.conn()?;
+        let mut stmt = conn
+            .prepare("SELECT doc FROM instance_policies WHERE instance_id = ?1 ORDER BY policy_type")
+            .map_err(db_err)?;
+        let rows = stmt.query_map([instance_id], |r| r.get::<_, String>(0)).map_err(db_err)?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(from_json(&row.map_err(db_err)?)?);
+        }
+        Ok(out)
+    }
+
+    fn put_import_token(&self, token: &ImportToken) -> Result<()> {
+        self.conn()?
+            .execute("INSERT OR REPLACE INTO import_tokens (instance_id, doc) VALUES (?1, ?2)", params![token.instance_id, to_json(token)?])
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    fn get_import_token(&self, instance_id: &str) -> Result<Option<ImportToken>> {
+        let doc: Option<String> = self
+            .conn()?
+            .query_row("SELECT doc FROM import_tokens WHERE instance_id = ?1", [instance_id], |r| r.get(0))
+            .optional()
+            .map_err(db_err)?;
+        doc.map(|d| from_json(&d)).transpose()
+    }
+
+    fn retrieve_import_token(&self, instance_id: &str) -> Result<Option<(ImportToken, bool)>> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction().map_err(db_err)?;
+        let doc: Option<String> = tx
+            .query_row("SELECT doc FROM import_tokens WHERE instance_id = ?1", [instance_id], |r| r.get(0))
+            .optional()
+            .map_err(db_err)?;
+        let Some(doc) = doc else { return Ok(None) };
+        let mut token: ImportToken = from_json(&doc)?;
+        if token.remaining_retrievals == 0 {
+            return Ok(Some((token, false)));
+        }
+        token.remaining_retrievals -= 1;
+        tx.execute("UPDATE import_tokens SET doc = ?2 WHERE instance_id = ?1", params![instance_id, to_json(&token)?])
+            .map_err(db_err)?;
+        tx.commit().map_err(db_err)?;
+        Ok(Some((token, true)))
+    }
+}
