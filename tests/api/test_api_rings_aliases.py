@@ -10,6 +10,12 @@ RING_TYPE = "application/vnd.ibm.kms.key_ring+json"
 
 # --- key rings ------------------------------------------------------------------------------
 
+@pytest.fixture(scope="module")
+def rkp(server_factory):
+    """Own server, so ring listings stay small and predictable."""
+    return server_factory().client()
+
+
 def list_rings(c, params=None):
     r = c.get("/api/v2/key_rings", params=params)
     check_status(r, 200)
@@ -20,33 +26,32 @@ def list_rings(c, params=None):
     return body
 
 
-def test_default_ring_listed(kp):
-    body = list_rings(kp, {"limit": "5000"} if False else None)
+def test_default_ring_listed(rkp):
+    body = list_rings(rkp)
     ring_ids = [x["id"] for x in body["resources"]]
     assert "default" in ring_ids
     d = [x for x in body["resources"] if x["id"] == "default"][0]
     assert RFC3339.match(d["creationDate"]) and "createdBy" in d
 
 
-def test_create_list_delete_ring(kp):
+def test_create_list_delete_ring(rkp):
     ring = uniq("ring")
-    r = kp.post(f"/api/v2/key_rings/{ring}")
+    r = rkp.post(f"/api/v2/key_rings/{ring}")
     check_status(r, 201)
-    body = list_rings(kp, {"totalCount": "true", "limit": "5000"} if False else {"totalCount": "true"})
-    assert ring in [x["id"] for x in body["resources"]] or body["metadata"]["totalCount"] > len(body["resources"])
+    body = list_rings(rkp, {"totalCount": "true"})
     assert body["metadata"]["totalCount"] >= 2
     mine = [x for x in body["resources"] if x["id"] == ring]
-    if mine:
-        assert RFC3339.match(mine[0]["creationDate"]) and mine[0]["createdBy"]
-    check_status(kp.delete(f"/api/v2/key_rings/{ring}"), 204)
-    assert ring not in [x["id"] for x in list_rings(kp)["resources"]]
-    assert_kp_error(kp.delete(f"/api/v2/key_rings/{ring}"), 404)
+    assert mine, describe(r)
+    assert RFC3339.match(mine[0]["creationDate"]) and mine[0]["createdBy"]
+    check_status(rkp.delete(f"/api/v2/key_rings/{ring}"), 204)
+    assert ring not in [x["id"] for x in list_rings(rkp)["resources"]]
+    assert_kp_error(rkp.delete(f"/api/v2/key_rings/{ring}"), 404)
 
 
-def test_ring_create_accepts_empty_json_body_and_content_types(kp):
+def test_ring_create_accepts_empty_json_body_and_content_types(rkp):
     for body, ct in ((_NO, None), ({}, "application/json")):
         ring = uniq("ring")
-        r = kp.post(f"/api/v2/key_rings/{ring}", body, headers={"Content-Type": ct} if ct else None)
+        r = rkp.post(f"/api/v2/key_rings/{ring}", body, headers={"Content-Type": ct} if ct else None)
         check_status(r, 201)
 
 
@@ -65,70 +70,70 @@ def test_ring_paging(server_factory):
         assert_kp_error(c.get("/api/v2/key_rings", params=bad), 400)
 
 
-def test_duplicate_ring(kp):
-    ring = kp.create_ring()
-    assert_kp_error(kp.post(f"/api/v2/key_rings/{ring}"), 409)
+def test_duplicate_ring(rkp):
+    ring = rkp.create_ring()
+    assert_kp_error(rkp.post(f"/api/v2/key_rings/{ring}"), 409)
 
 
-def test_default_ring_reserved(kp):
-    assert_kp_error(kp.post("/api/v2/key_rings/default"), (400, 409))
-    assert_kp_error(kp.delete("/api/v2/key_rings/default"), (400, 403, 409))
-    assert_kp_error(kp.delete("/api/v2/key_rings/default", params={"force": "true"}), (400, 403, 409))
+def test_default_ring_reserved(rkp):
+    assert_kp_error(rkp.post("/api/v2/key_rings/default"), (400, 409))
+    assert_kp_error(rkp.delete("/api/v2/key_rings/default"), (400, 403, 409))
+    assert_kp_error(rkp.delete("/api/v2/key_rings/default", params={"force": "true"}), (400, 403, 409))
 
 
 @pytest.mark.parametrize("name", ["a", "x" * 101, "has space", "bad.dot", "slash%2Fx", "ключ", "a_b!"])
-def test_invalid_ring_ids(kp, name):
-    r = kp.post(f"/api/v2/key_rings/{name}")
+def test_invalid_ring_ids(rkp, name):
+    r = rkp.post(f"/api/v2/key_rings/{name}")
     assert 400 <= r.status_code < 500, describe(r)
-    assert name not in [x["id"] for x in list_rings(kp)["resources"]]
+    assert name not in [x["id"] for x in list_rings(rkp)["resources"]]
 
 
-def test_create_key_in_ring(kp):
-    ring = kp.create_ring()
-    k = kp.root_key(ring=ring)
+def test_create_key_in_ring(rkp):
+    ring = rkp.create_ring()
+    k = rkp.root_key(ring=ring)
     assert k["keyRingID"] == ring
-    assert kp.metadata(k["id"])["keyRingID"] == ring
+    assert rkp.metadata(k["id"])["keyRingID"] == ring
 
 
-def test_create_key_in_unknown_ring(kp):
-    r = kp.create_key_resp(ring=uniq("nosuchring"))
+def test_create_key_in_unknown_ring(rkp):
+    r = rkp.create_key_resp(ring=uniq("nosuchring"))
     assert_kp_error(r, (400, 404))
 
 
-def test_non_empty_ring_delete_refused(kp):
-    ring = kp.create_ring()
-    k = kp.root_key(ring=ring)
-    assert_kp_error(kp.delete(f"/api/v2/key_rings/{ring}"), 409)
+def test_non_empty_ring_delete_refused(rkp):
+    ring = rkp.create_ring()
+    k = rkp.root_key(ring=ring)
+    assert_kp_error(rkp.delete(f"/api/v2/key_rings/{ring}"), 409)
     # force does not remove active keys either (§6.12)
-    assert_kp_error(kp.delete(f"/api/v2/key_rings/{ring}", params={"force": "true"}), 409)
-    assert kp.metadata(k["id"])["keyRingID"] == ring
-    kp.delete_key(k["id"])
+    assert_kp_error(rkp.delete(f"/api/v2/key_rings/{ring}", params={"force": "true"}), 409)
+    assert rkp.metadata(k["id"])["keyRingID"] == ring
+    rkp.delete_key(k["id"])
     # only destroyed keys left: plain delete still refused, force moves them to default
-    r = kp.delete(f"/api/v2/key_rings/{ring}")
+    r = rkp.delete(f"/api/v2/key_rings/{ring}")
     assert r.status_code in (204, 409), describe(r)
     if r.status_code == 409:
         assert_kp_error(r, 409)
-        check_status(kp.delete(f"/api/v2/key_rings/{ring}", params={"force": "true"}), 204)
-    assert kp.get_key(k["id"])["keyRingID"] == "default"
-    assert ring not in [x["id"] for x in list_rings(kp)["resources"]]
+        check_status(rkp.delete(f"/api/v2/key_rings/{ring}", params={"force": "true"}), 204)
+    assert rkp.get_key(k["id"])["keyRingID"] == "default"
+    assert ring not in [x["id"] for x in list_rings(rkp)["resources"]]
 
 
-def test_ring_with_suspended_key_refused(kp):
-    ring = kp.create_ring()
-    k = kp.root_key(ring=ring)
-    check_status(kp.action(k["id"], "disable"), 204)
-    assert_kp_error(kp.delete(f"/api/v2/key_rings/{ring}", params={"force": "true"}), 409)
+def test_ring_with_suspended_key_refused(rkp):
+    ring = rkp.create_ring()
+    k = rkp.root_key(ring=ring)
+    check_status(rkp.action(k["id"], "disable"), 204)
+    assert_kp_error(rkp.delete(f"/api/v2/key_rings/{ring}", params={"force": "true"}), 409)
 
 
-def test_ring_delete_bad_force(kp):
-    ring = kp.create_ring()
-    assert_kp_error(kp.delete(f"/api/v2/key_rings/{ring}", params={"force": "maybe"}), 400)
+def test_ring_delete_bad_force(rkp):
+    ring = rkp.create_ring()
+    assert_kp_error(rkp.delete(f"/api/v2/key_rings/{ring}", params={"force": "maybe"}), 400)
 
 
-def test_key_ring_header_on_key_ops(kp):
-    ring = kp.create_ring()
-    k = kp.root_key(ring=ring)
-    r = kp.get(f"/api/v2/keys/{k['id']}", headers={"X-Kms-Key-Ring": ring})
+def test_key_ring_header_on_key_ops(rkp):
+    ring = rkp.create_ring()
+    k = rkp.root_key(ring=ring)
+    r = rkp.get(f"/api/v2/keys/{k['id']}", headers={"X-Kms-Key-Ring": ring})
     check_status(r, 200)
 
 

@@ -1,0 +1,250 @@
+"""§5 rows 29–30, §6.11: registrations (list per key / all keys, service-to-service writes,
+deletion protection)."""
+import pytest
+
+from api_helpers import (JSON_CT, RFC3339, REG_INPUT_TYPE, _NO, assert_kp_error, check_status, crn_path,
+                         describe, uniq)
+
+REG_TYPE = "application/vnd.ibm.kms.registration+json"
+
+
+def crn(acct, inst, name, rtype="bucket", svc="cloud-object-storage"):
+    return f"crn:v1:bluemix:public:{svc}:global:a/{acct}:{inst}:{rtype}:{name}"
+
+
+def reg_body(prevent=False, desc="registered by test", meta="meta", **extra):
+    r = {"preventKeyDeletion": prevent, "description": desc, "registrationMetadata": meta}
+    r.update(extra)
+    return {"metadata": {"collectionType": REG_INPUT_TYPE, "collectionTotal": 1}, "resources": [r]}
+
+
+def register(svc, kid, c, method="POST", expect=(200, 201, 204), **kw):
+    r = svc.req(method, f"/api/v2/keys/{kid}/registrations/{crn_path(c)}", reg_body(**kw))
+    check_status(r, *expect)
+    return r
+
+
+def regs(c, kid=None, params=None):
+    path = f"/api/v2/keys/{kid}/registrations" if kid else "/api/v2/keys/registrations"
+    r = c.get(path, params=params)
+    check_status(r, 200)
+    assert JSON_CT.match(r.headers["content-type"]), describe(r)
+    body = r.json()
+    assert body["metadata"]["collectionType"] == REG_TYPE
+    assert body["metadata"]["collectionTotal"] == len(body["resources"])
+    return body
+
+
+@pytest.fixture
+def acct():
+    return uniq("acct")
+
+
+def test_register_and_list_per_key(kp, svc, acct):
+    k = kp.root_key()
+    c1 = crn(acct, "inst1", "bucket-a")
+    register(svc, k["id"], c1, desc="protects bucket-a")
+    body = regs(kp, k["id"])
+    assert len(body["resources"]) == 1
+    g = body["resources"][0]
+    assert g["keyId"] == k["id"] and g["resourceCrn"] == c1
+    assert g["preventKeyDeletion"] is False
+    assert g["description"] == "protects bucket-a"
+    assert g["keyVersion"]["id"] == k["keyVersion"]["id"]
+    assert RFC3339.match(g["creationDate"]) and g["createdBy"]
+    assert "lastUpdated" in g and "updatedBy" in g
+    assert g.get("keyName") in (None, k["name"])
+    assert "registrationMetadata" not in g, "registrationMetadata only on service-to-service calls"
+
+
+def test_list_registrations_empty(kp):
+    k = kp.root_key()
+    assert regs(kp, k["id"])["resources"] == []
+
+
+def test_list_registrations_unknown_key(kp):
+    assert_kp_error(kp.get("/api/v2/keys/00000000-0000-4000-8000-000000000000/registrations"), 404,
+                    "KEY_NOT_FOUND_ERR")
+
+
+def test_list_all_keys_with_crn_wildcards(kp, svc, acct):
+    k1, k2 = kp.root_key(), kp.root_key()
+    a = crn(acct, "inst1", "bucket-a")
+    b = crn(acct, "inst1", "bucket-b")
+    v = crn(acct, "inst1", "vol-1", rtype="volume", svc="is")
+    other = crn(acct, "inst2", "bucket-c")
+    register(svc, k1["id"], a)
+    register(svc, k2["id"], b)
+    register(svc, k2["id"], other, prevent=True)
+    register(svc, k1["id"], v)
+    q = lambda s: {r["resourceCrn"] for r in regs(kp, params={"urlEncodedResourceCRNQuery": s})["resources"]}
+    assert q(a) == {a}
+    assert q(crn(acct, "inst1", "*")) == {a, b}
+    assert q(crn(acct, "inst1", "bucket-*")) == {a, b}
+    assert q(f"crn:v1:bluemix:public:cloud-object-storage:global:a/{acct}:inst1:*") == {a, b}
+    assert q(f"crn:v1:bluemix:public:cloud-object-storage:global:a/{acct}:inst2:*") == {other}
+    # per key: all of k2's
+    assert {r["resourceCrn"] for r in regs(kp, k2["id"])["resources"]} == {b, other}
+    per = regs(kp, k2["id"], {"urlEncodedResourceCRNQuery": f"crn:v1:bluemix:public:cloud-object-storage:*"})
+    assert {r["resourceCrn"] for r in per["resources"]} == {b, other}
+    # preventKeyDeletion filter
+    pk = regs(kp, params={"urlEncodedResourceCRNQuery": f"crn:v1:bluemix:public:cloud-object-storage:global:a/{acct}:inst2:*",
+                          "preventKeyDeletion": "true"})
+    assert [r["resourceCrn"] for r in pk["resources"]] == [other]
+    pk = regs(kp, k2["id"], {"preventKeyDeletion": "false"})
+    assert [r["resourceCrn"] for r in pk["resources"]] == [b]
+    # totalCount / paging
+    t = regs(kp, k2["id"], {"totalCount": "true", "limit": "1"})
+    assert t["metadata"]["totalCount"] == 2 and len(t["resources"]) == 1
+    t2 = regs(kp, k2["id"], {"limit": "1", "offset": "1"})
+    assert len(t2["resources"]) == 1 and t2["resources"][0]["resourceCrn"] != t["resources"][0]["resourceCrn"]
+
+
+@pytest.mark.parametrize("query", ["crn:v1:*", "crn:v1:bluemix:public:*:global:a/x:y:bucket:z", "*"])
+def test_all_keys_wildcard_in_first_8_segments_refused(kp, query):
+    assert_kp_error(kp.get("/api/v2/keys/registrations", params={"urlEncodedResourceCRNQuery": query}), 400)
+
+
+@pytest.mark.parametrize("params", [{"limit": "-1"}, {"limit": "abc"}, {"limit": "5001"}, {"offset": "x"},
+                                    {"preventKeyDeletion": "maybe"}, {"urlEncodedResourceCRNQuery": "not-a-crn"}])
+def test_registrations_bad_query(kp, params):
+    assert_kp_error(kp.get("/api/v2/keys/registrations", params=params), 400)
+
+
+def test_registrations_via_alias(kp, svc, acct):
+    al = uniq("regal")
+    k = kp.root_key(aliases=[al])
+    c = crn(acct, "i", "b")
+    register(svc, al, c)
+    assert [r["keyId"] for r in regs(kp, al)["resources"]] == [k["id"]]
+
+
+def test_update_and_replace_registration(kp, svc, acct):
+    k = kp.root_key()
+    c = crn(acct, "i", "upd")
+    register(svc, k["id"], c)
+    # PATCH: partial update
+    r = svc.patch(f"/api/v2/keys/{k['id']}/registrations/{crn_path(c)}",
+                  {"metadata": {"collectionType": REG_INPUT_TYPE, "collectionTotal": 1},
+                   "resources": [{"description": "patched"}]})
+    check_status(r, 200, 204)
+    g = regs(kp, k["id"])["resources"][0]
+    assert g["description"] == "patched" and g["preventKeyDeletion"] is False
+    # PUT: replace, needs all four fields
+    kp.rotate(k["id"])
+    v2 = kp.metadata(k["id"])["keyVersion"]["id"]
+    register(svc, k["id"], c, method="PUT", prevent=True, desc="replaced", meta="m2", keyVersionId=v2)
+    g = regs(kp, k["id"])["resources"][0]
+    assert g["description"] == "replaced" and g["preventKeyDeletion"] is True
+    assert g["keyVersion"]["id"] == v2
+    r = svc.put(f"/api/v2/keys/{k['id']}/registrations/{crn_path(c)}",
+                {"metadata": {"collectionType": REG_INPUT_TYPE, "collectionTotal": 1},
+                 "resources": [{"description": "only one field"}]})
+    assert_kp_error(r, 400)
+
+
+def test_registration_older_key_version(kp, svc, acct):
+    k = kp.root_key()
+    v1 = k["keyVersion"]["id"]
+    kp.rotate(k["id"])
+    c = crn(acct, "i", "old-version")
+    r = svc.post(f"/api/v2/keys/{k['id']}/registrations/{crn_path(c)}", reg_body(keyVersionId=v1))
+    assert_kp_error(r, 422, "KEY_VERSION_INVALID")
+
+
+def test_delete_registration(kp, svc, acct):
+    k = kp.root_key()
+    c = crn(acct, "i", "gone")
+    register(svc, k["id"], c)
+    r = svc.delete(f"/api/v2/keys/{k['id']}/registrations/{crn_path(c)}")
+    check_status(r, 200, 204)
+    assert regs(kp, k["id"])["resources"] == []
+    kp.delete_key(k["id"])
+
+
+def test_deactivate_registration(kp, svc, acct):
+    k = kp.root_key()
+    c = crn(acct, "i", "deact")
+    register(svc, k["id"], c)
+    r = svc.post(f"/api/v2/keys/{k['id']}/registrations", params={"action": "deactivate"},
+                 body={"metadata": {"collectionType": REG_INPUT_TYPE, "collectionTotal": 1},
+                       "resources": [{"resourceCrn": c}]})
+    check_status(r, 200, 204)
+    r = svc.post(f"/api/v2/keys/{k['id']}/registrations", params={"action": "bogus"},
+                 body={"metadata": {"collectionType": REG_INPUT_TYPE, "collectionTotal": 1},
+                       "resources": [{"resourceCrn": c}]})
+    assert_kp_error(r, 400)
+
+
+def test_non_service_caller_forbidden(kp, kp2, svc, acct):
+    k = kp.root_key()
+    c = crn(acct, "i", "forbidden")
+    for client in (kp, kp2):
+        for method in ("POST", "PUT", "PATCH", "DELETE"):
+            body = reg_body(keyVersionId=k["keyVersion"]["id"]) if method != "DELETE" else _NO
+            r = client.req(method, f"/api/v2/keys/{k['id']}/registrations/{crn_path(c)}", body)
+            assert_kp_error(r, 403, "SERVICE_ONLY_ERR")
+        r = client.post(f"/api/v2/keys/{k['id']}/registrations", params={"action": "deactivate"},
+                        body={"metadata": {"collectionType": REG_INPUT_TYPE, "collectionTotal": 1},
+                              "resources": [{"resourceCrn": c}]})
+        assert_kp_error(r, 403, "SERVICE_ONLY_ERR")
+    assert regs(kp, k["id"])["resources"] == []
+
+
+def test_register_standard_key(kp, svc, acct):
+    k = kp.standard_key()
+    r = svc.post(f"/api/v2/keys/{k['id']}/registrations/{crn_path(crn(acct, 'i', 'std'))}", reg_body())
+    assert_kp_error(r, 422, "KEY_ROOT_REQ_REG_ERR")
+
+
+def test_register_inactive_key(kp, svc, acct):
+    k = kp.root_key()
+    check_status(kp.action(k["id"], "disable"), 204)
+    r = svc.post(f"/api/v2/keys/{k['id']}/registrations/{crn_path(crn(acct, 'i', 'susp'))}", reg_body())
+    assert_kp_error(r, 422, "KEY_INVALID_STATE_ERR")
+
+
+@pytest.mark.parametrize("bad", ["not-a-crn", "crn:v1:only:three", "crn:v1:bluemix:public:svc:global:a/x:i:t:*"])
+def test_register_bad_crn(kp, svc, bad):
+    k = kp.root_key()
+    r = svc.post(f"/api/v2/keys/{k['id']}/registrations/{crn_path(bad)}", reg_body())
+    assert_kp_error(r, 400)
+    assert regs(kp, k["id"])["resources"] == []
+
+
+@pytest.mark.parametrize("body", [_NO, {}, {"resources": "x"}, [], {"metadata": {"collectionType": REG_INPUT_TYPE,
+                                  "collectionTotal": 2}, "resources": [{"preventKeyDeletion": False}]},
+                                  {"metadata": {"collectionType": REG_INPUT_TYPE, "collectionTotal": 1},
+                                   "resources": [{"preventKeyDeletion": "no"}]}])
+def test_register_bad_body(kp, svc, acct, body):
+    k = kp.root_key()
+    r = svc.post(f"/api/v2/keys/{k['id']}/registrations/{crn_path(crn(acct, 'i', 'b'))}", body)
+    assert_kp_error(r, 400)
+    assert regs(kp, k["id"])["resources"] == []
+
+
+def test_delete_key_with_registration(kp, svc, acct):
+    k = kp.root_key()
+    c = crn(acct, "i", "protected")
+    register(svc, k["id"], c)
+    assert_kp_error(kp.delete(f"/api/v2/keys/{k['id']}"), 409, "PROTECTED_RESOURCE_ERR")
+    assert kp.metadata(k["id"])["state"] == 1
+    r = kp.delete(f"/api/v2/keys/{k['id']}", params={"force": "true"}, headers={"Prefer": "return=representation"})
+    check_status(r, 200)
+    assert r.json()["resources"][0]["state"] == 5
+    assert c not in {x["resourceCrn"] for x in regs(kp, params={"urlEncodedResourceCRNQuery": c})["resources"]}
+
+
+def test_prevent_key_deletion(kp, svc, acct):
+    k = kp.root_key()
+    c = crn(acct, "i", "prevent")
+    register(svc, k["id"], c, prevent=True)
+    assert_kp_error(kp.delete(f"/api/v2/keys/{k['id']}"), 409, ("PREV_KEY_DEL_ERR", "PROTECTED_RESOURCE_ERR"))
+    assert_kp_error(kp.delete(f"/api/v2/keys/{k['id']}", params={"force": "true"}), 409, "PREV_KEY_DEL_ERR")
+    assert kp.metadata(k["id"])["state"] == 1
+    # once the service lifts the flag, force works
+    r = svc.patch(f"/api/v2/keys/{k['id']}/registrations/{crn_path(c)}",
+                  {"metadata": {"collectionType": REG_INPUT_TYPE, "collectionTotal": 1},
+                   "resources": [{"preventKeyDeletion": False}]})
+    check_status(r, 200, 204)
+    kp.delete_key(k["id"], force=True)
