@@ -175,7 +175,9 @@ async function expectError(promiseFn, status, code) {
     }
     return err;
   }
-  assert.fail(`expected HTTP ${status} ${code || ''}, call succeeded with ${res && res.status}: ${JSON.stringify(res && res.result)}`);
+  let shown;
+  try { shown = JSON.stringify(res && res.result); } catch (e) { shown = '<stream>'; }
+  assert.fail(`expected HTTP ${status} ${code || ''}, call succeeded with ${res && res.status}: ${shown}`);
 }
 
 function secureImportFields(token, material) {

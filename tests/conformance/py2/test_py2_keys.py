@@ -22,14 +22,29 @@ def test_oidc_token_manager(server):
     assert tm.get_token() == tok  # cached until 80 % of its lifetime
 
 
-def test_oidc_refresh_token_grant(server):
+def test_oidc_refresh_token_grant(server, monkeypatch):
+    import redstone.auth
+    seen = []
+    real_post = redstone.auth.requests.post
+
+    def spy(url, data=None, headers=None, **kw):
+        resp = real_post(url, data=data, headers=headers, **kw)
+        seen.append((url, dict(data or {}), dict(headers or {}), resp.status_code))
+        return resp
+
+    monkeypatch.setattr(redstone.auth.requests, "post", spy)
     tm = server.token_manager(use_refresh_token=True)
-    first = tm.get_token()
-    # Make the cached token look expired (but its refresh token still valid):
-    # the manager now POSTs grant_type=refresh_token to /oidc/token.
+    tm.get_token()
+    # Make the cached token look expired (its refresh token still valid): the manager
+    # now POSTs grant_type=refresh_token to /oidc/token.
     tm._token_info["expiration"] = time.time() - 1
     second = tm.get_token()
-    assert second and second != first
+    assert [s[0] for s in seen] == [server.iam_url + "/oidc/token"] * 2
+    assert seen[0][1]["grant_type"] == "urn:ibm:params:oauth:grant-type:apikey"
+    assert seen[0][2]["Authorization"] == "Basic Yng6Yng="
+    assert seen[1][1]["grant_type"] == "refresh_token", seen[1]
+    assert seen[1][3] == 200, seen[1]
+    assert second and second.count(".") == 2
     kp = server.client(tm=tm)
     assert isinstance(kp.keys(), list)
 
