@@ -25,6 +25,9 @@ pub enum Reason {
     ServiceOnly,
     FeatureRestricted,
     KeyNotFound,
+    KeyRingNotFound,
+    AliasNotFound,
+    ImportTokenNotFound,
     NotFound,
     KeyActionInvalidState,
     KeyRotationNotPermitted,
@@ -73,6 +76,9 @@ impl Reason {
             ServiceOnly => "SERVICE_ONLY_ERR",
             FeatureRestricted => "FEATURE_RESTRICTED_ERR",
             KeyNotFound => "KEY_NOT_FOUND_ERR",
+            KeyRingNotFound => "KEY_RING_NOT_FOUND_ERR",
+            AliasNotFound => "KEY_ALIAS_NOT_FOUND_ERR",
+            ImportTokenNotFound => "IMPORT_TOKEN_NOT_FOUND_ERR",
             NotFound => "NOT_FOUND_ERR",
             KeyActionInvalidState => "KEY_ACTION_INVALID_STATE_ERR",
             KeyRotationNotPermitted => "KEY_ROTATION_NOT_PERMITTED",
@@ -108,7 +114,7 @@ impl Reason {
             | IncorrectNonceIv | KeySearchTooBroad | AliasLimitReached => 400,
             Unauthorized => 401,
             ServiceOnly | FeatureRestricted => 403,
-            KeyNotFound | NotFound => 404,
+            KeyNotFound | KeyRingNotFound | AliasNotFound | ImportTokenNotFound | NotFound => 404,
             MethodNotAllowed => 405,
             KeyActionInvalidState | KeyRotationNotPermitted | ReqTooEarly | ProtectedResource
             | PrevKeyDel | AuthorizationsNotMet | NotDualAuth | KeyCreateImportAccess

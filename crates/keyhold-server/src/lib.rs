@@ -1,1 +1,10 @@
+//! Keyhold's server: the Key Protect v2 HTTP API (`api`), the domain services
+//! behind it (`service`), authentication (`auth`), and process set-up
+//! (`config`, `dev`, `server`).
 
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod dev;
+pub mod server;
+pub mod service;

@@ -1,0 +1,61 @@
+//! Server configuration, filled from the command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use keyhold_core::rules::TimingRules;
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub tls: Option<TlsFiles>,
+    pub rules: TimingRules,
+    /// Lifetime of issued access tokens.
+    pub token_lifetime: Duration,
+    /// Largest accepted request body.
+    pub body_limit: usize,
+    /// A request (reading it included) that takes longer is answered 408/503.
+    pub request_timeout: Duration,
+    /// Idle keep-alive connections are closed after this.
+    pub idle_timeout: Duration,
+    /// Answer every JSON body as `application/json` instead of Key Protect's vendor types.
+    pub plain_json: bool,
+    /// Root-key versions kept unwrapped in memory.
+    pub key_cache_entries: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl ServerConfig {
+    pub fn dev_defaults(data_dir: PathBuf) -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir,
+            tls: None,
+            rules: TimingRules::default(),
+            token_lifetime: Duration::from_secs(3600),
+            body_limit: 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(120),
+            plain_json: false,
+            key_cache_entries: keyhold_crypto::DEFAULT_CACHE_ENTRIES,
+        }
+    }
+
+    /// Plain HTTP is only allowed on loopback (DESIGN §4).
+    pub fn check_transport(&self) -> Result<(), String> {
+        if self.tls.is_none() && !self.listen.ip().is_loopback() {
+            return Err(format!(
+                "refusing to serve plain HTTP on {}: a non-loopback address needs TLS (--tls-cert and --tls-key)",
+                self.listen
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,178 @@
+//! The domain services: every Key Protect rule lives here, between the HTTP
+//! layer (which only parses and renders) and the store and crypto unit.
+//!
+//! Methods are synchronous (SQLite and HSM calls block); the api layer runs
+//! them on the blocking pool. Key writes are read–check–compare-and-swap
+//! loops, so concurrent writers never lose an update.
+
+mod actions;
+mod cache;
+mod import;
+mod keys;
+mod policies;
+mod resources;
+
+use std::sync::Arc;
+
+use keyhold_core::model::{Instance, KeyRecord};
+use keyhold_core::rules::TimingRules;
+use keyhold_core::timefmt::{self, Timestamp};
+use keyhold_core::validate::is_uuid;
+use keyhold_core::{Error, Reason, Result};
+use keyhold_crypto::{CryptoError, CryptoUnit};
+use keyhold_store::{Store, StoreError};
+
+pub use actions::{UnwrapOutcome, WrapOutcome};
+pub use keys::{CreateKey, ImportMaterial, PolicyOverrides};
+pub use policies::{InstancePolicyInput, KeyPolicyInput};
+pub use resources::RegistrationInput;
+
+use cache::KeyCache;
+
+/// How many times a compare-and-swap write is retried under contention.
+const CAS_ATTEMPTS: usize = 8;
+
+pub struct Service {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) unit: Arc<dyn CryptoUnit>,
+    pub(crate) rules: TimingRules,
+    cache: KeyCache,
+}
+
+pub(crate) fn store_err(e: StoreError) -> Error {
+    match e {
+        StoreError::Unavailable(why) => {
+            tracing::error!(error = %why, "store unavailable");
+            Error::unavailable("The key store is unavailable; retry later")
+        }
+        StoreError::Corrupt(why) => {
+            tracing::error!(error = %why, "stored data could not be read");
+            Error::internal()
+        }
+        StoreError::Conflict => Error::new(Reason::TooManyRequests, "The resource is being changed concurrently; retry"),
+        StoreError::Duplicate => Error::new(Reason::DuplicateResource, "The resource already exists"),
+        StoreError::NotFound => Error::new(Reason::NotFound, "The resource does not exist"),
+        StoreError::NotEmpty => Error::new(Reason::KeyRingNotEmpty, "The key ring still holds keys"),
+    }
+}
+
+pub(crate) fn crypto_err(e: CryptoError) -> Error {
+    match e {
+        CryptoError::Unauthentic => Error::new(
+            Reason::UnprocessableCiphertext,
+            "The provided ciphertext is invalid or corrupted, or does not match the key and aad",
+        ),
+        CryptoError::InvalidInput(why) => Error::field(Reason::InvalidField, "payload", format!("The field `payload` must be: {why}")),
+        CryptoError::BlobIntegrity => {
+            tracing::error!("stored key material failed its integrity check");
+            Error::new(Reason::UnprocessableCiphertext, "The stored key material could not be used by the crypto unit")
+        }
+        CryptoError::Unit(what) => {
+            tracing::error!(operation = what, "crypto unit failure");
+            Error::internal()
+        }
+    }
+}
+
+impl Service {
+    pub fn new(store: Arc<dyn Store>, unit: Arc<dyn CryptoUnit>, rules: TimingRules) -> Self {
+        Service { store, unit, rules, cache: KeyCache::new(100_000) }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn unit(&self) -> &Arc<dyn CryptoUnit> {
+        &self.unit
+    }
+
+    pub fn instance(&self, id: &str) -> Result<Option<Instance>> {
+        self.store.get_instance(id).map_err(store_err)
+    }
+
+    fn now(&self) -> Timestamp {
+        timefmt::now()
+    }
+
+    fn new_id() -> String {
+        uuid::Uuid::new_v4().to_string()
+    }
+
+    /// Finds a key by UUID or alias (fresh from the store).
+    pub(crate) fn resolve_key(&self, instance_id: &str, id_or_alias: &str) -> Result<KeyRecord> {
+        let key_id = self.resolve_key_id(instance_id, id_or_alias)?;
+        self.store
+            .get_key(instance_id, &key_id)
+            .map_err(store_err)?
+            .ok_or_else(Error::key_not_found)
+    }
+
+    fn resolve_key_id(&self, instance_id: &str, id_or_alias: &str) -> Result<String> {
+        if is_uuid(id_or_alias) {
+            return Ok(id_or_alias.to_ascii_lowercase());
+        }
+        if let Some(id) = self.cache.alias(instance_id, id_or_alias) {
+            return Ok(id);
+        }
+        let id = self
+            .store
+            .key_id_for_alias(instance_id, id_or_alias)
+            .map_err(store_err)?
+            .ok_or_else(Error::key_not_found)?;
+        self.cache.put_alias(instance_id, id_or_alias, &id);
+        Ok(id)
+    }
+
+    /// Reads a key, lets `change` check and modify it, and writes it back if no
+    /// one else wrote in between (retrying otherwise). Returns the new record.
+    pub(crate) fn modify_key(
+        &self,
+        instance_id: &str,
+        id_or_alias: &str,
+        mut change: impl FnMut(&mut KeyRecord, Timestamp) -> Result<()>,
+    ) -> Result<KeyRecord> {
+        for _ in 0..CAS_ATTEMPTS {
+            let mut key = self.resolve_key(instance_id, id_or_alias)?;
+            let now = self.now();
+            change(&mut key, now)?;
+            key.revision += 1;
+            key.updated_at = now;
+            match self.store.update_key(&key, None) {
+                Ok(()) => {
+                    self.cache.invalidate(instance_id, &key.id);
+                    return Ok(key);
+                }
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(store_err(e)),
+            }
+        }
+        Err(store_err(StoreError::Conflict))
+    }
+
+    /// Removes keys deleted longer ago than the auto-purge horizon.
+    pub fn auto_purge(&self) -> Result<usize> {
+        let before = self.now() - self.rules.auto_purge_after;
+        let due = self.store.deleted_before(before, 500).map_err(store_err)?;
+        for (instance_id, key_id) in &due {
+            self.purge_now(instance_id, key_id)?;
+        }
+        Ok(due.len())
+    }
+
+    fn purge_now(&self, instance_id: &str, key_id: &str) -> Result<()> {
+        let versions = self.store.versions(instance_id, key_id).map_err(store_err)?;
+        let key = self.store.get_key(instance_id, key_id).map_err(store_err)?;
+        self.store.purge_key(instance_id, key_id).map_err(store_err)?;
+        for v in versions {
+            self.unit.forget(&v.version_id);
+        }
+        if let Some(key) = key {
+            for alias in &key.aliases {
+                self.cache.drop_alias(instance_id, alias);
+            }
+        }
+        self.cache.invalidate(instance_id, key_id);
+        Ok(())
+    }
+}
