@@ -1,0 +1,61 @@
+"""Durability: kill -9 right after a 201, restart with the same --data-dir."""
+import json
+import signal
+
+from api_helpers import b64, check_status, start_server, unb64
+
+
+def test_kill9_after_create_then_restart(server_factory, tmp_path):
+    data = tmp_path / "durable"
+    a = server_factory(data_dir=data)
+    c = a.client()
+    k1 = c.root_key()
+    dek = b"wrapped before the kill"
+    w = c.wrap(k1["id"], dek, aad=["ctx"])
+    c.rotate(k1["id"])
+    v2 = c.metadata(k1["id"])["keyVersion"]["id"]
+    std = c.standard_key()
+    ring = c.create_ring()
+    gone = c.root_key()
+    c.delete_key(gone["id"])
+    r = c.create_key_resp(ring=ring)
+    check_status(r, 201)
+    last = r.json()["resources"][0]
+    a.proc.send_signal(signal.SIGKILL)  # right after the 201
+    a.proc.wait(10)
+    info_before = dict(a.info)
+
+    b = server_factory(data_dir=data)
+    assert b.info["instance_id"] == info_before["instance_id"]
+    assert b.info["apikey"] == info_before["apikey"]
+    assert b.info["second_apikey"] == info_before["second_apikey"]
+    assert b.info["service_apikey"] == info_before["service_apikey"]
+    assert json.loads((data / "dev.json").read_text()) == b.info
+    c2 = b.client()
+    got = c2.get_key(last["id"])
+    assert got["keyRingID"] == ring and got["state"] == 1
+    md = c2.metadata(k1["id"])
+    assert md["keyVersion"]["id"] == v2
+    u = c2.unwrap(k1["id"], w["ciphertext"], aad=["ctx"])
+    assert unb64(u["plaintext"]) == dek
+    assert u["rewrappedKeyVersion"]["id"] == v2
+    assert c2.get_key(std["id"])["payload"] == std["payload"]
+    assert c2.metadata(gone["id"])["state"] == 5
+    w2 = c2.wrap(last["id"], b"after restart")
+    assert unb64(c2.unwrap(last["id"], w2["ciphertext"])["plaintext"]) == b"after restart"
+
+
+def test_restart_keeps_policies_and_aliases(server_factory, tmp_path):
+    data = tmp_path / "durable2"
+    a = server_factory(data_dir=data)
+    c = a.client()
+    k = c.root_key(aliases=["durable-alias"])
+    check_status(c.put(f"/api/v2/keys/{k['id']}/policies",
+                       {"metadata": {"collectionType": "application/vnd.ibm.kms.policy+json", "collectionTotal": 1},
+                        "resources": [{"type": "application/vnd.ibm.kms.policy+json",
+                                       "dualAuthDelete": {"enabled": True}}]}), 200)
+    a.kill()
+    b = server_factory(data_dir=data)
+    c2 = b.client()
+    assert c2.get_key("durable-alias")["id"] == k["id"]
+    assert c2.metadata(k["id"])["dualAuthDelete"]["enabled"] is True
