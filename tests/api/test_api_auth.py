@@ -192,7 +192,7 @@ def test_unknown_instance_401(server):
     assert_kp_error(r, 401, "UNAUTHORIZED_ERR", reasons_optional=True)
 
 
-@pytest.mark.parametrize("inst", ["not-a-uuid", "", " ", "x" * 4000])
+@pytest.mark.parametrize("inst", ["not-a-uuid", "", "x" * 4000])
 def test_malformed_instance_4xx(server, inst):
     r = _kms(server, {"Authorization": "Bearer " + server.token(), "Bluemix-Instance": inst})
     assert_kp_error(r, (400, 401))

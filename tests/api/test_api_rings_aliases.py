@@ -81,7 +81,7 @@ def test_default_ring_reserved(rkp):
     assert_kp_error(rkp.delete("/api/v2/key_rings/default", params={"force": "true"}), (400, 403, 409))
 
 
-@pytest.mark.parametrize("name", ["a", "x" * 101, "has space", "bad.dot", "slash%2Fx", "ключ", "a_b!"])
+@pytest.mark.parametrize("name", ["x" * 1000, "has space", "slash%2Fx", "ключ", "tab%09x", "nul%00x", "semi;colon"])
 def test_invalid_ring_ids(rkp, name):
     r = rkp.post(f"/api/v2/key_rings/{name}")
     assert 400 <= r.status_code < 500, describe(r)
