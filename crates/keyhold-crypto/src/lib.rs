@@ -26,6 +26,8 @@ pub enum Purpose {
     RootKey,
     StandardKey,
     ImportTokenKey,
+    /// Server secrets such as the token-signing key.
+    ServiceSecret,
 }
 
 impl Purpose {
@@ -34,6 +36,7 @@ impl Purpose {
             Purpose::RootKey => b"root-key",
             Purpose::StandardKey => b"standard-key",
             Purpose::ImportTokenKey => b"import-token-key",
+            Purpose::ServiceSecret => b"service-secret",
         }
     }
 }

@@ -1,0 +1,101 @@
+//! Starting a node: bind, announce, serve (HTTP on loopback or HTTPS), and
+//! run the background auto-purge.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum_server::tls_rustls::RustlsConfig;
+use axum_server::Handle;
+
+use crate::api::{router, AppState};
+use crate::auth::AccountAuthorizer;
+use crate::config::ServerConfig;
+use crate::dev::{self, DevInfo};
+use crate::service::Service;
+
+const AUTO_PURGE_EVERY: Duration = Duration::from_secs(60);
+
+/// Serves the dev deployment until SIGINT/SIGTERM.
+pub async fn serve_dev(cfg: ServerConfig) -> Result<(), String> {
+    cfg.check_transport()?;
+    let deployment = dev::open(&cfg.data_dir, cfg.token_lifetime.as_secs() as i64, cfg.key_cache_entries)?;
+    let listener = TcpListener::bind(cfg.listen).map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
+    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let scheme = if cfg.tls.is_some() { "https" } else { "http" };
+    let host = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
+    let host = if host.contains(':') { format!("[{host}]") } else { host };
+    let url = format!("{scheme}://{host}:{}", addr.port());
+    let info = DevInfo { url: url.clone(), iam_url: url.clone(), ..deployment.info.clone() };
+
+    let svc = Arc::new(Service::new(deployment.store.clone(), deployment.unit.clone(), cfg.rules));
+    let state = AppState::new(svc.clone(), deployment.tokens.clone(), Arc::new(AccountAuthorizer), &cfg, addr.port());
+    let app = router(state);
+
+    let tls = match &cfg.tls {
+        Some(t) => Some(
+            RustlsConfig::from_pem_file(&t.cert, &t.key)
+                .await
+                .map_err(|e| format!("cannot load TLS certificate/key: {e}"))?,
+        ),
+        None => None,
+    };
+
+    let announcement = serde_json::to_string(&info).map_err(|e| e.to_string())?;
+    dev::write_private(&dev::dev_json_path(&cfg.data_dir), announcement.as_bytes())?;
+    println!("{announcement}");
+    tracing::info!(%url, instance_id = %info.instance_id, data_dir = %cfg.data_dir.display(), "keyhold serving (dev mode)");
+
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(AUTO_PURGE_EVERY).await;
+            let svc = svc.clone();
+            match tokio::task::spawn_blocking(move || svc.auto_purge()).await {
+                Ok(Ok(n)) if n > 0 => tracing::info!(purged = n, "auto-purged keys deleted beyond the retention period"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "auto-purge failed"),
+                _ => {}
+            }
+        }
+    });
+
+    let handle = Handle::new();
+    let shutdown = handle.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        shutdown.graceful_shutdown(Some(Duration::from_secs(10)));
+    });
+    let make = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let header_timeout = cfg.request_timeout;
+    match tls {
+        Some(tls) => {
+            let mut server = axum_server::from_tcp_rustls(listener, tls).handle(handle);
+            server.http_builder().http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(header_timeout);
+            server.serve(make).await
+        }
+        None => {
+            let mut server = axum_server::from_tcp(listener).handle(handle);
+            server.http_builder().http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(header_timeout);
+            server.serve(make).await
+        }
+    }
+    .map_err(|e| format!("server error: {e}"))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,1 +1,141 @@
-fn main() {}
+//! The `keyhold` command.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use keyhold_server::config::{ServerConfig, TlsFiles};
+
+#[derive(Parser)]
+#[command(
+    name = "keyhold",
+    version,
+    about = "Keyhold: a key management service that speaks the IBM Key Protect v2 API",
+    long_about = "Keyhold keeps root keys inside a crypto unit and serves the IBM Key Protect v2 REST API, \
+so the Key Protect clients (Python keyprotect, Node @ibm-cloud/ibm-key-protect, the Go client) work against it.\n\n\
+Quick start:\n  keyhold serve --dev                 # serves http://127.0.0.1:8080, writes ./keyhold-data/dev.json"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the Key Protect v2 API server.
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+#[command(after_help = "Examples:\n  keyhold serve --dev\n  keyhold serve --dev --listen 127.0.0.1:0 --data-dir /tmp/kh --rotate-min-interval 0\n  \
+keyhold serve --dev --listen 0.0.0.0:8443 --tls-cert cert.pem --tls-key key.pem")]
+struct ServeArgs {
+    /// Development mode: SQLite store and a software crypto unit in --data-dir, with the
+    /// master key kept in a file there (never for real keys). Creates a key-management
+    /// instance and admin API keys on first start and writes them to DATA_DIR/dev.json.
+    #[arg(long)]
+    dev: bool,
+    /// Address to listen on; port 0 picks a free port (the URL is printed and written to dev.json).
+    #[arg(long, default_value = "127.0.0.1:8080", env = "KEYHOLD_LISTEN")]
+    listen: SocketAddr,
+    /// Where the store, the dev master key and dev.json live.
+    #[arg(long, default_value = "keyhold-data", env = "KEYHOLD_DATA_DIR")]
+    data_dir: PathBuf,
+    /// TLS certificate chain (PEM). Required with --tls-key for any non-loopback address.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Seconds between two rotations of a key (Key Protect: one per hour).
+    #[arg(long, default_value_t = 3600, value_name = "SECS")]
+    rotate_min_interval: i64,
+    /// Seconds that enable and restore must wait after the key's last action.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    action_cooldown: i64,
+    /// Seconds after deletion before a key may be purged (Key Protect: 4 hours).
+    #[arg(long, default_value_t = 14400, value_name = "SECS")]
+    purge_delay: i64,
+    /// Seconds after deletion during which a key may be restored (30 days).
+    #[arg(long, default_value_t = 2_592_000, value_name = "SECS")]
+    restore_window: i64,
+    /// Seconds after deletion when a key is purged automatically (90 days).
+    #[arg(long, default_value_t = 7_776_000, value_name = "SECS")]
+    auto_purge_after: i64,
+    /// Seconds a dual-authorization deletion approval stays valid (7 days).
+    #[arg(long, default_value_t = 604_800, value_name = "SECS")]
+    dual_auth_validity: i64,
+    /// Lifetime of issued access tokens, in seconds.
+    #[arg(long, default_value_t = 3600, value_name = "SECS")]
+    token_lifetime: u64,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, default_value_t = 1024 * 1024, value_name = "BYTES")]
+    body_limit: usize,
+    /// Seconds a request (including reading its body) may take before it is abandoned.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    request_timeout: u64,
+    /// Answer every JSON body as application/json instead of Key Protect's
+    /// application/vnd.ibm.kms.* types for create, restore, wrap, unwrap and rewrap.
+    #[arg(long)]
+    plain_json: bool,
+    /// Root-key versions kept unwrapped in memory (least recently used are dropped and zeroized).
+    #[arg(long, default_value_t = 10_000)]
+    key_cache_entries: usize,
+}
+
+fn config(a: ServeArgs) -> ServerConfig {
+    let mut cfg = ServerConfig::dev_defaults(a.data_dir);
+    cfg.listen = a.listen;
+    cfg.tls = match (a.tls_cert, a.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+        _ => None,
+    };
+    cfg.rules.rotate_min_interval = a.rotate_min_interval;
+    cfg.rules.action_cooldown = a.action_cooldown;
+    cfg.rules.purge_delay = a.purge_delay;
+    cfg.rules.restore_window = a.restore_window;
+    cfg.rules.auto_purge_after = a.auto_purge_after;
+    cfg.rules.dual_auth_validity = a.dual_auth_validity;
+    cfg.token_lifetime = Duration::from_secs(a.token_lifetime);
+    cfg.body_limit = a.body_limit;
+    cfg.request_timeout = Duration::from_secs(a.request_timeout.max(1));
+    cfg.plain_json = a.plain_json;
+    cfg.key_cache_entries = a.key_cache_entries;
+    cfg
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .json()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KEYHOLD_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    match cli.command {
+        Command::Serve(args) => {
+            if !args.dev {
+                eprintln!("keyhold: only --dev deployments exist so far (the key ceremony and IAM will add production mode); run `keyhold serve --dev`");
+                return ExitCode::from(2);
+            }
+            let cfg = config(args);
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("keyhold: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(keyhold_server::server::serve_dev(cfg)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("keyhold: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

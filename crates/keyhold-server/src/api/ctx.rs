@@ -1,0 +1,84 @@
+//! Request extractors: the authenticated caller and instance (`Ctx`), and the
+//! size-limited raw body (`RawBody`).
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use keyhold_core::model::Instance;
+use keyhold_core::{Error, Reason};
+
+use super::error::ApiError;
+use super::AppState;
+use crate::auth::{Access, Principal};
+
+/// The caller and the instance the request is scoped to, authorized.
+pub struct Ctx {
+    pub principal: Principal,
+    pub instance: Arc<Instance>,
+}
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    let v = parts.headers.get("authorization")?.to_str().ok()?.trim();
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+impl FromRequestParts<AppState> for Ctx {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(parts).ok_or_else(Error::unauthorized)?;
+        let principal = st.0.tokens.authenticate(token)?;
+        let instance_id = parts
+            .headers
+            .get("bluemix-instance")
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| Error::new(Reason::InvalidHeader, "The Bluemix-Instance header is required"))?;
+        if instance_id.len() > 128 || !instance_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err(Error::new(Reason::InvalidHeader, "The Bluemix-Instance header must be an instance id").into());
+        }
+        let instance = st.instance(instance_id).await?.ok_or_else(Error::unauthorized)?;
+        st.0.authz.authorize(&principal, &instance.account_id, Access::Manage)?;
+        Ok(Ctx { principal, instance })
+    }
+}
+
+/// The request body, refused with 413 beyond the configured limit.
+pub struct RawBody(pub Bytes);
+
+impl FromRequest<AppState> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, st: &AppState) -> Result<Self, ApiError> {
+        let limit = st.0.body_limit;
+        let too_large = || Error::new(Reason::BodyTooLarge, format!("The request body is larger than {limit} bytes"));
+        let declared = req
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(too_large().into());
+        }
+        match axum::body::to_bytes(req.into_body(), limit).await {
+            Ok(b) => Ok(RawBody(b)),
+            Err(e) => {
+                let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+                let mut length_limit = false;
+                while let Some(s) = source {
+                    length_limit |= s.is::<http_body_util::LengthLimitError>();
+                    source = s.source();
+                }
+                if length_limit {
+                    Err(too_large().into())
+                } else {
+                    Err(Error::bad_body("The request body could not be read").into())
+                }
+            }
+        }
+    }
+}
