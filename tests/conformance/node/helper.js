@@ -94,8 +94,9 @@ class Server {
         response_type: 'cloud_iam',
       }),
     });
-    assert.equal(r.status, 200, await r.text());
-    return (await r.json()).access_token;
+    const text = await r.text();
+    assert.equal(r.status, 200, text);
+    return JSON.parse(text).access_token;
   }
 
   async raw(method, p, { apikey, headers, json } = {}) {
@@ -156,7 +157,9 @@ function errBody(err) {
 }
 
 function describe(err) {
-  return `status=${err && err.status} message=${err && err.message} body=${err && (typeof err.body === 'string' ? err.body : JSON.stringify(err.body))}`.slice(0, 800);
+  let body;
+  try { body = typeof err.body === 'string' ? err.body : JSON.stringify(err.body); } catch (e) { body = '<stream>'; }
+  return `status=${err && err.status} message=${err && err.message} body=${body}`.slice(0, 800);
 }
 
 async function expectError(promiseFn, status, code) {

@@ -171,20 +171,26 @@ describe('node client: policies, import, registrations', () => {
     await expectError(() => kp.deleteKey({ id: p.id, bluemixInstance: inst, force: true }), 409, 'PREV_KEY_DEL_ERR');
   });
 
-  it('default timing rules: rotate once per hour, purge/restore/enable too early', async () => {
+  async function withStrict(fn) {
     const s = await new h.Server([]).start();
-    try {
-      const c = s.client();
-      const i = s.instance;
-      const k = await createKey(c, i);
-      assert.equal((await c.rotateKey({ id: k.id, bluemixInstance: i })).status, 204);
-      await expectError(() => c.rotateKey({ id: k.id, bluemixInstance: i }), 409, 'KEY_ROTATION_NOT_PERMITTED');
-      await c.disableKey({ id: k.id, bluemixInstance: i });
-      await expectError(() => c.enableKey({ id: k.id, bluemixInstance: i }), 409, 'REQ_TOO_EARLY_ERR');
-      await c.deleteKey({ id: k.id, bluemixInstance: i });
-      await expectError(() => c.restoreKey({ id: k.id, bluemixInstance: i }), 409); // stream response: status only
-    } finally {
-      await s.stop();
-    }
-  });
+    try { await fn(s.client(), s.instance); } finally { await s.stop(); }
+  }
+
+  it('default timing rules: first rotate allowed, second within the hour refused', () => withStrict(async (c, i) => {
+    const k = await createKey(c, i);
+    assert.equal((await c.rotateKey({ id: k.id, bluemixInstance: i })).status, 204);
+    await expectError(() => c.rotateKey({ id: k.id, bluemixInstance: i }), 409, 'KEY_ROTATION_NOT_PERMITTED');
+  }));
+
+  it('default timing rules: enable right after disable is too early', () => withStrict(async (c, i) => {
+    const k = await createKey(c, i);
+    await c.disableKey({ id: k.id, bluemixInstance: i });
+    await expectError(() => c.enableKey({ id: k.id, bluemixInstance: i }), 409, 'REQ_TOO_EARLY_ERR');
+  }));
+
+  it('default timing rules: restore right after delete is too early', () => withStrict(async (c, i) => {
+    const k = await createKey(c, i);
+    await c.deleteKey({ id: k.id, bluemixInstance: i });
+    await expectError(() => c.restoreKey({ id: k.id, bluemixInstance: i }), 409); // stream response: status only
+  }));
 });

@@ -208,17 +208,26 @@ def test_purge(kp):
     expect_error(lambda: kp.get(k["id"]), 404, "KEY_NOT_FOUND_ERR")
 
 
-def test_purge_too_early_default_rules(strict_server):
+def test_purge_and_restore_too_early_default_rules(strict_server):
     kp = strict_server.client()
     k = kp.create(name=uniq("early"), root=True)
     kp.delete(k["id"])
     expect_error(lambda: kp.purge_key(k["id"]), 409, "REQ_TOO_EARLY_ERR")
     expect_error(lambda: kp.restore_key(k["id"]), 409, "REQ_TOO_EARLY_ERR")
-    k2 = kp.create(name=uniq("rot"), root=True)
-    kp.rotate(k2["id"])
-    expect_error(lambda: kp.rotate(k2["id"]), 409, "KEY_ROTATION_NOT_PERMITTED")
-    kp.disable_key(k2["id"])
-    expect_error(lambda: kp.enable_key(k2["id"]), 409, "REQ_TOO_EARLY_ERR")
+
+
+def test_enable_too_early_default_rules(strict_server):
+    kp = strict_server.client()
+    k = kp.create(name=uniq("dis"), root=True)
+    kp.disable_key(k["id"])
+    expect_error(lambda: kp.enable_key(k["id"]), 409, "REQ_TOO_EARLY_ERR")
+
+
+def test_rotate_once_per_hour_default_rules(strict_server):
+    kp = strict_server.client()
+    k = kp.create(name=uniq("rot"), root=True)
+    kp.rotate(k["id"])  # the first rotation of a new key is allowed (the rule counts rotations)
+    expect_error(lambda: kp.rotate(k["id"]), 409, "KEY_ROTATION_NOT_PERMITTED")
 
 
 # -- aliases ---------------------------------------------------------------------------
