@@ -43,19 +43,21 @@ def keyhold_bin() -> Path:
 class Server:
     """One `keyhold serve --dev` process on an ephemeral port."""
 
-    def __init__(self, extra_flags=None, ready_timeout=60.0):
+    def __init__(self, extra_flags=None, ready_timeout=60.0, data_dir=None, keep_data=False):
         self.extra_flags = list(extra_flags or [])
         self.ready_timeout = ready_timeout
         self.proc = None
         self.info = None
-        self.data_dir = None
+        self.data_dir = data_dir
+        self.keep_data = keep_data
         self.stderr_path = None
 
     def start(self) -> "Server":
         binary = keyhold_bin()
         if not binary.exists():
             pytest.fail(f"keyhold binary not found at {binary} (set KEYHOLD_BIN or run cargo build)")
-        self.data_dir = tempfile.mkdtemp(prefix="keyhold-conf-py3-")
+        if self.data_dir is None:
+            self.data_dir = tempfile.mkdtemp(prefix="keyhold-conf-py3-")
         self.stderr_path = os.path.join(self.data_dir, "..", os.path.basename(self.data_dir) + ".stderr.log")
         self._stderr = open(self.stderr_path, "wb")
         cmd = [str(binary), "serve", "--dev", "--listen", "127.0.0.1:0", "--data-dir", self.data_dir] + self.extra_flags
@@ -103,7 +105,7 @@ class Server:
                 self.proc.wait(timeout=10)
         if getattr(self, "_stderr", None):
             self._stderr.close()
-        if self.data_dir:
+        if self.data_dir and not self.keep_data:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
     # -- conveniences -----------------------------------------------------
