@@ -273,3 +273,19 @@ describe('node client: keys and actions', () => {
     assert.ok(!after.includes(empty));
   });
 });
+
+describe('node client: short-lived tokens', () => {
+  it('IamAuthenticator fetches a new token after expiry', async () => {
+    const s = await new h.Server([...h.FAST_FLAGS, '--token-lifetime', '3']).start();
+    try {
+      const c = s.client();
+      const r = await c.createKey({ bluemixInstance: s.instance, body: keyBody(uniq(), false) });
+      const id = r.result.resources[0].id;
+      await new Promise((res) => setTimeout(res, 3500));
+      const g = await c.getKey({ id, bluemixInstance: s.instance });
+      assert.equal(g.result.resources[0].id, id);
+    } finally {
+      await s.stop();
+    }
+  });
+});

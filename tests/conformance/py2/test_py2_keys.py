@@ -286,3 +286,17 @@ def test_import_token_and_secure_import(fresh_server):
     assert k["imported"] is True
     w = kp.wrap(k["id"], b"secure")
     assert kp.unwrap(k["id"], w["ciphertext"]) == b"secure"
+
+
+# -- short-lived tokens -------------------------------------------------------------------------
+
+def test_token_manager_refreshes_short_lived_tokens():
+    from kh2 import FAST_FLAGS, Server
+    s = Server(FAST_FLAGS + ["--token-lifetime", "3"]).start()
+    try:
+        kp = s.client()
+        k = kp.create(name=uniq("tok"), root=True)
+        time.sleep(3.5)  # the cached token has expired; TokenManager must fetch a new one
+        assert kp.get(k["id"])["id"] == k["id"]
+    finally:
+        s.stop()
