@@ -116,3 +116,32 @@ def test_old_action_wrap_query_form_raw(server):
     ct = r.json()["ciphertext"]
     r = server.raw("POST", f"/api/v2/keys/{k['id']}/actions/unwrap", json={"ciphertext": ct})
     assert r.status_code == 200 and r.json()["plaintext"] == pt, r.text
+
+
+def test_content_types_default_and_plain_json():
+    """§4.1: vendor types for create/restore/wrap/unwrap/rewrap by default (the py3 SDK then hands back a
+    requests.Response), application/json elsewhere; --plain-json makes every body application/json."""
+    import requests as rq
+    from kh3 import FAST_FLAGS, Server, body, key_body
+    for flags, vendor in ((FAST_FLAGS, True), (FAST_FLAGS + ["--plain-json"], False)):
+        s = Server(flags).start()
+        try:
+            kp, inst = s.client(), s.instance
+            res = kp.create_key(bluemix_instance=inst, key_create_body=key_body(uniq()))
+            r = res.get_result()
+            if vendor:
+                assert isinstance(r, rq.Response), type(r)
+                assert r.headers["Content-Type"].startswith("application/vnd.ibm.kms.key+json"), r.headers
+                kid = r.json()["resources"][0]["id"]
+                w = kp.wrap_key(id=kid, bluemix_instance=inst, key_action_wrap_body=body({})).get_result()
+                assert isinstance(w, rq.Response)
+                assert w.headers["Content-Type"].startswith("application/vnd.ibm.kms.key_action+json"), w.headers
+            else:
+                assert isinstance(r, dict), type(r)
+                kid = r["resources"][0]["id"]
+                w = kp.wrap_key(id=kid, bluemix_instance=inst, key_action_wrap_body=body({})).get_result()
+                assert isinstance(w, dict)
+            assert isinstance(kp.get_key(id=kid, bluemix_instance=inst).get_result(), dict)
+            assert isinstance(kp.get_keys(bluemix_instance=inst).get_result(), dict)
+        finally:
+            s.stop()
