@@ -50,12 +50,21 @@ impl Envelope {
         let version_id = Uuid::from_slice(&raw[3..19]).map_err(|_| bad())?;
         let mut nonce = [0u8; NONCE_LEN];
         nonce.copy_from_slice(&raw[19..HEADER_LEN]);
-        Ok(Envelope { version_id, nonce, sealed: raw[HEADER_LEN..].to_vec() })
+        Ok(Envelope {
+            version_id,
+            nonce,
+            sealed: raw[HEADER_LEN..].to_vec(),
+        })
     }
 }
 
 /// The GCM additional data for one wrap: binds the DEK to where it was wrapped.
-pub fn dek_aad(instance_id: &str, key_id: &str, version_id: &str, caller_aad: &[String]) -> Vec<u8> {
+pub fn dek_aad(
+    instance_id: &str,
+    key_id: &str,
+    version_id: &str,
+    caller_aad: &[String],
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + caller_aad.iter().map(|a| a.len() + 4).sum::<usize>());
     let mut put = |bytes: &[u8]| {
         out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
@@ -79,7 +88,11 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let e = Envelope { version_id: Uuid::new_v4(), nonce: [7; 12], sealed: vec![1; 48] };
+        let e = Envelope {
+            version_id: Uuid::new_v4(),
+            nonce: [7; 12],
+            sealed: vec![1; 48],
+        };
         assert_eq!(Envelope::decode(&e.encode()).unwrap(), e);
     }
 

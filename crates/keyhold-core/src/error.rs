@@ -108,17 +108,37 @@ impl Reason {
     pub fn status(self) -> u16 {
         use Reason::*;
         match self {
-            BadBody | NoBody | CollectionTotalMismatch | BodyQueryParamMismatch
-            | NumCollectionResource | InvalidField | InvalidQueryParam | InvalidHeader
-            | KeyRootReq | KeyPayloadReq | KeyExpired | KeyRestoreExpired | IncorrectNonce
-            | IncorrectNonceIv | KeySearchTooBroad | AliasLimitReached => 400,
+            BadBody
+            | NoBody
+            | CollectionTotalMismatch
+            | BodyQueryParamMismatch
+            | NumCollectionResource
+            | InvalidField
+            | InvalidQueryParam
+            | InvalidHeader
+            | KeyRootReq
+            | KeyPayloadReq
+            | KeyExpired
+            | KeyRestoreExpired
+            | IncorrectNonce
+            | IncorrectNonceIv
+            | KeySearchTooBroad
+            | AliasLimitReached => 400,
             Unauthorized => 401,
             ServiceOnly | FeatureRestricted => 403,
             KeyNotFound | KeyRingNotFound | AliasNotFound | ImportTokenNotFound | NotFound => 404,
             MethodNotAllowed => 405,
-            KeyActionInvalidState | KeyRotationNotPermitted | ReqTooEarly | ProtectedResource
-            | PrevKeyDel | AuthorizationsNotMet | NotDualAuth | KeyCreateImportAccess
-            | ImportTokenExpired | DuplicateResource | KeyRingNotEmpty => 409,
+            KeyActionInvalidState
+            | KeyRotationNotPermitted
+            | ReqTooEarly
+            | ProtectedResource
+            | PrevKeyDel
+            | AuthorizationsNotMet
+            | NotDualAuth
+            | KeyCreateImportAccess
+            | ImportTokenExpired
+            | DuplicateResource
+            | KeyRingNotEmpty => 409,
             KeyDeleted => 410,
             BodyTooLarge => 413,
             KeyInvalidState | KeyRootReqReg | UnprocessableCiphertext | KeyVersionInvalid => 422,
@@ -142,16 +162,28 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub fn new(reason: Reason, message: impl Into<String>) -> Self {
-        Error { reason, message: message.into(), field: None }
+        Error {
+            reason,
+            message: message.into(),
+            field: None,
+        }
     }
 
     pub fn field(reason: Reason, field: &'static str, message: impl Into<String>) -> Self {
-        Error { reason, message: message.into(), field: Some(field) }
+        Error {
+            reason,
+            message: message.into(),
+            field: Some(field),
+        }
     }
 
     /// `INVALID_FIELD_ERR` in the wording Key Protect uses: "The field `x` must be: …".
     pub fn invalid_field(field: &'static str, must_be: &str) -> Self {
-        Self::field(Reason::InvalidField, field, format!("The field `{field}` must be: {must_be}"))
+        Self::field(
+            Reason::InvalidField,
+            field,
+            format!("The field `{field}` must be: {must_be}"),
+        )
     }
 
     pub fn bad_body(message: impl Into<String>) -> Self {
@@ -159,7 +191,10 @@ impl Error {
     }
 
     pub fn invalid_query(param: &str, must_be: &str) -> Self {
-        Self::new(Reason::InvalidQueryParam, format!("The query_param `{param}` must be: {must_be}"))
+        Self::new(
+            Reason::InvalidQueryParam,
+            format!("The query_param `{param}` must be: {must_be}"),
+        )
     }
 
     pub fn key_not_found() -> Self {
@@ -167,7 +202,10 @@ impl Error {
     }
 
     pub fn key_deleted() -> Self {
-        Self::new(Reason::KeyDeleted, "Key has already been deleted. Please delete references to this key.")
+        Self::new(
+            Reason::KeyDeleted,
+            "Key has already been deleted. Please delete references to this key.",
+        )
     }
 
     pub fn invalid_state(message: impl Into<String>) -> Self {
@@ -175,11 +213,17 @@ impl Error {
     }
 
     pub fn unauthorized() -> Self {
-        Self::new(Reason::Unauthorized, "The user does not have access to the specified resource")
+        Self::new(
+            Reason::Unauthorized,
+            "The user does not have access to the specified resource",
+        )
     }
 
     pub fn internal() -> Self {
-        Self::new(Reason::Internal, "An internal error occurred; it has been logged")
+        Self::new(
+            Reason::Internal,
+            "An internal error occurred; it has been logged",
+        )
     }
 
     pub fn unavailable(message: impl Into<String>) -> Self {

@@ -100,7 +100,12 @@ impl Default for ListKeys {
         ListKeys {
             limit: DEFAULT_LIMIT,
             offset: 0,
-            states: vec![KeyState::PreActivation, KeyState::Active, KeyState::Suspended, KeyState::Deactivated],
+            states: vec![
+                KeyState::PreActivation,
+                KeyState::Active,
+                KeyState::Suspended,
+                KeyState::Deactivated,
+            ],
             extractable: None,
             key_ring: None,
             search: None,
@@ -114,7 +119,10 @@ impl Default for ListKeys {
 pub fn parse_limit(v: &str, max: u32) -> Result<u32> {
     match v.trim().parse::<u32>() {
         Ok(n) if (1..=max).contains(&n) => Ok(n),
-        _ => Err(Error::invalid_query("limit", &format!("an integer between 1 and {max} (inclusive)"))),
+        _ => Err(Error::invalid_query(
+            "limit",
+            &format!("an integer between 1 and {max} (inclusive)"),
+        )),
     }
 }
 
@@ -136,8 +144,12 @@ pub fn parse_bool(name: &str, v: &str) -> Result<bool> {
 pub fn parse_states(v: &str) -> Result<Option<Vec<KeyState>>> {
     let mut out = Vec::new();
     for part in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let n: u8 = part.parse().map_err(|_| Error::invalid_query("state", "a comma-separated list of 0, 1, 2, 3 and 5"))?;
-        let s = KeyState::try_from(n).map_err(|_| Error::invalid_query("state", "a comma-separated list of 0, 1, 2, 3 and 5"))?;
+        let n: u8 = part.parse().map_err(|_| {
+            Error::invalid_query("state", "a comma-separated list of 0, 1, 2, 3 and 5")
+        })?;
+        let s = KeyState::try_from(n).map_err(|_| {
+            Error::invalid_query("state", "a comma-separated list of 0, 1, 2, 3 and 5")
+        })?;
         if !out.contains(&s) {
             out.push(s);
         }
@@ -173,7 +185,10 @@ fn parse_search(raw: &str) -> Result<Search> {
         s.in_name = true;
     }
     if rest.is_empty() || rest.len() > 256 {
-        return Err(Error::invalid_query("search", "a non-empty string of at most 256 characters"));
+        return Err(Error::invalid_query(
+            "search",
+            "a non-empty string of at most 256 characters",
+        ));
     }
     s.text = rest.to_string();
     Ok(s)
@@ -223,7 +238,9 @@ fn parse_filter(raw: &str) -> Result<Vec<Filter>> {
     let bad = |why: &str| Error::invalid_query("filter", why);
     let mut out: Vec<Filter> = Vec::new();
     for term in filter_terms(raw) {
-        let (prop, value) = term.split_once('=').ok_or_else(|| bad("space-separated terms of the form property=value or property=op:value"))?;
+        let (prop, value) = term.split_once('=').ok_or_else(|| {
+            bad("space-separated terms of the form property=value or property=op:value")
+        })?;
         let field = match prop {
             "creationDate" => FilterField::CreationDate,
             "deletionDate" => FilterField::DeletionDate,
@@ -245,10 +262,16 @@ fn parse_filter(raw: &str) -> Result<Vec<Filter>> {
             _ if value == "none" => FilterValue::Absent,
             FilterField::Extractable => FilterValue::Bool(parse_bool("filter", value)?),
             FilterField::State => {
-                let n: u8 = value.parse().map_err(|_| bad("a state of 0, 1, 2, 3 or 5"))?;
-                FilterValue::State(KeyState::try_from(n).map_err(|_| bad("a state of 0, 1, 2, 3 or 5"))?)
+                let n: u8 = value
+                    .parse()
+                    .map_err(|_| bad("a state of 0, 1, 2, 3 or 5"))?;
+                FilterValue::State(
+                    KeyState::try_from(n).map_err(|_| bad("a state of 0, 1, 2, 3 or 5"))?,
+                )
             }
-            _ => FilterValue::Time(timefmt::parse(value).ok_or_else(|| bad("dates in RFC 3339 format"))?),
+            _ => FilterValue::Time(
+                timefmt::parse(value).ok_or_else(|| bad("dates in RFC 3339 format"))?,
+            ),
         };
         if value == FilterValue::Absent && op != Op::Eq {
             return Err(bad("the keyword none only with ="));
@@ -263,8 +286,14 @@ fn parse_filter(raw: &str) -> Result<Vec<Filter>> {
 
 impl ListKeys {
     /// Builds the query from decoded query pairs and the `X-Kms-Key-Ring` header.
-    pub fn from_query<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>, key_ring: Option<String>) -> Result<Self> {
-        let mut q = ListKeys { key_ring, ..Default::default() };
+    pub fn from_query<'a>(
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+        key_ring: Option<String>,
+    ) -> Result<Self> {
+        let mut q = ListKeys {
+            key_ring,
+            ..Default::default()
+        };
         let mut state_param = false;
         let mut extractable_param = false;
         for (name, value) in pairs {
@@ -288,13 +317,25 @@ impl ListKeys {
             }
         }
         let filters_state = q.filters.iter().any(|f| f.field == FilterField::State);
-        let filters_extractable = q.filters.iter().any(|f| f.field == FilterField::Extractable);
+        let filters_extractable = q
+            .filters
+            .iter()
+            .any(|f| f.field == FilterField::Extractable);
         if (filters_state && state_param) || (filters_extractable && extractable_param) {
-            return Err(Error::invalid_query("filter", "free of state/extractable when those are given as their own parameters"));
+            return Err(Error::invalid_query(
+                "filter",
+                "free of state/extractable when those are given as their own parameters",
+            ));
         }
         if filters_state {
             // The filter decides which states are listed, deleted keys included.
-            q.states = vec![KeyState::PreActivation, KeyState::Active, KeyState::Suspended, KeyState::Deactivated, KeyState::Destroyed];
+            q.states = vec![
+                KeyState::PreActivation,
+                KeyState::Active,
+                KeyState::Suspended,
+                KeyState::Deactivated,
+                KeyState::Destroyed,
+            ];
         }
         Ok(q)
     }
@@ -308,7 +349,11 @@ mod tests {
     fn defaults_and_empty_state() {
         let q = ListKeys::from_query([("state", "")], None).unwrap();
         assert_eq!(q, ListKeys::default());
-        let q = ListKeys::from_query([("state", "1,5"), ("limit", "10"), ("extractable", "false")], None).unwrap();
+        let q = ListKeys::from_query(
+            [("state", "1,5"), ("limit", "10"), ("extractable", "false")],
+            None,
+        )
+        .unwrap();
         assert_eq!(q.states, vec![KeyState::Active, KeyState::Destroyed]);
         assert_eq!(q.limit, 10);
         assert_eq!(q.extractable, Some(false));
@@ -316,7 +361,16 @@ mod tests {
 
     #[test]
     fn rejects_bad_values() {
-        for (k, v) in [("limit", "0"), ("limit", "5001"), ("limit", "x"), ("offset", "-1"), ("state", "4"), ("sort", "bogus"), ("filter", "garbage"), ("extractable", "maybe")] {
+        for (k, v) in [
+            ("limit", "0"),
+            ("limit", "5001"),
+            ("limit", "x"),
+            ("offset", "-1"),
+            ("state", "4"),
+            ("sort", "bogus"),
+            ("filter", "garbage"),
+            ("extractable", "maybe"),
+        ] {
             assert!(ListKeys::from_query([(k, v)], None).is_err(), "{k}={v}");
         }
         assert!(ListKeys::from_query([("state", "1"), ("filter", "state=1")], None).is_err());
@@ -325,17 +379,30 @@ mod tests {
     #[test]
     fn search_sort_filter() {
         let q = ListKeys::from_query(
-            [("search", "not:exact:alias:foo"), ("sort", "-creationDate,id"), ("filter", "creationDate=gt:\"2020-01-01T00:00:00Z\" expirationDate=none")],
+            [
+                ("search", "not:exact:alias:foo"),
+                ("sort", "-creationDate,id"),
+                (
+                    "filter",
+                    "creationDate=gt:\"2020-01-01T00:00:00Z\" expirationDate=none",
+                ),
+            ],
             None,
         )
         .unwrap();
         let s = q.search.unwrap();
         assert!(s.not && s.exact && s.in_alias && !s.in_name);
         assert_eq!(s.text, "foo");
-        assert_eq!(q.sort, vec![(SortField::CreationDate, true), (SortField::Id, false)]);
+        assert_eq!(
+            q.sort,
+            vec![(SortField::CreationDate, true), (SortField::Id, false)]
+        );
         assert_eq!(q.filters.len(), 2);
         assert_eq!(q.filters[1].value, FilterValue::Absent);
-        let s = ListKeys::from_query([("search", "escape:not:x")], None).unwrap().search.unwrap();
+        let s = ListKeys::from_query([("search", "escape:not:x")], None)
+            .unwrap()
+            .search
+            .unwrap();
         assert_eq!(s.text, "not:x");
         assert!(!s.not);
     }

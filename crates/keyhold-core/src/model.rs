@@ -110,7 +110,9 @@ impl KeyRecord {
     /// The state a caller sees at `now`: an expired Active/Suspended key is Deactivated.
     pub fn state_at(&self, now: Timestamp) -> KeyState {
         match (self.state, self.expiration) {
-            (KeyState::Active | KeyState::Suspended, Some(exp)) if exp <= now => KeyState::Deactivated,
+            (KeyState::Active | KeyState::Suspended, Some(exp)) if exp <= now => {
+                KeyState::Deactivated
+            }
             (s, _) => s,
         }
     }
@@ -198,7 +200,9 @@ impl InstancePolicyType {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|t| t.name().eq_ignore_ascii_case(s))
+        Self::ALL
+            .into_iter()
+            .find(|t| t.name().eq_ignore_ascii_case(s))
     }
 }
 
@@ -274,6 +278,9 @@ pub struct Instance {
 
 impl Instance {
     pub fn crn_prefix(&self) -> String {
-        format!("crn:v1:keyhold:local:kms:{}:a/{}:{}", self.region, self.account_id, self.id)
+        format!(
+            "crn:v1:keyhold:local:kms:{}:a/{}:{}",
+            self.region, self.account_id, self.id
+        )
     }
 }

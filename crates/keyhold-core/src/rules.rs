@@ -81,7 +81,8 @@ pub fn check_state(key: &KeyRecord, action: KeyAction, now: Timestamp) -> Result
         };
     }
     let allowed = match action {
-        Get | Delete | Sync | Patch | SetPolicy | Alias | SetKeyForDeletion | UnsetKeyForDeletion => true,
+        Get | Delete | Sync | Patch | SetPolicy | Alias | SetKeyForDeletion
+        | UnsetKeyForDeletion => true,
         Wrap | Disable => state == Active,
         Unwrap | Rewrap | Rotate => matches!(state, Active | Deactivated),
         Enable => state == Suspended,
@@ -97,12 +98,17 @@ pub fn check_state(key: &KeyRecord, action: KeyAction, now: Timestamp) -> Result
         Active => "the key is active",
         Destroyed => "the key is destroyed",
     };
-    Err(Error::invalid_state(format!("Key could not be {}: {why}", action.verb())))
+    Err(Error::invalid_state(format!(
+        "Key could not be {}: {why}",
+        action.verb()
+    )))
 }
 
 pub fn check_rotate_timing(key: &KeyRecord, rules: &TimingRules, now: Timestamp) -> Result<()> {
-    let last = key.last_rotated_at.unwrap_or(key.created_at);
-    if rules.rotate_min_interval > 0 && now - last < rules.rotate_min_interval {
+    let Some(last) = key.last_rotated_at else {
+        return Ok(());
+    };
+    if now - last < rules.rotate_min_interval {
         return Err(Error::new(
             Reason::KeyRotationNotPermitted,
             "This root key has been rotated within the last hour: Only one 'rotate' action per hour is permitted",
@@ -127,14 +133,22 @@ pub fn check_cooldown(key: &KeyRecord, rules: &TimingRules, now: Timestamp) -> R
 
 pub fn check_restore(key: &KeyRecord, rules: &TimingRules, now: Timestamp) -> Result<()> {
     if key.state != KeyState::Destroyed {
-        return Err(Error::invalid_state("Key could not be restored: the key is not deleted"));
+        return Err(Error::invalid_state(
+            "Key could not be restored: the key is not deleted",
+        ));
     }
     let deleted_at = key.deleted_at.unwrap_or(key.last_action_at);
     if now - deleted_at > rules.restore_window {
-        return Err(Error::new(Reason::KeyRestoreExpired, "The key can no longer be restored: the restore window has passed"));
+        return Err(Error::new(
+            Reason::KeyRestoreExpired,
+            "The key can no longer be restored: the restore window has passed",
+        ));
     }
     if key.expiration.is_some_and(|e| e <= now) {
-        return Err(Error::new(Reason::KeyExpired, "The key has expired and cannot be restored"));
+        return Err(Error::new(
+            Reason::KeyExpired,
+            "The key has expired and cannot be restored",
+        ));
     }
     check_cooldown(key, rules, now)
 }
@@ -148,7 +162,12 @@ pub fn check_purge(key: &KeyRecord, rules: &TimingRules, now: Timestamp) -> Resu
         let d = rules.purge_delay;
         return Err(Error::new(
             Reason::ReqTooEarly,
-            format!("Purge operation is allowed {}h{}m{}s after key is deleted", d / 3600, d % 3600 / 60, d % 60),
+            format!(
+                "Purge operation is allowed {}h{}m{}s after key is deleted",
+                d / 3600,
+                d % 3600 / 60,
+                d % 60
+            ),
         ));
     }
     Ok(())
@@ -156,7 +175,10 @@ pub fn check_purge(key: &KeyRecord, rules: &TimingRules, now: Timestamp) -> Resu
 
 /// True once a deleted key is past the automatic purge horizon.
 pub fn due_for_auto_purge(key: &KeyRecord, rules: &TimingRules, now: Timestamp) -> bool {
-    key.state == KeyState::Destroyed && key.deleted_at.is_some_and(|d| now - d >= rules.auto_purge_after)
+    key.state == KeyState::Destroyed
+        && key
+            .deleted_at
+            .is_some_and(|d| now - d >= rules.auto_purge_after)
 }
 
 #[cfg(test)]
@@ -182,12 +204,19 @@ mod tests {
             updated_at: 1000,
             last_rotated_at: None,
             last_action_at: 1000,
-            deleted_at: if state == KeyState::Destroyed { Some(1000) } else { None },
+            deleted_at: if state == KeyState::Destroyed {
+                Some(1000)
+            } else {
+                None
+            },
             deleted_by: None,
             rotation: None,
             dual_auth: None,
             deletion_authorization: None,
-            current_version: VersionRef { id: "v".into(), created_at: 1000 },
+            current_version: VersionRef {
+                id: "v".into(),
+                created_at: 1000,
+            },
             version_count: 1,
             revision: 1,
         }
@@ -209,13 +238,22 @@ mod tests {
             (Restore, [false, false, false, true]),
         ];
         for (action, expected) in table {
-            for (i, state) in [Active, Suspended, Deactivated, Destroyed].into_iter().enumerate() {
+            for (i, state) in [Active, Suspended, Deactivated, Destroyed]
+                .into_iter()
+                .enumerate()
+            {
                 let got = check_state(&key(state), *action, 2000).is_ok();
                 assert_eq!(got, expected[i], "{action:?} in {state:?}");
             }
         }
-        assert_eq!(check_state(&key(Destroyed), Wrap, 2000).unwrap_err().reason, Reason::KeyDeleted);
-        assert_eq!(check_state(&key(Suspended), Wrap, 2000).unwrap_err().reason, Reason::KeyActionInvalidState);
+        assert_eq!(
+            check_state(&key(Destroyed), Wrap, 2000).unwrap_err().reason,
+            Reason::KeyDeleted
+        );
+        assert_eq!(
+            check_state(&key(Suspended), Wrap, 2000).unwrap_err().reason,
+            Reason::KeyActionInvalidState
+        );
     }
 
     #[test]
@@ -232,16 +270,40 @@ mod tests {
     #[test]
     fn timing_rules() {
         let rules = TimingRules::default();
-        let k = key(KeyState::Active);
-        assert_eq!(check_rotate_timing(&k, &rules, 1000 + 3599).unwrap_err().reason, Reason::KeyRotationNotPermitted);
+        let mut k = key(KeyState::Active);
+        assert!(
+            check_rotate_timing(&k, &rules, 1001).is_ok(),
+            "a new key may rotate at once"
+        );
+        k.last_rotated_at = Some(1000);
+        assert_eq!(
+            check_rotate_timing(&k, &rules, 1000 + 3599)
+                .unwrap_err()
+                .reason,
+            Reason::KeyRotationNotPermitted
+        );
         assert!(check_rotate_timing(&k, &rules, 1000 + 3600).is_ok());
-        assert_eq!(check_cooldown(&k, &rules, 1029).unwrap_err().reason, Reason::ReqTooEarly);
+        assert_eq!(
+            check_cooldown(&k, &rules, 1029).unwrap_err().reason,
+            Reason::ReqTooEarly
+        );
         assert!(check_cooldown(&k, &rules, 1030).is_ok());
         let d = key(KeyState::Destroyed);
-        assert_eq!(check_purge(&d, &rules, 1000 + 14399).unwrap_err().reason, Reason::ReqTooEarly);
+        assert_eq!(
+            check_purge(&d, &rules, 1000 + 14399).unwrap_err().reason,
+            Reason::ReqTooEarly
+        );
         assert!(check_purge(&d, &rules, 1000 + 14400).is_ok());
-        assert_eq!(check_purge(&k, &rules, 99999).unwrap_err().reason, Reason::KeyActionInvalidState);
-        assert_eq!(check_restore(&d, &rules, 1000 + 30 * 86400 + 1).unwrap_err().reason, Reason::KeyRestoreExpired);
+        assert_eq!(
+            check_purge(&k, &rules, 99999).unwrap_err().reason,
+            Reason::KeyActionInvalidState
+        );
+        assert_eq!(
+            check_restore(&d, &rules, 1000 + 30 * 86400 + 1)
+                .unwrap_err()
+                .reason,
+            Reason::KeyRestoreExpired
+        );
         assert!(check_restore(&d, &rules, 1000 + 30).is_ok());
         assert!(due_for_auto_purge(&d, &rules, 1000 + 90 * 86400));
     }

@@ -21,7 +21,9 @@ pub fn format(ts: Timestamp) -> String {
 
 /// Parses RFC 3339 (any offset, optional fraction) into unix seconds.
 pub fn parse(s: &str) -> Option<Timestamp> {
-    OffsetDateTime::parse(s.trim(), &Rfc3339).ok().map(|d| d.unix_timestamp())
+    OffsetDateTime::parse(s.trim(), &Rfc3339)
+        .ok()
+        .map(|d| d.unix_timestamp())
 }
 
 pub fn now() -> Timestamp {

@@ -18,7 +18,12 @@ pub(crate) struct BlobSealer {
 
 fn binding_bytes(b: &Binding<'_>) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
-    for part in [b.purpose.label(), b.instance_id.as_bytes(), b.object_id.as_bytes(), b.version_id.as_bytes()] {
+    for part in [
+        b.purpose.label(),
+        b.instance_id.as_bytes(),
+        b.object_id.as_bytes(),
+        b.version_id.as_bytes(),
+    ] {
         out.extend_from_slice(&(part.len() as u32).to_be_bytes());
         out.extend_from_slice(part);
     }
@@ -27,7 +32,10 @@ fn binding_bytes(b: &Binding<'_>) -> Vec<u8> {
 
 impl BlobSealer {
     pub(crate) fn new(kek_bytes: Zeroizing<[u8; 32]>, mac_bytes: &[u8]) -> Self {
-        BlobSealer { kek_bytes, mac: hmac::Key::new(hmac::HMAC_SHA256, mac_bytes) }
+        BlobSealer {
+            kek_bytes,
+            mac: hmac::Key::new(hmac::HMAC_SHA256, mac_bytes),
+        }
     }
 
     fn tag(&self, binding: &Binding<'_>, wrapped: &[u8]) -> hmac::Tag {
@@ -41,7 +49,8 @@ impl BlobSealer {
         if material.is_empty() {
             return Err(CryptoError::InvalidInput("empty key material"));
         }
-        let kek = AesKek::new(&AES_256, &self.kek_bytes[..]).map_err(|_| CryptoError::Unit("kek"))?;
+        let kek =
+            AesKek::new(&AES_256, &self.kek_bytes[..]).map_err(|_| CryptoError::Unit("kek"))?;
         let mut out = vec![0u8; 1 + material.len() + 16 + TAG_LEN];
         out[0] = FORMAT;
         let n = kek
@@ -61,7 +70,8 @@ impl BlobSealer {
         let (wrapped, tag) = blob[1..].split_at(blob.len() - 1 - TAG_LEN);
         let expected = self.tag(binding, wrapped);
         verify_slices_are_equal(expected.as_ref(), tag).map_err(|_| CryptoError::BlobIntegrity)?;
-        let kek = AesKek::new(&AES_256, &self.kek_bytes[..]).map_err(|_| CryptoError::Unit("kek"))?;
+        let kek =
+            AesKek::new(&AES_256, &self.kek_bytes[..]).map_err(|_| CryptoError::Unit("kek"))?;
         let mut out = Zeroizing::new(vec![0u8; wrapped.len()]);
         let n = kek
             .unwrap_with_padding(wrapped, &mut out)

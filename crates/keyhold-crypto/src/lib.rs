@@ -77,17 +77,36 @@ pub trait CryptoUnit: Send + Sync + 'static {
     fn unwrap_material(&self, binding: &Binding<'_>, blob: &[u8]) -> Result<Zeroizing<Vec<u8>>>;
 
     /// AES-GCM encrypts `plaintext` under the root key version in `blob`; returns ct ‖ tag.
-    fn encrypt_dek(&self, binding: &Binding<'_>, blob: &[u8], nonce: &[u8; 12], aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>>;
+    fn encrypt_dek(
+        &self,
+        binding: &Binding<'_>,
+        blob: &[u8],
+        nonce: &[u8; 12],
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>>;
 
     /// The inverse of [`CryptoUnit::encrypt_dek`].
-    fn decrypt_dek(&self, binding: &Binding<'_>, blob: &[u8], nonce: &[u8; 12], aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>>;
+    fn decrypt_dek(
+        &self,
+        binding: &Binding<'_>,
+        blob: &[u8],
+        nonce: &[u8; 12],
+        aad: &[u8],
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>>;
 
     /// Generates an RSA-4096 key pair for secure import; returns the public key as a
     /// PEM `PUBLIC KEY` block and the private key wrapped.
     fn generate_import_key(&self, binding: &Binding<'_>) -> Result<(String, Vec<u8>)>;
 
     /// RSA-OAEP (SHA-256, MGF1-SHA-256) decryption with a wrapped import private key.
-    fn import_decrypt(&self, binding: &Binding<'_>, wrapped_private: &[u8], ciphertext: &[u8]) -> Result<Zeroizing<Vec<u8>>>;
+    fn import_decrypt(
+        &self,
+        binding: &Binding<'_>,
+        wrapped_private: &[u8],
+        ciphertext: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>>;
 
     /// Drops any cached unwrapped material for a key version (after purge, say).
     fn forget(&self, version_id: &str);

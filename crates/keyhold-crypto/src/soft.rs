@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use aws_lc_rs::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
 use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
 use aws_lc_rs::hkdf;
-use aws_lc_rs::rsa::{KeySize, OaepPrivateDecryptingKey, PrivateDecryptingKey, OAEP_SHA256_MGF1SHA256};
+use aws_lc_rs::rsa::{
+    KeySize, OaepPrivateDecryptingKey, PrivateDecryptingKey, OAEP_SHA256_MGF1SHA256,
+};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use lru::LruCache;
@@ -63,7 +65,10 @@ impl SoftUnit {
         let kek = derive(&master, b"blob-wrap");
         let mac = derive(&master, b"blob-mac");
         let cap = NonZeroUsize::new(cache_entries.max(1)).unwrap_or(NonZeroUsize::MIN);
-        SoftUnit { sealer: BlobSealer::new(kek, &mac[..]), root_keys: Mutex::new(LruCache::new(cap)) }
+        SoftUnit {
+            sealer: BlobSealer::new(kek, &mac[..]),
+            root_keys: Mutex::new(LruCache::new(cap)),
+        }
     }
 
     fn root_key(&self, binding: &Binding<'_>, blob: &[u8]) -> Result<Arc<LessSafeKey>> {
@@ -100,7 +105,8 @@ impl CryptoUnit for SoftUnit {
 
     fn wrap_material(&self, binding: &Binding<'_>, material: &[u8]) -> Result<Vec<u8>> {
         if binding.purpose == Purpose::RootKey {
-            gcm_for(material.len()).map_err(|_| CryptoError::InvalidInput("root keys are 16, 24 or 32 bytes"))?;
+            gcm_for(material.len())
+                .map_err(|_| CryptoError::InvalidInput("root keys are 16, 24 or 32 bytes"))?;
         }
         self.sealer.seal(binding, material)
     }
@@ -112,20 +118,42 @@ impl CryptoUnit for SoftUnit {
         self.sealer.open(binding, blob)
     }
 
-    fn encrypt_dek(&self, binding: &Binding<'_>, blob: &[u8], nonce: &[u8; 12], aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
+    fn encrypt_dek(
+        &self,
+        binding: &Binding<'_>,
+        blob: &[u8],
+        nonce: &[u8; 12],
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>> {
         let key = self.root_key(binding, blob)?;
         let mut buf = Vec::with_capacity(plaintext.len() + 16);
         buf.extend_from_slice(plaintext);
-        key.seal_in_place_append_tag(Nonce::assume_unique_for_key(*nonce), Aad::from(aad), &mut buf)
-            .map_err(|_| CryptoError::Unit("seal"))?;
+        key.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(*nonce),
+            Aad::from(aad),
+            &mut buf,
+        )
+        .map_err(|_| CryptoError::Unit("seal"))?;
         Ok(buf)
     }
 
-    fn decrypt_dek(&self, binding: &Binding<'_>, blob: &[u8], nonce: &[u8; 12], aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+    fn decrypt_dek(
+        &self,
+        binding: &Binding<'_>,
+        blob: &[u8],
+        nonce: &[u8; 12],
+        aad: &[u8],
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>> {
         let key = self.root_key(binding, blob)?;
         let mut buf = Zeroizing::new(sealed.to_vec());
         let n = key
-            .open_in_place(Nonce::assume_unique_for_key(*nonce), Aad::from(aad), &mut buf)
+            .open_in_place(
+                Nonce::assume_unique_for_key(*nonce),
+                Aad::from(aad),
+                &mut buf,
+            )
             .map_err(|_| CryptoError::Unauthentic)?
             .len();
         buf.truncate(n);
@@ -133,22 +161,37 @@ impl CryptoUnit for SoftUnit {
     }
 
     fn generate_import_key(&self, binding: &Binding<'_>) -> Result<(String, Vec<u8>)> {
-        let private = PrivateDecryptingKey::generate(KeySize::Rsa4096).map_err(|_| CryptoError::Unit("rsa keygen"))?;
-        let public: PublicKeyX509Der<'static> = private.public_key().as_der().map_err(|_| CryptoError::Unit("rsa public der"))?;
-        let pkcs8: Pkcs8V1Der<'static> = private.as_der().map_err(|_| CryptoError::Unit("rsa private der"))?;
+        let private = PrivateDecryptingKey::generate(KeySize::Rsa4096)
+            .map_err(|_| CryptoError::Unit("rsa keygen"))?;
+        let public: PublicKeyX509Der<'static> = private
+            .public_key()
+            .as_der()
+            .map_err(|_| CryptoError::Unit("rsa public der"))?;
+        let pkcs8: Pkcs8V1Der<'static> = private
+            .as_der()
+            .map_err(|_| CryptoError::Unit("rsa private der"))?;
         let der = Zeroizing::new(pkcs8.as_ref().to_vec());
         let wrapped = self.sealer.seal(binding, &der)?;
         Ok((pem("PUBLIC KEY", public.as_ref()), wrapped))
     }
 
-    fn import_decrypt(&self, binding: &Binding<'_>, wrapped_private: &[u8], ciphertext: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+    fn import_decrypt(
+        &self,
+        binding: &Binding<'_>,
+        wrapped_private: &[u8],
+        ciphertext: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>> {
         let der = self.sealer.open(binding, wrapped_private)?;
         let key = PrivateDecryptingKey::from_pkcs8(&der).map_err(|_| CryptoError::BlobIntegrity)?;
         let key = OaepPrivateDecryptingKey::new(key).map_err(|_| CryptoError::Unit("oaep key"))?;
         let mut out = Zeroizing::new(vec![0u8; key.min_output_size()]);
         let n = key
             .decrypt(&OAEP_SHA256_MGF1SHA256, ciphertext, &mut out, None)
-            .map_err(|_| CryptoError::InvalidInput("payload is not RSA-OAEP-SHA256 ciphertext for this import token"))?
+            .map_err(|_| {
+                CryptoError::InvalidInput(
+                    "payload is not RSA-OAEP-SHA256 ciphertext for this import token",
+                )
+            })?
             .len();
         out.truncate(n);
         Ok(out)
@@ -170,32 +213,64 @@ mod tests {
     }
 
     fn b<'a>(obj: &'a str, ver: &'a str) -> Binding<'a> {
-        Binding { purpose: Purpose::RootKey, instance_id: "inst", object_id: obj, version_id: ver }
+        Binding {
+            purpose: Purpose::RootKey,
+            instance_id: "inst",
+            object_id: obj,
+            version_id: ver,
+        }
     }
 
     #[test]
     fn dek_round_trip_and_tamper() {
         let u = unit();
         let blob = u.generate_wrapped(&b("k", "v1"), 32).unwrap();
-        let ct = u.encrypt_dek(&b("k", "v1"), &blob, &[1; 12], b"aad", b"secret dek").unwrap();
-        assert_eq!(&u.decrypt_dek(&b("k", "v1"), &blob, &[1; 12], b"aad", &ct).unwrap()[..], b"secret dek");
-        assert_eq!(u.decrypt_dek(&b("k", "v1"), &blob, &[1; 12], b"aaX", &ct).unwrap_err(), CryptoError::Unauthentic);
+        let ct = u
+            .encrypt_dek(&b("k", "v1"), &blob, &[1; 12], b"aad", b"secret dek")
+            .unwrap();
+        assert_eq!(
+            &u.decrypt_dek(&b("k", "v1"), &blob, &[1; 12], b"aad", &ct)
+                .unwrap()[..],
+            b"secret dek"
+        );
+        assert_eq!(
+            u.decrypt_dek(&b("k", "v1"), &blob, &[1; 12], b"aaX", &ct)
+                .unwrap_err(),
+            CryptoError::Unauthentic
+        );
         let mut bad = ct.clone();
         bad[0] ^= 1;
-        assert_eq!(u.decrypt_dek(&b("k", "v1"), &blob, &[1; 12], b"aad", &bad).unwrap_err(), CryptoError::Unauthentic);
+        assert_eq!(
+            u.decrypt_dek(&b("k", "v1"), &blob, &[1; 12], b"aad", &bad)
+                .unwrap_err(),
+            CryptoError::Unauthentic
+        );
     }
 
     #[test]
     fn blobs_are_bound_to_their_key() {
         let u = unit();
         let blob = u.generate_wrapped(&b("k", "v1"), 32).unwrap();
-        assert_eq!(u.encrypt_dek(&b("other", "v2"), &blob, &[1; 12], b"", b"x").unwrap_err(), CryptoError::BlobIntegrity);
+        assert_eq!(
+            u.encrypt_dek(&b("other", "v2"), &blob, &[1; 12], b"", b"x")
+                .unwrap_err(),
+            CryptoError::BlobIntegrity
+        );
         let mut flipped = blob.clone();
         flipped[5] ^= 1;
-        assert_eq!(u.encrypt_dek(&b("k", "v3"), &flipped, &[1; 12], b"", b"x").unwrap_err(), CryptoError::BlobIntegrity);
+        assert_eq!(
+            u.encrypt_dek(&b("k", "v3"), &flipped, &[1; 12], b"", b"x")
+                .unwrap_err(),
+            CryptoError::BlobIntegrity
+        );
         // Another master key cannot open it either.
         let other = SoftUnit::new(Zeroizing::new([8u8; 32]), 4);
-        assert_eq!(other.encrypt_dek(&b("k", "v1"), &blob, &[1; 12], b"", b"x").unwrap_err(), CryptoError::BlobIntegrity);
+        assert_eq!(
+            other
+                .encrypt_dek(&b("k", "v1"), &blob, &[1; 12], b"", b"x")
+                .unwrap_err(),
+            CryptoError::BlobIntegrity
+        );
     }
 
     #[test]
@@ -204,10 +279,21 @@ mod tests {
         for len in [16, 24, 32] {
             let blob = u.wrap_material(&b("k", "v"), &vec![3u8; len]).unwrap();
             u.forget("v");
-            let ct = u.encrypt_dek(&b("k", "v"), &blob, &[0; 12], b"", b"dek").unwrap();
-            assert_eq!(&u.decrypt_dek(&b("k", "v"), &blob, &[0; 12], b"", &ct).unwrap()[..], b"dek");
+            let ct = u
+                .encrypt_dek(&b("k", "v"), &blob, &[0; 12], b"", b"dek")
+                .unwrap();
+            assert_eq!(
+                &u.decrypt_dek(&b("k", "v"), &blob, &[0; 12], b"", &ct)
+                    .unwrap()[..],
+                b"dek"
+            );
         }
         assert!(u.wrap_material(&b("k", "v"), &[1u8; 17]).is_err());
-        assert!(u.unwrap_material(&b("k", "v"), &u.wrap_material(&b("k", "v"), &[1u8; 32]).unwrap()).is_err());
+        assert!(u
+            .unwrap_material(
+                &b("k", "v"),
+                &u.wrap_material(&b("k", "v"), &[1u8; 32]).unwrap()
+            )
+            .is_err());
     }
 }

@@ -57,7 +57,9 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
         .mode(0o600)
         .open(&tmp)
         .map_err(|e| io_err("cannot write", &tmp, e))?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| io_err("cannot write", &tmp, e))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| io_err("cannot write", &tmp, e))?;
     fs::rename(&tmp, path).map_err(|e| io_err("cannot write", path, e))
 }
 
@@ -73,7 +75,8 @@ fn load_or_create_master_key(dir: &Path) -> Result<Zeroizing<[u8; 32]>, String> 
             key.copy_from_slice(&bytes);
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            aws_lc_rs::rand::fill(&mut key[..]).map_err(|_| "cannot generate a master key".to_string())?;
+            aws_lc_rs::rand::fill(&mut key[..])
+                .map_err(|_| "cannot generate a master key".to_string())?;
             write_private(&path, &key[..])?;
         }
         Err(e) => return Err(io_err("cannot read", &path, e)),
@@ -86,18 +89,35 @@ fn load_or_create_master_key(dir: &Path) -> Result<Zeroizing<[u8; 32]>, String> 
 }
 
 fn signing_key(store: &dyn Store, unit: &dyn CryptoUnit) -> Result<Zeroizing<Vec<u8>>, String> {
-    let binding = Binding { purpose: Purpose::ServiceSecret, instance_id: "", object_id: SIGNING_KEY_SETTING, version_id: "1" };
-    if let Some(blob) = store.get_setting(SIGNING_KEY_SETTING).map_err(|e| e.to_string())? {
-        return unit.unwrap_material(&binding, &blob).map_err(|e| format!("cannot open the token signing key: {e}"));
+    let binding = Binding {
+        purpose: Purpose::ServiceSecret,
+        instance_id: "",
+        object_id: SIGNING_KEY_SETTING,
+        version_id: "1",
+    };
+    if let Some(blob) = store
+        .get_setting(SIGNING_KEY_SETTING)
+        .map_err(|e| e.to_string())?
+    {
+        return unit
+            .unwrap_material(&binding, &blob)
+            .map_err(|e| format!("cannot open the token signing key: {e}"));
     }
     let pkcs8 = Zeroizing::new(TokenService::generate_signing_key().map_err(|e| e.to_string())?);
-    let blob = unit.wrap_material(&binding, &pkcs8).map_err(|e| e.to_string())?;
-    store.put_setting(SIGNING_KEY_SETTING, &blob).map_err(|e| e.to_string())?;
+    let blob = unit
+        .wrap_material(&binding, &pkcs8)
+        .map_err(|e| e.to_string())?;
+    store
+        .put_setting(SIGNING_KEY_SETTING, &blob)
+        .map_err(|e| e.to_string())?;
     Ok(pkcs8)
 }
 
 fn instance(store: &dyn Store) -> Result<Instance, String> {
-    if let Some(id) = store.get_setting(INSTANCE_SETTING).map_err(|e| e.to_string())? {
+    if let Some(id) = store
+        .get_setting(INSTANCE_SETTING)
+        .map_err(|e| e.to_string())?
+    {
         let id = String::from_utf8(id).map_err(|_| "corrupt dev instance id".to_string())?;
         if let Some(i) = store.get_instance(&id).map_err(|e| e.to_string())? {
             return Ok(i);
@@ -111,14 +131,26 @@ fn instance(store: &dyn Store) -> Result<Instance, String> {
         created_at: timefmt::now(),
     };
     store.put_instance(&i).map_err(|e| e.to_string())?;
-    store.put_setting(INSTANCE_SETTING, i.id.as_bytes()).map_err(|e| e.to_string())?;
+    store
+        .put_setting(INSTANCE_SETTING, i.id.as_bytes())
+        .map_err(|e| e.to_string())?;
     Ok(i)
 }
 
 /// Returns `existing` if the store knows it, else a new API key for the principal.
-fn api_key(store: &dyn Store, existing: Option<&str>, principal: &str, kind: &str, name: &str) -> Result<String, String> {
+fn api_key(
+    store: &dyn Store,
+    existing: Option<&str>,
+    principal: &str,
+    kind: &str,
+    name: &str,
+) -> Result<String, String> {
     if let Some(k) = existing {
-        if store.find_api_key(&apikey::hash(k)).map_err(|e| e.to_string())?.is_some() {
+        if store
+            .find_api_key(&apikey::hash(k))
+            .map_err(|e| e.to_string())?
+            .is_some()
+        {
             return Ok(k.to_string());
         }
     }
@@ -142,24 +174,57 @@ pub fn dev_json_path(dir: &Path) -> PathBuf {
 }
 
 /// Opens (or creates) the dev deployment in `dir`. `url` is filled in by the caller.
-pub fn open(dir: &Path, token_lifetime: i64, cache_entries: usize) -> Result<DevDeployment, String> {
+pub fn open(
+    dir: &Path,
+    token_lifetime: i64,
+    cache_entries: usize,
+) -> Result<DevDeployment, String> {
     fs::create_dir_all(dir).map_err(|e| io_err("cannot create", dir, e))?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|e| io_err("cannot secure", dir, e))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .map_err(|e| io_err("cannot secure", dir, e))?;
     let master = load_or_create_master_key(dir)?;
     let unit: Arc<dyn CryptoUnit> = Arc::new(SoftUnit::new(master, cache_entries));
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("keyhold.db")).map_err(|e| format!("cannot open the store: {e}"))?);
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&dir.join("keyhold.db"))
+            .map_err(|e| format!("cannot open the store: {e}"))?,
+    );
     let pkcs8 = signing_key(store.as_ref(), unit.as_ref())?;
     let tokens = Arc::new(TokenService::new(&pkcs8, token_lifetime).map_err(|e| e.to_string())?);
     let instance = instance(store.as_ref())?;
-    let previous: Option<DevInfo> = fs::read(dev_json_path(dir)).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    let previous: Option<DevInfo> = fs::read(dev_json_path(dir))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
     let prev = previous.as_ref();
     let info = DevInfo {
         url: String::new(),
         iam_url: String::new(),
-        apikey: api_key(store.as_ref(), prev.map(|p| p.apikey.as_str()), "dev-admin", "user", "dev administrator")?,
+        apikey: api_key(
+            store.as_ref(),
+            prev.map(|p| p.apikey.as_str()),
+            "dev-admin",
+            "user",
+            "dev administrator",
+        )?,
         instance_id: instance.id,
-        second_apikey: api_key(store.as_ref(), prev.map(|p| p.second_apikey.as_str()), "dev-admin-2", "user", "second dev administrator")?,
-        service_apikey: api_key(store.as_ref(), prev.map(|p| p.service_apikey.as_str()), "dev-service", "service", "dev service ID")?,
+        second_apikey: api_key(
+            store.as_ref(),
+            prev.map(|p| p.second_apikey.as_str()),
+            "dev-admin-2",
+            "user",
+            "second dev administrator",
+        )?,
+        service_apikey: api_key(
+            store.as_ref(),
+            prev.map(|p| p.service_apikey.as_str()),
+            "dev-service",
+            "service",
+            "dev service ID",
+        )?,
     };
-    Ok(DevDeployment { store, unit, tokens, info })
+    Ok(DevDeployment {
+        store,
+        unit,
+        tokens,
+        info,
+    })
 }

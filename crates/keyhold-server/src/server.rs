@@ -19,18 +19,45 @@ const AUTO_PURGE_EVERY: Duration = Duration::from_secs(60);
 /// Serves the dev deployment until SIGINT/SIGTERM.
 pub async fn serve_dev(cfg: ServerConfig) -> Result<(), String> {
     cfg.check_transport()?;
-    let deployment = dev::open(&cfg.data_dir, cfg.token_lifetime.as_secs() as i64, cfg.key_cache_entries)?;
-    let listener = TcpListener::bind(cfg.listen).map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
+    let deployment = dev::open(
+        &cfg.data_dir,
+        cfg.token_lifetime.as_secs() as i64,
+        cfg.key_cache_entries,
+    )?;
+    let listener = TcpListener::bind(cfg.listen)
+        .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let scheme = if cfg.tls.is_some() { "https" } else { "http" };
-    let host = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
-    let host = if host.contains(':') { format!("[{host}]") } else { host };
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        addr.ip().to_string()
+    };
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host
+    };
     let url = format!("{scheme}://{host}:{}", addr.port());
-    let info = DevInfo { url: url.clone(), iam_url: url.clone(), ..deployment.info.clone() };
+    let info = DevInfo {
+        url: url.clone(),
+        iam_url: url.clone(),
+        ..deployment.info.clone()
+    };
 
-    let svc = Arc::new(Service::new(deployment.store.clone(), deployment.unit.clone(), cfg.rules));
-    let state = AppState::new(svc.clone(), deployment.tokens.clone(), Arc::new(AccountAuthorizer), &cfg, addr.port());
+    let svc = Arc::new(Service::new(
+        deployment.store.clone(),
+        deployment.unit.clone(),
+        cfg.rules,
+    ));
+    let state = AppState::new(
+        svc.clone(),
+        deployment.tokens.clone(),
+        Arc::new(AccountAuthorizer),
+        &cfg,
+        addr.port(),
+    );
     let app = router(state);
 
     let tls = match &cfg.tls {
@@ -52,7 +79,10 @@ pub async fn serve_dev(cfg: ServerConfig) -> Result<(), String> {
             tokio::time::sleep(AUTO_PURGE_EVERY).await;
             let svc = svc.clone();
             match tokio::task::spawn_blocking(move || svc.auto_purge()).await {
-                Ok(Ok(n)) if n > 0 => tracing::info!(purged = n, "auto-purged keys deleted beyond the retention period"),
+                Ok(Ok(n)) if n > 0 => tracing::info!(
+                    purged = n,
+                    "auto-purged keys deleted beyond the retention period"
+                ),
                 Ok(Err(e)) => tracing::warn!(error = %e, "auto-purge failed"),
                 _ => {}
             }
@@ -70,12 +100,20 @@ pub async fn serve_dev(cfg: ServerConfig) -> Result<(), String> {
     match tls {
         Some(tls) => {
             let mut server = axum_server::from_tcp_rustls(listener, tls).handle(handle);
-            server.http_builder().http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(header_timeout);
+            server
+                .http_builder()
+                .http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_timeout);
             server.serve(make).await
         }
         None => {
             let mut server = axum_server::from_tcp(listener).handle(handle);
-            server.http_builder().http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(header_timeout);
+            server
+                .http_builder()
+                .http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_timeout);
             server.serve(make).await
         }
     }
@@ -88,7 +126,8 @@ async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };

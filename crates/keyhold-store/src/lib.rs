@@ -8,7 +8,9 @@
 mod sqlite;
 
 use keyhold_core::list::ListKeys;
-use keyhold_core::model::{ImportToken, Instance, InstancePolicy, KeyRecord, KeyRing, KeyVersion, Registration};
+use keyhold_core::model::{
+    ImportToken, Instance, InstancePolicy, KeyRecord, KeyRing, KeyVersion, Registration,
+};
 use keyhold_core::timefmt::Timestamp;
 pub use sqlite::SqliteStore;
 
@@ -78,7 +80,12 @@ pub trait Store: Send + Sync + 'static {
     fn update_key_alias(&self, key: &KeyRecord, alias: &str, add: bool) -> Result<()>;
     /// Removes a key, its versions, aliases and registrations.
     fn purge_key(&self, instance_id: &str, key_id: &str) -> Result<()>;
-    fn list_keys(&self, instance_id: &str, query: &ListKeys, now: Timestamp) -> Result<Vec<KeyRecord>>;
+    fn list_keys(
+        &self,
+        instance_id: &str,
+        query: &ListKeys,
+        now: Timestamp,
+    ) -> Result<Vec<KeyRecord>>;
     fn count_keys(&self, instance_id: &str, query: &ListKeys, now: Timestamp) -> Result<u64>;
     /// Keys deleted at or before `before`, for automatic purge.
     fn deleted_before(&self, before: Timestamp, limit: u32) -> Result<Vec<(String, String)>>;
@@ -93,9 +100,18 @@ pub trait Store: Send + Sync + 'static {
     fn delete_ring(&self, instance_id: &str, ring_id: &str, force: bool) -> Result<()>;
 
     fn put_registration(&self, reg: &Registration) -> Result<()>;
-    fn get_registration(&self, instance_id: &str, key_id: &str, crn: &str) -> Result<Option<Registration>>;
+    fn get_registration(
+        &self,
+        instance_id: &str,
+        key_id: &str,
+        crn: &str,
+    ) -> Result<Option<Registration>>;
     fn delete_registration(&self, instance_id: &str, key_id: &str, crn: &str) -> Result<()>;
-    fn list_registrations(&self, instance_id: &str, query: &RegistrationQuery) -> Result<(Vec<Registration>, u64)>;
+    fn list_registrations(
+        &self,
+        instance_id: &str,
+        query: &RegistrationQuery,
+    ) -> Result<(Vec<Registration>, u64)>;
 
     fn put_instance_policies(&self, instance_id: &str, policies: &[InstancePolicy]) -> Result<()>;
     fn instance_policies(&self, instance_id: &str) -> Result<Vec<InstancePolicy>>;

@@ -6,7 +6,9 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use keyhold_core::list::{FilterField, FilterValue, ListKeys, Op, SortField};
-use keyhold_core::model::{ImportToken, Instance, InstancePolicy, KeyRecord, KeyRing, KeyState, KeyVersion, Registration};
+use keyhold_core::model::{
+    ImportToken, Instance, InstancePolicy, KeyRecord, KeyRing, KeyState, KeyVersion, Registration,
+};
 use keyhold_core::timefmt::Timestamp;
 use keyhold_core::validate::is_uuid;
 use rusqlite::types::Value;
@@ -50,7 +52,9 @@ pub struct SqliteStore {
 
 fn db_err(e: rusqlite::Error) -> StoreError {
     match &e {
-        rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::ConstraintViolation => StoreError::Duplicate,
+        rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::ConstraintViolation => {
+            StoreError::Duplicate
+        }
         _ => StoreError::Unavailable(e.to_string()),
     }
 }
@@ -95,7 +99,10 @@ fn filter_column(f: FilterField) -> &'static str {
 /// Builds `WHERE …` for a key list; parameters are positional after `:now`.
 fn list_where(instance_id: &str, q: &ListKeys, now: Timestamp) -> (String, Vec<(String, Value)>) {
     let mut clauses = vec!["instance_id = :inst".to_string()];
-    let mut params: Vec<(String, Value)> = vec![(":inst".into(), Value::Text(instance_id.into())), (":now".into(), Value::Integer(now))];
+    let mut params: Vec<(String, Value)> = vec![
+        (":inst".into(), Value::Text(instance_id.into())),
+        (":now".into(), Value::Integer(now)),
+    ];
     let mut n = 0;
     let mut bind = |params: &mut Vec<(String, Value)>, v: Value| {
         n += 1;
@@ -103,7 +110,11 @@ fn list_where(instance_id: &str, q: &ListKeys, now: Timestamp) -> (String, Vec<(
         params.push((name.clone(), v));
         name
     };
-    let states: Vec<String> = q.states.iter().map(|s| (u8::from(*s)).to_string()).collect();
+    let states: Vec<String> = q
+        .states
+        .iter()
+        .map(|s| (u8::from(*s)).to_string())
+        .collect();
     clauses.push(format!("{EFFECTIVE_STATE} IN ({})", states.join(",")));
     if let Some(e) = q.extractable {
         clauses.push(format!("extractable = {}", e as i64));
@@ -140,17 +151,29 @@ fn list_where(instance_id: &str, q: &ListKeys, now: Timestamp) -> (String, Vec<(
         let p = bind(&mut params, Value::Text(s.text.clone()));
         let mut parts = Vec::new();
         if s.in_name {
-            parts.push(if s.exact { format!("name = {p}") } else { format!("instr(lower(name), lower({p})) > 0") });
+            parts.push(if s.exact {
+                format!("name = {p}")
+            } else {
+                format!("instr(lower(name), lower({p})) > 0")
+            });
         }
         if s.in_alias {
-            let m = if s.exact { format!("a.alias = {p}") } else { format!("instr(lower(a.alias), lower({p})) > 0") };
+            let m = if s.exact {
+                format!("a.alias = {p}")
+            } else {
+                format!("instr(lower(a.alias), lower({p})) > 0")
+            };
             parts.push(format!("EXISTS (SELECT 1 FROM aliases a WHERE a.instance_id = keys.instance_id AND a.key_id = keys.id AND {m})"));
         }
         if is_uuid(&s.text) {
             parts.push(format!("id = lower({p})"));
         }
         let any = parts.join(" OR ");
-        clauses.push(if s.not { format!("NOT ({any})") } else { format!("({any})") });
+        clauses.push(if s.not {
+            format!("NOT ({any})")
+        } else {
+            format!("({any})")
+        });
     }
     (clauses.join(" AND "), params)
 }
@@ -166,15 +189,22 @@ impl SqliteStore {
     }
 
     fn init(conn: Connection) -> Result<Self> {
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(db_err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(db_err)?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(db_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(db_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db_err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(db_err)?;
         conn.execute_batch(SCHEMA).map_err(db_err)?;
-        Ok(SqliteStore { conn: Mutex::new(conn) })
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+        })
     }
 
     fn conn(&self) -> Result<MutexGuard<'_, Connection>> {
-        self.conn.lock().map_err(|_| StoreError::Unavailable("store lock poisoned".into()))
+        self.conn
+            .lock()
+            .map_err(|_| StoreError::Unavailable("store lock poisoned".into()))
     }
 
     fn write_key(tx: &Transaction<'_>, key: &KeyRecord) -> Result<()> {
@@ -211,7 +241,10 @@ impl SqliteStore {
 impl Store for SqliteStore {
     fn put_instance(&self, instance: &Instance) -> Result<()> {
         self.conn()?
-            .execute("INSERT OR REPLACE INTO instances (id, doc) VALUES (?1, ?2)", params![instance.id, to_json(instance)?])
+            .execute(
+                "INSERT OR REPLACE INTO instances (id, doc) VALUES (?1, ?2)",
+                params![instance.id, to_json(instance)?],
+            )
             .map_err(db_err)?;
         Ok(())
     }
@@ -219,7 +252,9 @@ impl Store for SqliteStore {
     fn get_instance(&self, id: &str) -> Result<Option<Instance>> {
         let doc: Option<String> = self
             .conn()?
-            .query_row("SELECT doc FROM instances WHERE id = ?1", [id], |r| r.get(0))
+            .query_row("SELECT doc FROM instances WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
             .optional()
             .map_err(db_err)?;
         doc.map(|d| from_json(&d)).transpose()
@@ -258,14 +293,19 @@ impl Store for SqliteStore {
 
     fn get_setting(&self, name: &str) -> Result<Option<Vec<u8>>> {
         self.conn()?
-            .query_row("SELECT value FROM settings WHERE name = ?1", [name], |r| r.get(0))
+            .query_row("SELECT value FROM settings WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
             .optional()
             .map_err(db_err)
     }
 
     fn put_setting(&self, name: &str, value: &[u8]) -> Result<()> {
         self.conn()?
-            .execute("INSERT OR REPLACE INTO settings (name, value) VALUES (?1, ?2)", params![name, value])
+            .execute(
+                "INSERT OR REPLACE INTO settings (name, value) VALUES (?1, ?2)",
+                params![name, value],
+            )
             .map_err(db_err)?;
         Ok(())
     }
@@ -283,8 +323,11 @@ impl Store for SqliteStore {
         )
         .map_err(db_err)?;
         for alias in &key.aliases {
-            tx.execute("INSERT INTO aliases (instance_id, alias, key_id) VALUES (?1,?2,?3)", params![key.instance_id, alias, key.id])
-                .map_err(db_err)?;
+            tx.execute(
+                "INSERT INTO aliases (instance_id, alias, key_id) VALUES (?1,?2,?3)",
+                params![key.instance_id, alias, key.id],
+            )
+            .map_err(db_err)?;
         }
         Self::insert_version(&tx, version)?;
         tx.commit().map_err(db_err)
@@ -293,7 +336,11 @@ impl Store for SqliteStore {
     fn get_key(&self, instance_id: &str, key_id: &str) -> Result<Option<KeyRecord>> {
         let doc: Option<String> = self
             .conn()?
-            .query_row("SELECT doc FROM keys WHERE instance_id = ?1 AND id = ?2", [instance_id, key_id], |r| r.get(0))
+            .query_row(
+                "SELECT doc FROM keys WHERE instance_id = ?1 AND id = ?2",
+                [instance_id, key_id],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(db_err)?;
         doc.map(|d| from_json(&d)).transpose()
@@ -301,7 +348,11 @@ impl Store for SqliteStore {
 
     fn key_id_for_alias(&self, instance_id: &str, alias: &str) -> Result<Option<String>> {
         self.conn()?
-            .query_row("SELECT key_id FROM aliases WHERE instance_id = ?1 AND alias = ?2", [instance_id, alias], |r| r.get(0))
+            .query_row(
+                "SELECT key_id FROM aliases WHERE instance_id = ?1 AND alias = ?2",
+                [instance_id, alias],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(db_err)
     }
@@ -321,11 +372,17 @@ impl Store for SqliteStore {
         let tx = conn.transaction().map_err(db_err)?;
         Self::write_key(&tx, key)?;
         if add {
-            tx.execute("INSERT INTO aliases (instance_id, alias, key_id) VALUES (?1,?2,?3)", params![key.instance_id, alias, key.id])
-                .map_err(db_err)?;
+            tx.execute(
+                "INSERT INTO aliases (instance_id, alias, key_id) VALUES (?1,?2,?3)",
+                params![key.instance_id, alias, key.id],
+            )
+            .map_err(db_err)?;
         } else {
-            tx.execute("DELETE FROM aliases WHERE instance_id = ?1 AND alias = ?2 AND key_id = ?3", params![key.instance_id, alias, key.id])
-                .map_err(db_err)?;
+            tx.execute(
+                "DELETE FROM aliases WHERE instance_id = ?1 AND alias = ?2 AND key_id = ?3",
+                params![key.instance_id, alias, key.id],
+            )
+            .map_err(db_err)?;
         }
         tx.commit().map_err(db_err)
     }
@@ -335,8 +392,11 @@ impl Store for SqliteStore {
         let tx = conn.transaction().map_err(db_err)?;
         for table in ["keys", "key_versions", "aliases", "registrations"] {
             let column = if table == "keys" { "id" } else { "key_id" };
-            tx.execute(&format!("DELETE FROM {table} WHERE instance_id = ?1 AND {column} = ?2"), [instance_id, key_id])
-                .map_err(db_err)?;
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE instance_id = ?1 AND {column} = ?2"),
+                [instance_id, key_id],
+            )
+            .map_err(db_err)?;
         }
         tx.commit().map_err(db_err)
     }
@@ -357,8 +417,13 @@ impl Store for SqliteStore {
         );
         let conn = self.conn()?;
         let mut stmt = conn.prepare(&sql).map_err(db_err)?;
-        let named: Vec<(&str, &dyn rusqlite::ToSql)> = params.iter().map(|(n, v)| (n.as_str(), v as &dyn rusqlite::ToSql)).collect();
-        let rows = stmt.query_map(named.as_slice(), |r| r.get::<_, String>(0)).map_err(db_err)?;
+        let named: Vec<(&str, &dyn rusqlite::ToSql)> = params
+            .iter()
+            .map(|(n, v)| (n.as_str(), v as &dyn rusqlite::ToSql))
+            .collect();
+        let rows = stmt
+            .query_map(named.as_slice(), |r| r.get::<_, String>(0))
+            .map_err(db_err)?;
         let mut out = Vec::new();
         for row in rows {
             out.push(from_json(&row.map_err(db_err)?)?);
@@ -369,9 +434,16 @@ impl Store for SqliteStore {
     fn count_keys(&self, instance_id: &str, q: &ListKeys, now: Timestamp) -> Result<u64> {
         let (clause, params) = list_where(instance_id, q, now);
         let conn = self.conn()?;
-        let named: Vec<(&str, &dyn rusqlite::ToSql)> = params.iter().map(|(n, v)| (n.as_str(), v as &dyn rusqlite::ToSql)).collect();
+        let named: Vec<(&str, &dyn rusqlite::ToSql)> = params
+            .iter()
+            .map(|(n, v)| (n.as_str(), v as &dyn rusqlite::ToSql))
+            .collect();
         let n: i64 = conn
-            .query_row(&format!("SELECT count(*) FROM keys WHERE {clause}"), named.as_slice(), |r| r.get(0))
+            .query_row(
+                &format!("SELECT count(*) FROM keys WHERE {clause}"),
+                named.as_slice(),
+                |r| r.get(0),
+            )
             .map_err(db_err)?;
         Ok(n as u64)
     }
@@ -381,7 +453,9 @@ impl Store for SqliteStore {
         let mut stmt = conn
             .prepare("SELECT instance_id, id FROM keys WHERE deleted_at IS NOT NULL AND deleted_at <= ?1 AND state = 5 LIMIT ?2")
             .map_err(db_err)?;
-        let rows = stmt.query_map(params![before, limit], |r| Ok((r.get(0)?, r.get(1)?))).map_err(db_err)?;
+        let rows = stmt
+            .query_map(params![before, limit], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(db_err)?;
         rows.collect::<std::result::Result<_, _>>().map_err(db_err)
     }
 
@@ -407,7 +481,10 @@ impl Store for SqliteStore {
 
     fn create_ring(&self, ring: &KeyRing) -> Result<()> {
         self.conn()?
-            .execute("INSERT INTO key_rings (instance_id, id, doc) VALUES (?1, ?2, ?3)", params![ring.instance_id, ring.id, to_json(ring)?])
+            .execute(
+                "INSERT INTO key_rings (instance_id, id, doc) VALUES (?1, ?2, ?3)",
+                params![ring.instance_id, ring.id, to_json(ring)?],
+            )
             .map_err(db_err)?;
         Ok(())
     }
@@ -415,7 +492,11 @@ impl Store for SqliteStore {
     fn get_ring(&self, instance_id: &str, ring_id: &str) -> Result<Option<KeyRing>> {
         let doc: Option<String> = self
             .conn()?
-            .query_row("SELECT doc FROM key_rings WHERE instance_id = ?1 AND id = ?2", [instance_id, ring_id], |r| r.get(0))
+            .query_row(
+                "SELECT doc FROM key_rings WHERE instance_id = ?1 AND id = ?2",
+                [instance_id, ring_id],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(db_err)?;
         doc.map(|d| from_json(&d)).transpose()
@@ -423,8 +504,12 @@ impl Store for SqliteStore {
 
     fn list_rings(&self, instance_id: &str) -> Result<Vec<KeyRing>> {
         let conn = self.conn()?;
-        let mut stmt = conn.prepare("SELECT doc FROM key_rings WHERE instance_id = ?1 ORDER BY id").map_err(db_err)?;
-        let rows = stmt.query_map([instance_id], |r| r.get::<_, String>(0)).map_err(db_err)?;
+        let mut stmt = conn
+            .prepare("SELECT doc FROM key_rings WHERE instance_id = ?1 ORDER BY id")
+            .map_err(db_err)?;
+        let rows = stmt
+            .query_map([instance_id], |r| r.get::<_, String>(0))
+            .map_err(db_err)?;
         let mut out = Vec::new();
         for row in rows {
             out.push(from_json(&row.map_err(db_err)?)?);
@@ -436,7 +521,11 @@ impl Store for SqliteStore {
         let mut conn = self.conn()?;
         let tx = conn.transaction().map_err(db_err)?;
         let exists: Option<i64> = tx
-            .query_row("SELECT 1 FROM key_rings WHERE instance_id = ?1 AND id = ?2", [instance_id, ring_id], |r| r.get(0))
+            .query_row(
+                "SELECT 1 FROM key_rings WHERE instance_id = ?1 AND id = ?2",
+                [instance_id, ring_id],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(db_err)?;
         if exists.is_none() {
@@ -456,8 +545,12 @@ impl Store for SqliteStore {
         // Only destroyed keys remain; with force they move to the default ring.
         let mut moved = Vec::new();
         {
-            let mut stmt = tx.prepare("SELECT doc FROM keys WHERE instance_id = ?1 AND key_ring = ?2").map_err(db_err)?;
-            let rows = stmt.query_map([instance_id, ring_id], |r| r.get::<_, String>(0)).map_err(db_err)?;
+            let mut stmt = tx
+                .prepare("SELECT doc FROM keys WHERE instance_id = ?1 AND key_ring = ?2")
+                .map_err(db_err)?;
+            let rows = stmt
+                .query_map([instance_id, ring_id], |r| r.get::<_, String>(0))
+                .map_err(db_err)?;
             for row in rows {
                 moved.push(from_json::<KeyRecord>(&row.map_err(db_err)?)?);
             }
@@ -467,7 +560,11 @@ impl Store for SqliteStore {
             key.revision += 1;
             Self::write_key(&tx, &key)?;
         }
-        tx.execute("DELETE FROM key_rings WHERE instance_id = ?1 AND id = ?2", [instance_id, ring_id]).map_err(db_err)?;
+        tx.execute(
+            "DELETE FROM key_rings WHERE instance_id = ?1 AND id = ?2",
+            [instance_id, ring_id],
+        )
+        .map_err(db_err)?;
         tx.commit().map_err(db_err)
     }
 
@@ -481,7 +578,12 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn get_registration(&self, instance_id: &str, key_id: &str, crn: &str) -> Result<Option<Registration>> {
+    fn get_registration(
+        &self,
+        instance_id: &str,
+        key_id: &str,
+        crn: &str,
+    ) -> Result<Option<Registration>> {
         let doc: Option<String> = self
             .conn()?
             .query_row(
@@ -497,7 +599,10 @@ impl Store for SqliteStore {
     fn delete_registration(&self, instance_id: &str, key_id: &str, crn: &str) -> Result<()> {
         let n = self
             .conn()?
-            .execute("DELETE FROM registrations WHERE instance_id = ?1 AND key_id = ?2 AND crn = ?3", [instance_id, key_id, crn])
+            .execute(
+                "DELETE FROM registrations WHERE instance_id = ?1 AND key_id = ?2 AND crn = ?3",
+                [instance_id, key_id, crn],
+            )
             .map_err(db_err)?;
         if n == 0 {
             Err(StoreError::NotFound)
@@ -506,7 +611,11 @@ impl Store for SqliteStore {
         }
     }
 
-    fn list_registrations(&self, instance_id: &str, q: &RegistrationQuery) -> Result<(Vec<Registration>, u64)> {
+    fn list_registrations(
+        &self,
+        instance_id: &str,
+        q: &RegistrationQuery,
+    ) -> Result<(Vec<Registration>, u64)> {
         let mut clauses = vec!["instance_id = ?".to_string()];
         let mut params: Vec<Value> = vec![Value::Text(instance_id.into())];
         if let Some(k) = &q.key_id {
@@ -534,7 +643,11 @@ impl Store for SqliteStore {
         let clause = clauses.join(" AND ");
         let conn = self.conn()?;
         let total: i64 = conn
-            .query_row(&format!("SELECT count(*) FROM registrations WHERE {clause}"), params_from_iter(params.iter()), |r| r.get(0))
+            .query_row(
+                &format!("SELECT count(*) FROM registrations WHERE {clause}"),
+                params_from_iter(params.iter()),
+                |r| r.get(0),
+            )
             .map_err(db_err)?;
         let sql = format!(
             "SELECT doc FROM registrations WHERE {clause} ORDER BY key_id, crn LIMIT {} OFFSET {}",
@@ -542,7 +655,9 @@ impl Store for SqliteStore {
             q.offset.min(i64::MAX as u64)
         );
         let mut stmt = conn.prepare(&sql).map_err(db_err)?;
-        let rows = stmt.query_map(params_from_iter(params.iter()), |r| r.get::<_, String>(0)).map_err(db_err)?;
+        let rows = stmt
+            .query_map(params_from_iter(params.iter()), |r| r.get::<_, String>(0))
+            .map_err(db_err)?;
         let mut out = Vec::new();
         for row in rows {
             out.push(from_json(&row.map_err(db_err)?)?);
@@ -566,9 +681,13 @@ impl Store for SqliteStore {
     fn instance_policies(&self, instance_id: &str) -> Result<Vec<InstancePolicy>> {
         let conn = self.conn()?;
         let mut stmt = conn
-            .prepare("SELECT doc FROM instance_policies WHERE instance_id = ?1 ORDER BY policy_type")
+            .prepare(
+                "SELECT doc FROM instance_policies WHERE instance_id = ?1 ORDER BY policy_type",
+            )
             .map_err(db_err)?;
-        let rows = stmt.query_map([instance_id], |r| r.get::<_, String>(0)).map_err(db_err)?;
+        let rows = stmt
+            .query_map([instance_id], |r| r.get::<_, String>(0))
+            .map_err(db_err)?;
         let mut out = Vec::new();
         for row in rows {
             out.push(from_json(&row.map_err(db_err)?)?);
@@ -578,7 +697,10 @@ impl Store for SqliteStore {
 
     fn put_import_token(&self, token: &ImportToken) -> Result<()> {
         self.conn()?
-            .execute("INSERT OR REPLACE INTO import_tokens (instance_id, doc) VALUES (?1, ?2)", params![token.instance_id, to_json(token)?])
+            .execute(
+                "INSERT OR REPLACE INTO import_tokens (instance_id, doc) VALUES (?1, ?2)",
+                params![token.instance_id, to_json(token)?],
+            )
             .map_err(db_err)?;
         Ok(())
     }
@@ -586,7 +708,11 @@ impl Store for SqliteStore {
     fn get_import_token(&self, instance_id: &str) -> Result<Option<ImportToken>> {
         let doc: Option<String> = self
             .conn()?
-            .query_row("SELECT doc FROM import_tokens WHERE instance_id = ?1", [instance_id], |r| r.get(0))
+            .query_row(
+                "SELECT doc FROM import_tokens WHERE instance_id = ?1",
+                [instance_id],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(db_err)?;
         doc.map(|d| from_json(&d)).transpose()
@@ -596,7 +722,11 @@ impl Store for SqliteStore {
         let mut conn = self.conn()?;
         let tx = conn.transaction().map_err(db_err)?;
         let doc: Option<String> = tx
-            .query_row("SELECT doc FROM import_tokens WHERE instance_id = ?1", [instance_id], |r| r.get(0))
+            .query_row(
+                "SELECT doc FROM import_tokens WHERE instance_id = ?1",
+                [instance_id],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(db_err)?;
         let Some(doc) = doc else { return Ok(None) };
@@ -605,8 +735,11 @@ impl Store for SqliteStore {
             return Ok(Some((token, false)));
         }
         token.remaining_retrievals -= 1;
-        tx.execute("UPDATE import_tokens SET doc = ?2 WHERE instance_id = ?1", params![instance_id, to_json(&token)?])
-            .map_err(db_err)?;
+        tx.execute(
+            "UPDATE import_tokens SET doc = ?2 WHERE instance_id = ?1",
+            params![instance_id, to_json(&token)?],
+        )
+        .map_err(db_err)?;
         tx.commit().map_err(db_err)?;
         Ok(Some((token, true)))
     }

@@ -29,8 +29,10 @@ enum Command {
 }
 
 #[derive(Args)]
-#[command(after_help = "Examples:\n  keyhold serve --dev\n  keyhold serve --dev --listen 127.0.0.1:0 --data-dir /tmp/kh --rotate-min-interval 0\n  \
-keyhold serve --dev --listen 0.0.0.0:8443 --tls-cert cert.pem --tls-key key.pem")]
+#[command(
+    after_help = "Examples:\n  keyhold serve --dev\n  keyhold serve --dev --listen 127.0.0.1:0 --data-dir /tmp/kh --rotate-min-interval 0\n  \
+keyhold serve --dev --listen 0.0.0.0:8443 --tls-cert cert.pem --tls-key key.pem"
+)]
 struct ServeArgs {
     /// Development mode: SQLite store and a software crypto unit in --data-dir, with the
     /// master key kept in a file there (never for real keys). Creates a key-management
@@ -112,7 +114,8 @@ fn main() -> ExitCode {
         .json()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KEYHOLD_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_env("KEYHOLD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
     match cli.command {
@@ -122,7 +125,10 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
             let cfg = config(args);
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("keyhold: cannot start the runtime: {e}");

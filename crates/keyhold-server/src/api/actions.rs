@@ -32,7 +32,10 @@ struct RotateIn {
 
 fn crypto_body(bytes: &Bytes, required: bool) -> Result<CryptoIn> {
     match body::parse(bytes)? {
-        None if required => Err(Error::new(Reason::NoBody, "The request needs a body with `ciphertext`")),
+        None if required => Err(Error::new(
+            Reason::NoBody,
+            "The request needs a body with `ciphertext`",
+        )),
         None => Ok(CryptoIn::default()),
         Some(v) => body::typed(v),
     }
@@ -42,10 +45,22 @@ fn ciphertext_of(c: &CryptoIn) -> Result<String> {
     c.ciphertext
         .clone()
         .filter(|c| !c.is_empty())
-        .ok_or_else(|| Error::invalid_field("ciphertext", "the original base64 encoded ciphertext from the wrap operation"))
+        .ok_or_else(|| {
+            Error::invalid_field(
+                "ciphertext",
+                "the original base64 encoded ciphertext from the wrap operation",
+            )
+        })
 }
 
-async fn dispatch(st: AppState, ctx: Ctx, headers: HeaderMap, id: String, action: &str, bytes: Bytes) -> Response {
+async fn dispatch(
+    st: AppState,
+    ctx: Ctx,
+    headers: HeaderMap,
+    id: String,
+    action: &str,
+    bytes: Bytes,
+) -> Response {
     let instance_id = ctx.instance.id.clone();
     match action {
         "wrap" => {
@@ -145,7 +160,13 @@ async fn dispatch(st: AppState, ctx: Ctx, headers: HeaderMap, id: String, action
     }
 }
 
-pub async fn path_action(State(st): State<AppState>, ctx: Ctx, headers: HeaderMap, Path((id, action)): Path<(String, String)>, RawBody(bytes): RawBody) -> Response {
+pub async fn path_action(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    headers: HeaderMap,
+    Path((id, action)): Path<(String, String)>,
+    RawBody(bytes): RawBody,
+) -> Response {
     if action == "restore" {
         // Restore lives at /keys/{id}/restore, not under /actions.
         return run("Key action could not be performed", async {
@@ -156,10 +177,25 @@ pub async fn path_action(State(st): State<AppState>, ctx: Ctx, headers: HeaderMa
     dispatch(st, ctx, headers, id, &action, bytes).await
 }
 
-pub async fn query_action(State(st): State<AppState>, ctx: Ctx, headers: HeaderMap, Path(id): Path<String>, RawQuery(q): RawQuery, RawBody(bytes): RawBody) -> Response {
+pub async fn query_action(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+    RawBody(bytes): RawBody,
+) -> Response {
     let action = match query_pairs(&q).op("Key action could not be performed") {
-        Ok(pairs) => pairs.into_iter().find(|(k, _)| k == "action").map(|(_, v)| v),
-        Err(e) => return run("Key action could not be performed", async { Err::<Response, ApiError>(e) }).await,
+        Ok(pairs) => pairs
+            .into_iter()
+            .find(|(k, _)| k == "action")
+            .map(|(_, v)| v),
+        Err(e) => {
+            return run("Key action could not be performed", async {
+                Err::<Response, ApiError>(e)
+            })
+            .await
+        }
     };
     let Some(action) = action.filter(|a| a != "sync") else {
         return run("Key action could not be performed", async {

@@ -4,7 +4,7 @@
 //! Error messages name fields, never echo values (a value may be key material).
 
 use axum::body::Bytes;
-use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use keyhold_core::{Error, Reason, Result};
 use serde::de::DeserializeOwned;
@@ -32,7 +32,11 @@ pub fn parse(bytes: &Bytes) -> Result<Option<Value>> {
         return Ok(None);
     }
     let value: Value = serde_json::from_slice(text).map_err(|e| {
-        Error::bad_body(format!("The request body is not valid JSON (line {}, column {})", e.line(), e.column()))
+        Error::bad_body(format!(
+            "The request body is not valid JSON (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
     })?;
     Ok(match value {
         Value::Null => None,
@@ -57,11 +61,18 @@ pub fn typed<T: DeserializeOwned>(v: Value) -> Result<T> {
 /// The members of a `{"metadata":…, "resources":[…]}` body; checks `collectionTotal`.
 pub fn resources(body: Option<Value>) -> Result<Vec<Value>> {
     let Some(Value::Object(mut m)) = body else {
-        return Err(Error::new(Reason::NoBody, "The request needs a body with `metadata` and `resources`"));
+        return Err(Error::new(
+            Reason::NoBody,
+            "The request needs a body with `metadata` and `resources`",
+        ));
     };
     let resources = match m.remove("resources") {
         Some(Value::Array(r)) => r,
-        _ => return Err(Error::bad_body("The request body needs a `resources` array")),
+        _ => {
+            return Err(Error::bad_body(
+                "The request body needs a `resources` array",
+            ))
+        }
     };
     if let Some(meta) = m.get("metadata") {
         let total = meta.get("collectiontotal");
@@ -77,17 +88,19 @@ pub fn resources(body: Option<Value>) -> Result<Vec<Value>> {
         }
     }
     if resources.is_empty() {
-        return Err(Error::new(Reason::NumCollectionResource, "The request body needs at least one resource"));
+        return Err(Error::new(
+            Reason::NumCollectionResource,
+            "The request body needs at least one resource",
+        ));
     }
     Ok(resources)
 }
 
-/// Decodes base64 (padded or not; whitespace ignored) from a named field.
+/// Decodes standard, padded base64 from a named field; anything else is refused
+/// rather than guessed at.
 pub fn base64_field(field: &'static str, value: &str, must_be: &str) -> Result<Zeroizing<Vec<u8>>> {
-    let compact: Zeroizing<String> = Zeroizing::new(value.chars().filter(|c| !c.is_ascii_whitespace()).collect());
     STANDARD
-        .decode(compact.as_bytes())
-        .or_else(|_| STANDARD_NO_PAD.decode(compact.as_bytes()))
+        .decode(value.as_bytes())
         .map(Zeroizing::new)
         .map_err(|_| Error::invalid_field(field, must_be))
 }
@@ -105,8 +118,14 @@ mod tests {
         assert_eq!(parse(&Bytes::from_static(b"")).unwrap(), None);
         assert_eq!(parse(&Bytes::from_static(b"  \n")).unwrap(), None);
         assert_eq!(parse(&Bytes::from_static(b"null")).unwrap(), None);
-        assert_eq!(parse(&Bytes::from_static(b"{}")).unwrap(), Some(serde_json::json!({})));
-        assert_eq!(parse(&Bytes::from_static(br#"{"KeyRingID":"r"}"#)).unwrap(), Some(serde_json::json!({"keyringid":"r"})));
+        assert_eq!(
+            parse(&Bytes::from_static(b"{}")).unwrap(),
+            Some(serde_json::json!({}))
+        );
+        assert_eq!(
+            parse(&Bytes::from_static(br#"{"KeyRingID":"r"}"#)).unwrap(),
+            Some(serde_json::json!({"keyringid":"r"}))
+        );
         assert!(parse(&Bytes::from_static(b"{")).is_err());
     }
 
@@ -123,9 +142,15 @@ mod tests {
 
     #[test]
     fn collection_checks() {
-        let ok = resources(Some(serde_json::json!({"metadata":{"collectiontotal":1},"resources":[{}]}))).unwrap();
+        let ok = resources(Some(
+            serde_json::json!({"metadata":{"collectiontotal":1},"resources":[{}]}),
+        ))
+        .unwrap();
         assert_eq!(ok.len(), 1);
-        let e = resources(Some(serde_json::json!({"metadata":{"collectiontotal":2},"resources":[{}]}))).unwrap_err();
+        let e = resources(Some(
+            serde_json::json!({"metadata":{"collectiontotal":2},"resources":[{}]}),
+        ))
+        .unwrap_err();
         assert_eq!(e.reason, Reason::CollectionTotalMismatch);
         assert_eq!(resources(None).unwrap_err().reason, Reason::NoBody);
     }

@@ -1,10 +1,11 @@
 //! Request extractors: the authenticated caller and instance (`Ctx`), and the
 //! size-limited raw body (`RawBody`).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use keyhold_core::model::Instance;
 use keyhold_core::{Error, Reason};
@@ -12,6 +13,7 @@ use keyhold_core::{Error, Reason};
 use super::error::ApiError;
 use super::AppState;
 use crate::auth::{Access, Principal};
+use crate::service::cidr_contains;
 
 /// The caller and the instance the request is scoped to, authorized.
 pub struct Ctx {
@@ -37,13 +39,42 @@ impl FromRequestParts<AppState> for Ctx {
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
             .filter(|v| !v.is_empty())
-            .ok_or_else(|| Error::new(Reason::InvalidHeader, "The Bluemix-Instance header is required"))?;
-        if instance_id.len() > 128 || !instance_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-            return Err(Error::new(Reason::InvalidHeader, "The Bluemix-Instance header must be an instance id").into());
+            .ok_or_else(|| {
+                Error::new(
+                    Reason::InvalidHeader,
+                    "The Bluemix-Instance header is required",
+                )
+            })?;
+        if instance_id.len() > 128
+            || !instance_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err(Error::new(
+                Reason::InvalidHeader,
+                "The Bluemix-Instance header must be an instance id",
+            )
+            .into());
         }
-        let instance = st.instance(instance_id).await?.ok_or_else(Error::unauthorized)?;
-        st.0.authz.authorize(&principal, &instance.account_id, Access::Manage)?;
-        Ok(Ctx { principal, instance })
+        let instance = st
+            .instance(instance_id)
+            .await?
+            .ok_or_else(Error::unauthorized)?;
+        st.0.authz
+            .authorize(&principal, &instance.account_id, Access::Manage)?;
+        if let Some(networks) = st.allowed_networks(&instance.id).await?.as_ref() {
+            let peer = parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip());
+            if !peer.is_some_and(|ip| networks.iter().any(|n| cidr_contains(*n, ip))) {
+                return Err(Error::new(Reason::Unauthorized, "The request comes from an address the instance's allowedIP policy does not admit").into());
+            }
+        }
+        Ok(Ctx {
+            principal,
+            instance,
+        })
     }
 }
 
@@ -55,7 +86,12 @@ impl FromRequest<AppState> for RawBody {
 
     async fn from_request(req: Request, st: &AppState) -> Result<Self, ApiError> {
         let limit = st.0.body_limit;
-        let too_large = || Error::new(Reason::BodyTooLarge, format!("The request body is larger than {limit} bytes"));
+        let too_large = || {
+            Error::new(
+                Reason::BodyTooLarge,
+                format!("The request body is larger than {limit} bytes"),
+            )
+        };
         let declared = req
             .headers()
             .get("content-length")

@@ -18,12 +18,16 @@ pub const DEFAULT_OP: &str = "The request could not be processed";
 
 impl From<Error> for ApiError {
     fn from(error: Error) -> Self {
-        ApiError { error, op: DEFAULT_OP }
+        ApiError {
+            error,
+            op: DEFAULT_OP,
+        }
     }
 }
 
 pub fn error_body(error: &Error, op: &str) -> serde_json::Value {
-    let status = StatusCode::from_u16(error.reason.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status =
+        StatusCode::from_u16(error.reason.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let phrase = status.canonical_reason().unwrap_or("Error");
     let code = error.reason.code();
     let error_msg = if error.reason == Reason::Unauthorized {
@@ -43,10 +47,12 @@ pub fn error_body(error: &Error, op: &str) -> serde_json::Value {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.error.reason.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(self.error.reason.status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = error_body(&self.error, self.op).to_string();
         let mut resp = (status, body).into_response();
-        resp.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+        resp.headers_mut()
+            .insert("content-type", HeaderValue::from_static("application/json"));
         resp
     }
 }

@@ -17,54 +17,128 @@ const APIKEY_GRANT: &str = "urn:ibm:params:oauth:grant-type:apikey";
 fn iam_error(status: StatusCode, code: &str, message: &str) -> Response {
     let body = json!({"errorCode": code, "errorMessage": message,
         "context": {"requestId": uuid::Uuid::new_v4().to_string()}});
-    (status, [("content-type", "application/json")], body.to_string()).into_response()
+    (
+        status,
+        [("content-type", "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 pub async fn token(State(st): State<AppState>, RawBody(bytes): RawBody) -> Response {
     let form: Vec<(String, String)> = match serde_urlencoded::from_bytes(&bytes) {
         Ok(f) => f,
-        Err(_) => return iam_error(StatusCode::BAD_REQUEST, "BXNIM0109E", "The request body is not a valid form"),
+        Err(_) => {
+            return iam_error(
+                StatusCode::BAD_REQUEST,
+                "BXNIM0109E",
+                "The request body is not a valid form",
+            )
+        }
     };
-    let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| Zeroizing::new(v.clone()));
-    let grant = field("grant_type").map(|g| g.to_string()).unwrap_or_default();
+    let field = |name: &str| {
+        form.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| Zeroizing::new(v.clone()))
+    };
+    let grant = field("grant_type")
+        .map(|g| g.to_string())
+        .unwrap_or_default();
     let principal: Principal = match grant.as_str() {
         APIKEY_GRANT => {
             let Some(key) = field("apikey").filter(|k| !k.is_empty()) else {
-                return iam_error(StatusCode::BAD_REQUEST, "BXNIM0415E", "Provided API key could not be found");
+                return iam_error(
+                    StatusCode::BAD_REQUEST,
+                    "BXNIM0415E",
+                    "Provided API key could not be found",
+                );
             };
             let hash = apikey::hash(&key);
             let found = blocking(&st, move |svc| {
-                svc.store().find_api_key(&hash).map_err(|_| keyhold_core::Error::unavailable("The identity store is unavailable"))
+                svc.store().find_api_key(&hash).map_err(|_| {
+                    keyhold_core::Error::unavailable("The identity store is unavailable")
+                })
             })
             .await;
             match found {
                 Ok(Some(rec)) => match PrincipalKind::parse(&rec.principal_kind) {
-                    Some(kind) => Principal { id: rec.principal_id, kind, account_id: rec.account_id },
-                    None => return iam_error(StatusCode::BAD_REQUEST, "BXNIM0415E", "Provided API key could not be found"),
+                    Some(kind) => Principal {
+                        id: rec.principal_id,
+                        kind,
+                        account_id: rec.account_id,
+                    },
+                    None => {
+                        return iam_error(
+                            StatusCode::BAD_REQUEST,
+                            "BXNIM0415E",
+                            "Provided API key could not be found",
+                        )
+                    }
                 },
-                Ok(None) => return iam_error(StatusCode::BAD_REQUEST, "BXNIM0415E", "Provided API key could not be found"),
-                Err(_) => return iam_error(StatusCode::SERVICE_UNAVAILABLE, "BXNIM0503E", "The identity store is unavailable"),
+                Ok(None) => {
+                    return iam_error(
+                        StatusCode::BAD_REQUEST,
+                        "BXNIM0415E",
+                        "Provided API key could not be found",
+                    )
+                }
+                Err(_) => {
+                    return iam_error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "BXNIM0503E",
+                        "The identity store is unavailable",
+                    )
+                }
             }
         }
         "refresh_token" => {
             let token = field("refresh_token").unwrap_or_default();
             match st.0.tokens.principal_of_refresh(&token) {
                 Ok(p) => p,
-                Err(_) => return iam_error(StatusCode::BAD_REQUEST, "BXNIM0407E", "Provided refresh token is invalid or expired"),
+                Err(_) => {
+                    return iam_error(
+                        StatusCode::BAD_REQUEST,
+                        "BXNIM0407E",
+                        "Provided refresh token is invalid or expired",
+                    )
+                }
             }
         }
-        _ => return iam_error(StatusCode::BAD_REQUEST, "BXNIM0109E", "Unsupported or missing grant_type"),
+        _ => {
+            return iam_error(
+                StatusCode::BAD_REQUEST,
+                "BXNIM0109E",
+                "Unsupported or missing grant_type",
+            )
+        }
     };
     match st.0.tokens.issue(&principal) {
         Ok(t) => {
             let body = json!({"access_token": t.access_token, "refresh_token": t.refresh_token, "token_type": "Bearer",
                 "expires_in": t.expires_in, "expiration": t.expiration, "scope": "ibm openid"});
-            (StatusCode::OK, [("content-type", "application/json"), ("cache-control", "no-store")], body.to_string()).into_response()
+            (
+                StatusCode::OK,
+                [
+                    ("content-type", "application/json"),
+                    ("cache-control", "no-store"),
+                ],
+                body.to_string(),
+            )
+                .into_response()
         }
-        Err(_) => iam_error(StatusCode::INTERNAL_SERVER_ERROR, "BXNIM0500E", "The token could not be issued"),
+        Err(_) => iam_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "BXNIM0500E",
+            "The token could not be issued",
+        ),
     }
 }
 
 pub async fn jwks(State(st): State<AppState>) -> Response {
-    (StatusCode::OK, [("content-type", "application/json")], st.0.tokens.jwks().to_string()).into_response()
+    (
+        StatusCode::OK,
+        [("content-type", "application/json")],
+        st.0.tokens.jwks().to_string(),
+    )
+        .into_response()
 }

@@ -21,8 +21,12 @@ use crate::service::{CreateKey, ImportMaterial, PolicyOverrides};
 pub(crate) fn query_pairs(raw: &Option<String>) -> Result<Vec<(String, String)>> {
     match raw {
         None => Ok(vec![]),
-        Some(q) => serde_urlencoded::from_str::<Vec<(String, String)>>(q)
-            .map_err(|_| Error::new(keyhold_core::Reason::InvalidQueryParam, "The query string is malformed")),
+        Some(q) => serde_urlencoded::from_str::<Vec<(String, String)>>(q).map_err(|_| {
+            Error::new(
+                keyhold_core::Reason::InvalidQueryParam,
+                "The query string is malformed",
+            )
+        }),
     }
 }
 
@@ -77,34 +81,66 @@ pub(crate) fn import_material(
     iv: Option<String>,
     algorithm: Option<String>,
 ) -> Result<Option<ImportMaterial>> {
-    let Some(payload) = payload.filter(|p| !p.is_empty()) else {
+    let Some(payload) = payload else {
         if nonce.is_some() || iv.is_some() {
-            return Err(Error::field(keyhold_core::Reason::KeyPayloadReq, "payload", "A secure import needs the encrypted key material in `payload`"));
+            return Err(Error::field(
+                keyhold_core::Reason::KeyPayloadReq,
+                "payload",
+                "A secure import needs the encrypted key material in `payload`",
+            ));
         }
         return Ok(None);
     };
     let payload = base64_field("payload", &payload, "base64 encoded key material")?;
-    let encrypted_nonce = nonce.map(|n| base64_field("encryptedNonce", &n, "the base64 encoded encrypted nonce").map(|z| z.to_vec())).transpose()?;
-    let iv = iv.map(|v| base64_field("iv", &v, "the base64 encoded initialization vector").map(|z| z.to_vec())).transpose()?;
-    Ok(Some(ImportMaterial { payload, encrypted_nonce, iv, algorithm }))
+    let encrypted_nonce = nonce
+        .map(|n| {
+            base64_field("encryptedNonce", &n, "the base64 encoded encrypted nonce")
+                .map(|z| z.to_vec())
+        })
+        .transpose()?;
+    let iv = iv
+        .map(|v| {
+            base64_field("iv", &v, "the base64 encoded initialization vector").map(|z| z.to_vec())
+        })
+        .transpose()?;
+    Ok(Some(ImportMaterial {
+        payload,
+        encrypted_nonce,
+        iv,
+        algorithm,
+    }))
 }
 
-fn parse_create(bytes: &axum::body::Bytes, key_ring: Option<String>, with_overrides: bool) -> Result<CreateKey> {
+fn parse_create(
+    bytes: &axum::body::Bytes,
+    key_ring: Option<String>,
+    with_overrides: bool,
+) -> Result<CreateKey> {
     let resources = body::resources(body::parse(bytes)?)?;
     if resources.len() != 1 {
-        return Err(Error::new(keyhold_core::Reason::NumCollectionResource, "Exactly one key can be created per request"));
+        return Err(Error::new(
+            keyhold_core::Reason::NumCollectionResource,
+            "Exactly one key can be created per request",
+        ));
     }
     let mut resources = resources;
     let k: KeyIn = body::typed(resources.remove(0))?;
-    let name = k.name.ok_or_else(|| Error::invalid_field("name", "a string of 2 to 90 characters"))?;
+    let name = k
+        .name
+        .ok_or_else(|| Error::invalid_field("name", "a string of 2 to 90 characters"))?;
     let expiration = k
         .expirationdate
         .filter(|e| !e.is_empty())
-        .map(|e| timefmt::parse(&e).ok_or_else(|| Error::invalid_field("expirationDate", "a date in RFC 3339 format")))
+        .map(|e| {
+            timefmt::parse(&e)
+                .ok_or_else(|| Error::invalid_field("expirationDate", "a date in RFC 3339 format"))
+        })
         .transpose()?;
     let overrides = if with_overrides {
         Some(PolicyOverrides {
-            rotation: k.rotation.map(|r| (r.enabled.unwrap_or(true), r.interval_month)),
+            rotation: k
+                .rotation
+                .map(|r| (r.enabled.unwrap_or(true), r.interval_month)),
             dual_auth: k.dualauthdelete.map(|d| d.enabled.unwrap_or(false)),
         })
     } else {
@@ -123,47 +159,99 @@ fn parse_create(bytes: &axum::body::Bytes, key_ring: Option<String>, with_overri
     })
 }
 
-pub(crate) fn key_envelope(st: &AppState, ctx: &Ctx, keys: &[(keyhold_core::model::KeyRecord, Option<&[u8]>)]) -> Value {
+pub(crate) fn key_envelope(
+    st: &AppState,
+    ctx: &Ctx,
+    keys: &[(keyhold_core::model::KeyRecord, Option<&[u8]>)],
+) -> Value {
     let now = timefmt::now();
     let rules = st.0.svc.rules;
-    let resources = keys.iter().map(|(k, p)| render::key(k, &ctx.instance, &rules, now, *p)).collect();
+    let resources = keys
+        .iter()
+        .map(|(k, p)| render::key(k, &ctx.instance, &rules, now, *p))
+        .collect();
     render::collection(KEY_TYPE, resources, None)
 }
 
-async fn create_inner(st: AppState, ctx: Ctx, headers: HeaderMap, bytes: axum::body::Bytes, with_overrides: bool) -> super::ApiResult {
+async fn create_inner(
+    st: AppState,
+    ctx: Ctx,
+    headers: HeaderMap,
+    bytes: axum::body::Bytes,
+    with_overrides: bool,
+) -> super::ApiResult {
     let request = parse_create(&bytes, key_ring_header(&headers), with_overrides)?;
     let instance_id = ctx.instance.id.clone();
     let principal = ctx.principal.clone();
-    let (key, payload) = blocking(&st, move |svc| svc.create_key(&instance_id, &principal, request)).await?;
+    let (key, payload) = blocking(&st, move |svc| {
+        svc.create_key(&instance_id, &principal, request)
+    })
+    .await?;
     let body = key_envelope(&st, &ctx, &[(key, payload.as_ref().map(|p| p.as_slice()))]);
     Ok(reply(&st, StatusCode::CREATED, Body::KeyVendor, &body))
 }
 
-pub async fn create(State(st): State<AppState>, ctx: Ctx, headers: HeaderMap, RawBody(bytes): RawBody) -> Response {
-    run("Key could not be created", create_inner(st, ctx, headers, bytes, false)).await
+pub async fn create(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    headers: HeaderMap,
+    RawBody(bytes): RawBody,
+) -> Response {
+    run(
+        "Key could not be created",
+        create_inner(st, ctx, headers, bytes, false),
+    )
+    .await
 }
 
-pub async fn create_with_overrides(State(st): State<AppState>, ctx: Ctx, headers: HeaderMap, RawBody(bytes): RawBody) -> Response {
-    run("Key could not be created", create_inner(st, ctx, headers, bytes, true)).await
+pub async fn create_with_overrides(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    headers: HeaderMap,
+    RawBody(bytes): RawBody,
+) -> Response {
+    run(
+        "Key could not be created",
+        create_inner(st, ctx, headers, bytes, true),
+    )
+    .await
 }
 
 fn list_query(raw: &Option<String>, headers: &HeaderMap) -> Result<ListKeys> {
     let pairs = query_pairs(raw)?;
-    ListKeys::from_query(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())), key_ring_header(headers))
+    ListKeys::from_query(
+        pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        key_ring_header(headers),
+    )
 }
 
-pub async fn list(State(st): State<AppState>, ctx: Ctx, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
+pub async fn list(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
     run("Keys could not be listed", async move {
         let query = list_query(&q, &headers)?;
         let instance_id = ctx.instance.id.clone();
         let keys = blocking(&st, move |svc| svc.list_keys(&instance_id, &query)).await?;
         let pairs: Vec<_> = keys.into_iter().map(|k| (k, None)).collect();
-        Ok(reply(&st, StatusCode::OK, Body::Json, &key_envelope(&st, &ctx, &pairs)))
+        Ok(reply(
+            &st,
+            StatusCode::OK,
+            Body::Json,
+            &key_envelope(&st, &ctx, &pairs),
+        ))
     })
     .await
 }
 
-pub async fn count(State(st): State<AppState>, ctx: Ctx, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
+pub async fn count(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
     run("Keys could not be counted", async move {
         let query = list_query(&q, &headers)?;
         let instance_id = ctx.instance.id.clone();
@@ -179,7 +267,8 @@ pub async fn count(State(st): State<AppState>, ctx: Ctx, headers: HeaderMap, Raw
 
 async fn get_inner(st: AppState, ctx: Ctx, id: String, with_payload: bool) -> super::ApiResult {
     let instance_id = ctx.instance.id.clone();
-    let (key, payload) = blocking(&st, move |svc| svc.get_key(&instance_id, &id, with_payload)).await?;
+    let (key, payload) =
+        blocking(&st, move |svc| svc.get_key(&instance_id, &id, with_payload)).await?;
     let body = key_envelope(&st, &ctx, &[(key, payload.as_ref().map(|p| p.as_slice()))]);
     Ok(reply(&st, StatusCode::OK, Body::Json, &body))
 }
@@ -189,35 +278,75 @@ pub async fn get(State(st): State<AppState>, ctx: Ctx, Path(id): Path<String>) -
 }
 
 pub async fn metadata(State(st): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> Response {
-    run("Key metadata could not be retrieved", get_inner(st, ctx, id, false)).await
+    run(
+        "Key metadata could not be retrieved",
+        get_inner(st, ctx, id, false),
+    )
+    .await
 }
 
-pub async fn patch(State(st): State<AppState>, ctx: Ctx, headers: HeaderMap, Path(id): Path<String>, RawBody(bytes): RawBody) -> Response {
+pub async fn patch(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    RawBody(bytes): RawBody,
+) -> Response {
     run("Key could not be updated", async move {
         #[derive(Deserialize)]
         struct PatchIn {
             keyringid: Option<String>,
         }
-        let parsed = body::parse(&bytes)?.ok_or_else(|| Error::new(keyhold_core::Reason::NoBody, "The request needs a body with `keyRingID`"))?;
+        let parsed = body::parse(&bytes)?.ok_or_else(|| {
+            Error::new(
+                keyhold_core::Reason::NoBody,
+                "The request needs a body with `keyRingID`",
+            )
+        })?;
         let p: PatchIn = body::typed(parsed)?;
-        let ring = p.keyringid.filter(|r| !r.is_empty()).ok_or_else(|| Error::invalid_field("keyRingID", "the id of an existing key ring"))?;
+        let ring = p
+            .keyringid
+            .filter(|r| !r.is_empty())
+            .ok_or_else(|| Error::invalid_field("keyRingID", "the id of an existing key ring"))?;
         let current = key_ring_header(&headers);
         let instance_id = ctx.instance.id.clone();
-        let key = blocking(&st, move |svc| svc.move_key(&instance_id, &id, current.as_deref(), &ring)).await?;
-        Ok(reply(&st, StatusCode::OK, Body::Json, &key_envelope(&st, &ctx, &[(key, None)])))
+        let key = blocking(&st, move |svc| {
+            svc.move_key(&instance_id, &id, current.as_deref(), &ring)
+        })
+        .await?;
+        Ok(reply(
+            &st,
+            StatusCode::OK,
+            Body::Json,
+            &key_envelope(&st, &ctx, &[(key, None)]),
+        ))
     })
     .await
 }
 
-pub async fn delete(State(st): State<AppState>, ctx: Ctx, headers: HeaderMap, Path(id): Path<String>, RawQuery(q): RawQuery) -> Response {
+pub async fn delete(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Response {
     run("Key could not be deleted", async move {
         let pairs = query_pairs(&q)?;
         let force = query_flag(&pairs, "force")?;
         let instance_id = ctx.instance.id.clone();
         let principal = ctx.principal.clone();
-        let key = blocking(&st, move |svc| svc.delete_key(&instance_id, &id, &principal, force)).await?;
+        let key = blocking(&st, move |svc| {
+            svc.delete_key(&instance_id, &id, &principal, force)
+        })
+        .await?;
         if wants_representation(&headers) {
-            Ok(reply(&st, StatusCode::OK, Body::Json, &key_envelope(&st, &ctx, &[(key, None)])))
+            Ok(reply(
+                &st,
+                StatusCode::OK,
+                Body::Json,
+                &key_envelope(&st, &ctx, &[(key, None)]),
+            ))
         } else {
             Ok(no_content())
         }
@@ -227,20 +356,42 @@ pub async fn delete(State(st): State<AppState>, ctx: Ctx, headers: HeaderMap, Pa
 
 pub(crate) async fn restore_inner(st: AppState, ctx: Ctx, id: String) -> super::ApiResult {
     let instance_id = ctx.instance.id.clone();
-    let key = blocking(&st, move |svc| svc.restore_key(&instance_id, &id)).await.op("Key could not be restored")?;
-    Ok(reply(&st, StatusCode::CREATED, Body::KeyVendor, &key_envelope(&st, &ctx, &[(key, None)])))
+    let key = blocking(&st, move |svc| svc.restore_key(&instance_id, &id))
+        .await
+        .op("Key could not be restored")?;
+    Ok(reply(
+        &st,
+        StatusCode::CREATED,
+        Body::KeyVendor,
+        &key_envelope(&st, &ctx, &[(key, None)]),
+    ))
 }
 
-pub async fn restore(State(st): State<AppState>, ctx: Ctx, Path(id): Path<String>, RawBody(_bytes): RawBody) -> Response {
+pub async fn restore(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    RawBody(_bytes): RawBody,
+) -> Response {
     run("Key could not be restored", restore_inner(st, ctx, id)).await
 }
 
-pub async fn purge(State(st): State<AppState>, ctx: Ctx, headers: HeaderMap, Path(id): Path<String>) -> Response {
+pub async fn purge(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
     run("Key could not be purged", async move {
         let instance_id = ctx.instance.id.clone();
         let key = blocking(&st, move |svc| svc.purge_key(&instance_id, &id)).await?;
         if wants_representation(&headers) {
-            Ok(reply(&st, StatusCode::OK, Body::Json, &key_envelope(&st, &ctx, &[(key, None)])))
+            Ok(reply(
+                &st,
+                StatusCode::OK,
+                Body::Json,
+                &key_envelope(&st, &ctx, &[(key, None)]),
+            ))
         } else {
             Ok(no_content())
         }
@@ -248,7 +399,12 @@ pub async fn purge(State(st): State<AppState>, ctx: Ctx, headers: HeaderMap, Pat
     .await
 }
 
-pub async fn versions(State(st): State<AppState>, ctx: Ctx, Path(id): Path<String>, RawQuery(q): RawQuery) -> Response {
+pub async fn versions(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Response {
     run("Key versions could not be retrieved", async move {
         let pairs = query_pairs(&q)?;
         let mut limit = 200u32;
@@ -265,8 +421,17 @@ pub async fn versions(State(st): State<AppState>, ctx: Ctx, Path(id): Path<Strin
         let instance_id = ctx.instance.id.clone();
         let versions = blocking(&st, move |svc| svc.key_versions(&instance_id, &id, all)).await?;
         let count = versions.len() as u64;
-        let page: Vec<Value> = versions.iter().skip(offset.min(usize::MAX as u64) as usize).take(limit as usize).map(render::version).collect();
-        let body = render::collection("application/vnd.ibm.kms.key.version+json", page, total.then_some(count));
+        let page: Vec<Value> = versions
+            .iter()
+            .skip(offset.min(usize::MAX as u64) as usize)
+            .take(limit as usize)
+            .map(render::version)
+            .collect();
+        let body = render::collection(
+            "application/vnd.ibm.kms.key.version+json",
+            page,
+            total.then_some(count),
+        );
         Ok(reply(&st, StatusCode::OK, Body::Json, &body))
     })
     .await

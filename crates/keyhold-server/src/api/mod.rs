@@ -14,6 +14,7 @@ mod resources;
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -36,6 +37,9 @@ use crate::auth::token::TokenService;
 use crate::auth::Authorizer;
 use crate::service::Service;
 
+/// The networks an instance's allowedIP policy admits; `None` when unrestricted.
+pub(crate) type AllowedNetworks = Option<Vec<(IpAddr, u8)>>;
+
 #[derive(Clone)]
 pub struct AppState(pub Arc<AppInner>);
 
@@ -50,10 +54,19 @@ pub struct AppInner {
     pub port: u16,
     /// Instances never change under a running node yet, so they are cached for good.
     instances: RwLock<HashMap<String, Arc<Instance>>>,
+    /// Per instance, the networks its allowedIP policy admits (`None`: unrestricted).
+    /// Dropped whenever the instance's policies change.
+    allowed_networks: RwLock<HashMap<String, Arc<AllowedNetworks>>>,
 }
 
 impl AppState {
-    pub fn new(svc: Arc<Service>, tokens: Arc<TokenService>, authz: Arc<dyn Authorizer>, cfg: &crate::config::ServerConfig, port: u16) -> Self {
+    pub fn new(
+        svc: Arc<Service>,
+        tokens: Arc<TokenService>,
+        authz: Arc<dyn Authorizer>,
+        cfg: &crate::config::ServerConfig,
+        port: u16,
+    ) -> Self {
         AppState(Arc::new(AppInner {
             svc,
             tokens,
@@ -63,11 +76,45 @@ impl AppState {
             request_timeout: cfg.request_timeout,
             port,
             instances: RwLock::new(HashMap::new()),
+            allowed_networks: RwLock::new(HashMap::new()),
         }))
     }
 
+    pub(crate) async fn allowed_networks(
+        &self,
+        instance_id: &str,
+    ) -> Result<Arc<AllowedNetworks>, Error> {
+        if let Some(n) = self
+            .0
+            .allowed_networks
+            .read()
+            .ok()
+            .and_then(|m| m.get(instance_id).cloned())
+        {
+            return Ok(n);
+        }
+        let id = instance_id.to_string();
+        let nets = Arc::new(blocking(self, move |svc| svc.allowed_networks(&id)).await?);
+        if let Ok(mut m) = self.0.allowed_networks.write() {
+            m.insert(instance_id.to_string(), nets.clone());
+        }
+        Ok(nets)
+    }
+
+    pub(crate) fn forget_instance_policies(&self, instance_id: &str) {
+        if let Ok(mut m) = self.0.allowed_networks.write() {
+            m.remove(instance_id);
+        }
+    }
+
     pub(crate) async fn instance(&self, id: &str) -> Result<Option<Arc<Instance>>, Error> {
-        if let Some(i) = self.0.instances.read().ok().and_then(|m| m.get(id).cloned()) {
+        if let Some(i) = self
+            .0
+            .instances
+            .read()
+            .ok()
+            .and_then(|m| m.get(id).cloned())
+        {
             return Ok(Some(i));
         }
         let id_owned = id.to_string();
@@ -88,10 +135,12 @@ pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce(&Service) -> Result<T, Error> + Send + 'static,
 ) -> Result<T, Error> {
     let svc = st.0.svc.clone();
-    tokio::task::spawn_blocking(move || f(&svc)).await.map_err(|e| {
-        tracing::error!(error = %e, "service task failed");
-        Error::internal()
-    })?
+    tokio::task::spawn_blocking(move || f(&svc))
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "service task failed");
+            Error::internal()
+        })?
 }
 
 /// Which Content-Type a JSON response carries (keyprotect-api.md §4.1).
@@ -109,7 +158,8 @@ pub(crate) fn reply(st: &AppState, status: StatusCode, kind: Body, value: &Value
         (_, Body::KeyActionVendor) => "application/vnd.ibm.kms.key_action+json",
     };
     let mut resp = (status, value.to_string()).into_response();
-    resp.headers_mut().insert("content-type", HeaderValue::from_static(ctype));
+    resp.headers_mut()
+        .insert("content-type", HeaderValue::from_static(ctype));
     resp
 }
 
@@ -118,7 +168,10 @@ pub(crate) fn no_content() -> Response {
 }
 
 /// Turns a handler result into a response, naming the operation in errors.
-pub(crate) async fn run(op: &'static str, fut: impl Future<Output = Result<Response, ApiError>>) -> Response {
+pub(crate) async fn run(
+    op: &'static str,
+    fut: impl Future<Output = Result<Response, ApiError>>,
+) -> Response {
     match fut.await {
         Ok(r) => r,
         Err(mut e) => {
@@ -139,11 +192,20 @@ pub(crate) fn wants_representation(headers: &HeaderMap) -> bool {
 }
 
 async fn not_found() -> Response {
-    ApiError { error: Error::new(Reason::NotFound, "No such endpoint"), op: "The request could not be routed" }.into_response()
+    ApiError {
+        error: Error::new(Reason::NotFound, "No such endpoint"),
+        op: "The request could not be routed",
+    }
+    .into_response()
 }
 
 async fn health() -> Response {
-    (StatusCode::OK, [("content-type", "application/json")], r#"{"status":"ok"}"#).into_response()
+    (
+        StatusCode::OK,
+        [("content-type", "application/json")],
+        r#"{"status":"ok"}"#,
+    )
+        .into_response()
 }
 
 /// Request id, timeout and one structured log line per request.
@@ -158,18 +220,33 @@ async fn envelope(State(st): State<AppState>, req: Request, next: Next) -> Respo
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let method = req.method().clone();
-    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
     let mut resp = match tokio::time::timeout(st.0.request_timeout, next.run(req)).await {
         Ok(r) => r,
         Err(_) => ApiError {
-            error: Error::new(Reason::Unavailable, "The request took too long and was abandoned"),
+            error: Error::new(
+                Reason::Unavailable,
+                "The request took too long and was abandoned",
+            ),
             op: "The request could not be completed",
         }
         .into_response(),
     };
-    if resp.status() == StatusCode::METHOD_NOT_ALLOWED && !resp.headers().contains_key("content-type") {
-        resp = ApiError { error: Error::new(Reason::MethodNotAllowed, format!("{method} is not allowed here")), op: "The request could not be routed" }
-            .into_response();
+    if resp.status() == StatusCode::METHOD_NOT_ALLOWED
+        && !resp.headers().contains_key("content-type")
+    {
+        resp = ApiError {
+            error: Error::new(
+                Reason::MethodNotAllowed,
+                format!("{method} is not allowed here"),
+            ),
+            op: "The request could not be routed",
+        }
+        .into_response();
     }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("correlation-id", v.clone());
@@ -189,17 +266,41 @@ async fn envelope(State(st): State<AppState>, req: Request, next: Next) -> Respo
 pub fn router(st: AppState) -> Router {
     use axum::routing::delete;
     let api = Router::new()
-        .route("/api/v2/keys", get(keys::list).head(keys::count).post(keys::create))
-        .route("/api/v2/keys_with_policy_overrides", post(keys::create_with_overrides))
-        .route("/api/v2/keys/registrations", get(resources::list_all_registrations))
-        .route("/api/v2/keys/{id}", get(keys::get).post(actions::query_action).patch(keys::patch).delete(keys::delete))
+        .route(
+            "/api/v2/keys",
+            get(keys::list).head(keys::count).post(keys::create),
+        )
+        .route(
+            "/api/v2/keys_with_policy_overrides",
+            post(keys::create_with_overrides),
+        )
+        .route(
+            "/api/v2/keys/registrations",
+            get(resources::list_all_registrations),
+        )
+        .route(
+            "/api/v2/keys/{id}",
+            get(keys::get)
+                .post(actions::query_action)
+                .patch(keys::patch)
+                .delete(keys::delete),
+        )
         .route("/api/v2/keys/{id}/metadata", get(keys::metadata))
         .route("/api/v2/keys/{id}/purge", delete(keys::purge))
         .route("/api/v2/keys/{id}/restore", post(keys::restore))
         .route("/api/v2/keys/{id}/versions", get(keys::versions))
-        .route("/api/v2/keys/{id}/actions/{action}", post(actions::path_action))
-        .route("/api/v2/keys/{id}/policies", get(policies::get_key_policies).put(policies::put_key_policies))
-        .route("/api/v2/keys/{id}/registrations", get(resources::list_key_registrations).post(resources::registration_action))
+        .route(
+            "/api/v2/keys/{id}/actions/{action}",
+            post(actions::path_action),
+        )
+        .route(
+            "/api/v2/keys/{id}/policies",
+            get(policies::get_key_policies).put(policies::put_key_policies),
+        )
+        .route(
+            "/api/v2/keys/{id}/registrations",
+            get(resources::list_key_registrations).post(resources::registration_action),
+        )
         .route(
             "/api/v2/keys/{id}/registrations/{crn}",
             post(resources::create_registration)
@@ -207,16 +308,32 @@ pub fn router(st: AppState) -> Router {
                 .put(resources::replace_registration)
                 .delete(resources::delete_registration),
         )
-        .route("/api/v2/keys/{id}/aliases/{alias}", post(resources::create_alias).delete(resources::delete_alias))
-        .route("/api/v2/instance/policies", get(policies::get_instance_policies).put(policies::put_instance_policies))
-        .route("/api/v2/instance/allowed_ip_port", get(policies::allowed_ip_port))
-        .route("/api/v2/import_token", get(resources::get_import_token).post(resources::create_import_token))
+        .route(
+            "/api/v2/keys/{id}/aliases/{alias}",
+            post(resources::create_alias).delete(resources::delete_alias),
+        )
+        .route(
+            "/api/v2/instance/policies",
+            get(policies::get_instance_policies).put(policies::put_instance_policies),
+        )
+        .route(
+            "/api/v2/instance/allowed_ip_port",
+            get(policies::allowed_ip_port),
+        )
+        .route(
+            "/api/v2/import_token",
+            get(resources::get_import_token).post(resources::create_import_token),
+        )
         .route("/api/v2/key_rings", get(resources::list_rings))
-        .route("/api/v2/key_rings/{ring}", post(resources::create_ring).delete(resources::delete_ring))
+        .route(
+            "/api/v2/key_rings/{ring}",
+            post(resources::create_ring).delete(resources::delete_ring),
+        )
         .route("/identity/token", post(iam::token))
         .route("/oidc/token", post(iam::token))
         .route("/identity/keys", get(iam::jwks))
         .route("/health", get(health))
         .fallback(not_found);
-    api.layer(middleware::from_fn_with_state(st.clone(), envelope)).with_state(st)
+    api.layer(middleware::from_fn_with_state(st.clone(), envelope))
+        .with_state(st)
 }

@@ -17,7 +17,11 @@ use crate::service::{InstancePolicyInput, KeyPolicyInput};
 
 fn policy_param(q: &Option<String>, allowed: &[&'static str]) -> Result<Option<&'static str>> {
     let pairs = query_pairs(q)?;
-    match pairs.iter().find(|(k, _)| k == "policy").map(|(_, v)| v.as_str()) {
+    match pairs
+        .iter()
+        .find(|(k, _)| k == "policy")
+        .map(|(_, v)| v.as_str())
+    {
         None | Some("") => Ok(None),
         Some(v) => allowed
             .iter()
@@ -47,7 +51,10 @@ struct KeyPolicyIn {
 
 fn parse_key_policies(resources: Vec<Value>, only: Option<&str>) -> Result<Vec<KeyPolicyInput>> {
     if only.is_some() && resources.len() != 1 {
-        return Err(Error::new(Reason::NumCollectionResource, "Exactly one policy resource is allowed with ?policy="));
+        return Err(Error::new(
+            Reason::NumCollectionResource,
+            "Exactly one policy resource is allowed with ?policy=",
+        ));
     }
     let mut out = Vec::new();
     for r in resources {
@@ -55,15 +62,26 @@ fn parse_key_policies(resources: Vec<Value>, only: Option<&str>) -> Result<Vec<K
         let has_rotation = p.rotation.is_some();
         let has_dual = p.dualauthdelete.is_some();
         if let Some(o) = only {
-            if (o == "rotation" && !has_rotation) || (o == "dualAuthDelete" && !has_dual) || (has_rotation && has_dual) {
-                return Err(Error::new(Reason::BodyQueryParamMismatch, "The policy in the body does not match the policy query parameter"));
+            if (o == "rotation" && !has_rotation)
+                || (o == "dualAuthDelete" && !has_dual)
+                || (has_rotation && has_dual)
+            {
+                return Err(Error::new(
+                    Reason::BodyQueryParamMismatch,
+                    "The policy in the body does not match the policy query parameter",
+                ));
             }
         }
         if !has_rotation && !has_dual {
-            return Err(Error::bad_body("Each policy resource needs `rotation` or `dualAuthDelete`"));
+            return Err(Error::bad_body(
+                "Each policy resource needs `rotation` or `dualAuthDelete`",
+            ));
         }
         if let Some(r) = p.rotation {
-            out.push(KeyPolicyInput::Rotation { enabled: r.enabled, interval_month: r.interval_month });
+            out.push(KeyPolicyInput::Rotation {
+                enabled: r.enabled,
+                interval_month: r.interval_month,
+            });
         }
         if let Some(d) = p.dualauthdelete {
             out.push(KeyPolicyInput::DualAuthDelete { enabled: d.enabled });
@@ -72,20 +90,38 @@ fn parse_key_policies(resources: Vec<Value>, only: Option<&str>) -> Result<Vec<K
     Ok(out)
 }
 
-pub async fn put_key_policies(State(st): State<AppState>, ctx: Ctx, Path(id): Path<String>, RawQuery(q): RawQuery, RawBody(bytes): RawBody) -> Response {
+pub async fn put_key_policies(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+    RawBody(bytes): RawBody,
+) -> Response {
     run("Key policies could not be set", async move {
         let only = policy_param(&q, &["rotation", "dualAuthDelete"])?;
         let inputs = parse_key_policies(body::resources(body::parse(&bytes)?)?, only)?;
         let instance_id = ctx.instance.id.clone();
         let principal = ctx.principal.clone();
-        let key = blocking(&st, move |svc| svc.set_key_policies(&instance_id, &id, &principal, &inputs)).await?;
-        let body = render::collection(POLICY_TYPE, render::key_policies(&key, &ctx.instance, only), None);
+        let key = blocking(&st, move |svc| {
+            svc.set_key_policies(&instance_id, &id, &principal, &inputs)
+        })
+        .await?;
+        let body = render::collection(
+            POLICY_TYPE,
+            render::key_policies(&key, &ctx.instance, only),
+            None,
+        );
         Ok(reply(&st, StatusCode::OK, Body::Json, &body))
     })
     .await
 }
 
-pub async fn get_key_policies(State(st): State<AppState>, ctx: Ctx, Path(id): Path<String>, RawQuery(q): RawQuery) -> Response {
+pub async fn get_key_policies(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Response {
     run("Key policies could not be retrieved", async move {
         let only = policy_param(&q, &["rotation", "dualAuthDelete"])?;
         let instance_id = ctx.instance.id.clone();
@@ -93,7 +129,11 @@ pub async fn get_key_policies(State(st): State<AppState>, ctx: Ctx, Path(id): Pa
         if key.state == keyhold_core::model::KeyState::Destroyed {
             return Err(Error::key_deleted().into());
         }
-        let body = render::collection(POLICY_TYPE, render::key_policies(&key, &ctx.instance, only), None);
+        let body = render::collection(
+            POLICY_TYPE,
+            render::key_policies(&key, &ctx.instance, only),
+            None,
+        );
         Ok(reply(&st, StatusCode::OK, Body::Json, &body))
     })
     .await
@@ -149,14 +189,23 @@ fn no_attributes(attrs: &Option<Value>) -> Result<()> {
 }
 
 fn required_attrs(attrs: Option<Value>) -> Result<Value> {
-    attrs.ok_or_else(|| Error::field(Reason::BadBody, "attributes", "json: missing field `attributes`"))
+    attrs.ok_or_else(|| {
+        Error::field(
+            Reason::BadBody,
+            "attributes",
+            "json: missing field `attributes`",
+        )
+    })
 }
 
 fn parse_instance_policy(v: Value) -> Result<InstancePolicyInput> {
     let p: InstancePolicyIn = body::typed(v)?;
     let policy_type = InstancePolicyType::parse(&p.policy_type)
         .ok_or_else(|| Error::invalid_field("policy_type", "one of dualAuthDelete, metrics, allowedNetwork, allowedIP, keyCreateImportAccess, rotation"))?;
-    let enabled = p.policy_data.enabled.ok_or_else(|| Error::invalid_field("enabled", "true or false"))?;
+    let enabled = p
+        .policy_data
+        .enabled
+        .ok_or_else(|| Error::invalid_field("enabled", "true or false"))?;
     let attrs = p.policy_data.attributes;
     let data = match policy_type {
         InstancePolicyType::DualAuthDelete => {
@@ -169,14 +218,18 @@ fn parse_instance_policy(v: Value) -> Result<InstancePolicyInput> {
         }
         InstancePolicyType::AllowedNetwork => {
             let a: NetworkAttrs = body::typed(required_attrs(attrs)?)?;
-            InstancePolicyData::AllowedNetwork { allowed_network: a.allowed_network }
+            InstancePolicyData::AllowedNetwork {
+                allowed_network: a.allowed_network,
+            }
         }
         InstancePolicyType::AllowedIp => match (enabled, attrs) {
             (false, None) => InstancePolicyData::AllowedIp { allowed_ip: vec![] },
             (false, Some(_)) => InstancePolicyData::AllowedIp { allowed_ip: vec![] },
             (true, attrs) => {
                 let a: IpAttrs = body::typed(required_attrs(attrs)?)?;
-                InstancePolicyData::AllowedIp { allowed_ip: a.allowed_ip }
+                InstancePolicyData::AllowedIp {
+                    allowed_ip: a.allowed_ip,
+                }
             }
         },
         InstancePolicyType::KeyCreateImportAccess => {
@@ -200,45 +253,87 @@ fn parse_instance_policy(v: Value) -> Result<InstancePolicyInput> {
             (true, attrs) => {
                 let a: RotationAttrs = body::typed(required_attrs(attrs)?)?;
                 if !(1..=12).contains(&a.interval_month) {
-                    return Err(Error::invalid_field("interval_month", "an integer between 1 and 12 (inclusive)"));
+                    return Err(Error::invalid_field(
+                        "interval_month",
+                        "an integer between 1 and 12 (inclusive)",
+                    ));
                 }
-                InstancePolicyData::Rotation { interval_month: Some(a.interval_month as u8) }
+                InstancePolicyData::Rotation {
+                    interval_month: Some(a.interval_month as u8),
+                }
             }
-            (false, _) => InstancePolicyData::Rotation { interval_month: None },
+            (false, _) => InstancePolicyData::Rotation {
+                interval_month: None,
+            },
         },
     };
-    Ok(InstancePolicyInput { policy_type, enabled, data })
+    Ok(InstancePolicyInput {
+        policy_type,
+        enabled,
+        data,
+    })
 }
 
-const INSTANCE_POLICIES: [&str; 6] = ["dualAuthDelete", "metrics", "allowedNetwork", "allowedIP", "keyCreateImportAccess", "rotation"];
+const INSTANCE_POLICIES: [&str; 6] = [
+    "dualAuthDelete",
+    "metrics",
+    "allowedNetwork",
+    "allowedIP",
+    "keyCreateImportAccess",
+    "rotation",
+];
 
-pub async fn put_instance_policies(State(st): State<AppState>, ctx: Ctx, RawQuery(q): RawQuery, RawBody(bytes): RawBody) -> Response {
+pub async fn put_instance_policies(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    RawQuery(q): RawQuery,
+    RawBody(bytes): RawBody,
+) -> Response {
     run("Instance policies could not be set", async move {
         let only = policy_param(&q, &INSTANCE_POLICIES)?;
         let resources = body::resources(body::parse(&bytes)?)?;
         if only.is_some() && resources.len() != 1 {
-            return Err(Error::new(Reason::NumCollectionResource, "Exactly one policy resource is allowed with ?policy=").into());
+            return Err(Error::new(
+                Reason::NumCollectionResource,
+                "Exactly one policy resource is allowed with ?policy=",
+            )
+            .into());
         }
         let mut inputs = Vec::new();
         for r in resources {
             let p = parse_instance_policy(r)?;
             if only.is_some_and(|o| o != p.policy_type.name()) {
-                return Err(Error::new(Reason::BodyQueryParamMismatch, "The policy_type in the body does not match the policy query parameter").into());
+                return Err(Error::new(
+                    Reason::BodyQueryParamMismatch,
+                    "The policy_type in the body does not match the policy query parameter",
+                )
+                .into());
             }
-            if inputs.iter().any(|i: &InstancePolicyInput| i.policy_type == p.policy_type) {
+            if inputs
+                .iter()
+                .any(|i: &InstancePolicyInput| i.policy_type == p.policy_type)
+            {
                 return Err(Error::bad_body("Each policy type may appear only once").into());
             }
             inputs.push(p);
         }
         let instance_id = ctx.instance.id.clone();
         let principal = ctx.principal.clone();
-        blocking(&st, move |svc| svc.set_instance_policies(&instance_id, &principal, inputs)).await?;
+        blocking(&st, move |svc| {
+            svc.set_instance_policies(&instance_id, &principal, inputs)
+        })
+        .await?;
+        st.forget_instance_policies(&ctx.instance.id);
         Ok(no_content())
     })
     .await
 }
 
-pub async fn get_instance_policies(State(st): State<AppState>, ctx: Ctx, RawQuery(q): RawQuery) -> Response {
+pub async fn get_instance_policies(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    RawQuery(q): RawQuery,
+) -> Response {
     run("Instance policies could not be retrieved", async move {
         let only = policy_param(&q, &INSTANCE_POLICIES)?;
         let instance_id = ctx.instance.id.clone();
@@ -248,7 +343,12 @@ pub async fn get_instance_policies(State(st): State<AppState>, ctx: Ctx, RawQuer
             .filter(|p| only.is_none_or(|o| o == p.policy_type.name()))
             .map(render::instance_policy)
             .collect();
-        Ok(reply(&st, StatusCode::OK, Body::Json, &render::collection(POLICY_TYPE, resources, None)))
+        Ok(reply(
+            &st,
+            StatusCode::OK,
+            Body::Json,
+            &render::collection(POLICY_TYPE, resources, None),
+        ))
     })
     .await
 }
@@ -257,9 +357,19 @@ pub async fn allowed_ip_port(State(st): State<AppState>, ctx: Ctx) -> Response {
     run("Allowed IP port could not be retrieved", async move {
         let instance_id = ctx.instance.id.clone();
         let policies = blocking(&st, move |svc| svc.instance_policies(&instance_id)).await?;
-        let active = policies.iter().any(|p| p.policy_type == InstancePolicyType::AllowedIp && p.enabled);
-        let resources = if active { vec![json!({"private_endpoint_port": st.0.port})] } else { vec![] };
-        let body = render::collection("application/vnd.ibm.kms.allowed_ip_metadata+json", resources, None);
+        let active = policies
+            .iter()
+            .any(|p| p.policy_type == InstancePolicyType::AllowedIp && p.enabled);
+        let resources = if active {
+            vec![json!({"private_endpoint_port": st.0.port})]
+        } else {
+            vec![]
+        };
+        let body = render::collection(
+            "application/vnd.ibm.kms.allowed_ip_metadata+json",
+            resources,
+            None,
+        );
         Ok(reply(&st, StatusCode::OK, Body::Json, &body))
     })
     .await

@@ -1,6 +1,9 @@
 //! Key Protect JSON shapes of Keyhold's resources (keyprotect-api.md §6).
 
-use keyhold_core::model::{ImportToken, Instance, InstancePolicy, InstancePolicyData, KeyRecord, KeyRing, KeyState, Registration, VersionRef};
+use keyhold_core::model::{
+    ImportToken, Instance, InstancePolicy, InstancePolicyData, KeyRecord, KeyRing, KeyState,
+    Registration, VersionRef,
+};
 use keyhold_core::rules::TimingRules;
 use keyhold_core::timefmt::{format as ts, Timestamp};
 use serde_json::{json, Map, Value};
@@ -22,7 +25,13 @@ pub fn version(v: &VersionRef) -> Value {
     json!({"id": v.id, "creationDate": ts(v.created_at)})
 }
 
-pub fn key(k: &KeyRecord, instance: &Instance, rules: &TimingRules, now: Timestamp, payload: Option<&[u8]>) -> Value {
+pub fn key(
+    k: &KeyRecord,
+    instance: &Instance,
+    rules: &TimingRules,
+    now: Timestamp,
+    payload: Option<&[u8]>,
+) -> Value {
     let mut m = Map::new();
     m.insert("type".into(), json!(KEY_TYPE));
     m.insert("id".into(), json!(k.id));
@@ -37,13 +46,19 @@ pub fn key(k: &KeyRecord, instance: &Instance, rules: &TimingRules, now: Timesta
         m.insert("expirationDate".into(), json!(ts(e)));
     }
     m.insert("extractable".into(), json!(k.extractable));
-    m.insert("crn".into(), json!(format!("{}:key:{}", instance.crn_prefix(), k.id)));
+    m.insert(
+        "crn".into(),
+        json!(format!("{}:key:{}", instance.crn_prefix(), k.id)),
+    );
     m.insert("imported".into(), json!(k.imported));
     m.insert("keyRingID".into(), json!(k.key_ring));
     m.insert("creationDate".into(), json!(ts(k.created_at)));
     m.insert("createdBy".into(), json!(k.created_by));
     m.insert("algorithmType".into(), json!("Deprecated"));
-    m.insert("algorithmMetadata".into(), json!({"bitLength": "256", "mode": "Deprecated"}));
+    m.insert(
+        "algorithmMetadata".into(),
+        json!({"bitLength": "256", "mode": "Deprecated"}),
+    );
     m.insert("algorithmBitSize".into(), json!(256));
     m.insert("algorithmMode".into(), json!("Deprecated"));
     m.insert("lastUpdateDate".into(), json!(ts(k.updated_at)));
@@ -53,7 +68,10 @@ pub fn key(k: &KeyRecord, instance: &Instance, rules: &TimingRules, now: Timesta
     m.insert("keyVersion".into(), version(&k.current_version));
     let mut dual = json!({"enabled": k.dual_auth_enabled()});
     if k.dual_auth_enabled() {
-        let pending = k.deletion_authorization.as_ref().filter(|a| a.expires_at > now);
+        let pending = k
+            .deletion_authorization
+            .as_ref()
+            .filter(|a| a.expires_at > now);
         dual["keySetForDeletion"] = json!(pending.is_some());
         if let Some(a) = pending {
             dual["authExpiration"] = json!(ts(a.expires_at));
@@ -61,7 +79,10 @@ pub fn key(k: &KeyRecord, instance: &Instance, rules: &TimingRules, now: Timesta
     }
     m.insert("dualAuthDelete".into(), dual);
     if let Some(r) = &k.rotation {
-        m.insert("rotation".into(), json!({"enabled": r.enabled, "interval_month": r.interval_month}));
+        m.insert(
+            "rotation".into(),
+            json!({"enabled": r.enabled, "interval_month": r.interval_month}),
+        );
     }
     m.insert("deleted".into(), json!(k.state == KeyState::Destroyed));
     if let (KeyState::Destroyed, Some(d)) = (k.state, k.deleted_at) {
@@ -71,10 +92,16 @@ pub fn key(k: &KeyRecord, instance: &Instance, rules: &TimingRules, now: Timesta
         }
         let restore_until = d + rules.restore_window;
         m.insert("restoreExpirationDate".into(), json!(ts(restore_until)));
-        m.insert("restoreAllowed".into(), json!(now <= restore_until && !k.expiration.is_some_and(|e| e <= now)));
+        m.insert(
+            "restoreAllowed".into(),
+            json!(now <= restore_until && k.expiration.is_none_or(|e| e > now)),
+        );
         m.insert("purgeAllowed".into(), json!(now >= d + rules.purge_delay));
         m.insert("purgeAllowedFrom".into(), json!(ts(d + rules.purge_delay)));
-        m.insert("purgeScheduledOn".into(), json!(ts(d + rules.auto_purge_after)));
+        m.insert(
+            "purgeScheduledOn".into(),
+            json!(ts(d + rules.auto_purge_after)),
+        );
     }
     if let Some(p) = payload {
         m.insert("payload".into(), json!(encode(p)));
@@ -90,12 +117,20 @@ pub fn key_policies(k: &KeyRecord, instance: &Instance, only: Option<&str>) -> V
                "creationDate": ts(meta.created_at), "createdBy": meta.created_by,
                "lastUpdateDate": ts(meta.updated_at), "updatedBy": meta.updated_by, "type": POLICY_TYPE})
     };
-    if let Some(r) = k.rotation.as_ref().filter(|_| only.is_none_or(|o| o == "rotation")) {
+    if let Some(r) = k
+        .rotation
+        .as_ref()
+        .filter(|_| only.is_none_or(|o| o == "rotation"))
+    {
         let mut v = base(&r.meta);
         v["rotation"] = json!({"enabled": r.enabled, "interval_month": r.interval_month});
         out.push(v);
     }
-    if let Some(d) = k.dual_auth.as_ref().filter(|_| only.is_none_or(|o| o == "dualAuthDelete")) {
+    if let Some(d) = k
+        .dual_auth
+        .as_ref()
+        .filter(|_| only.is_none_or(|o| o == "dualAuthDelete"))
+    {
         let mut v = base(&d.meta);
         v["dualAuthDelete"] = json!({"enabled": d.enabled});
         out.push(v);
@@ -107,13 +142,17 @@ pub fn instance_policy(p: &InstancePolicy) -> Value {
     let mut data = json!({"enabled": p.enabled});
     let attributes = match &p.data {
         InstancePolicyData::DualAuthDelete | InstancePolicyData::Metrics => None,
-        InstancePolicyData::AllowedNetwork { allowed_network } => Some(json!({"allowed_network": allowed_network})),
+        InstancePolicyData::AllowedNetwork { allowed_network } => {
+            Some(json!({"allowed_network": allowed_network}))
+        }
         InstancePolicyData::AllowedIp { allowed_ip } => Some(json!({"allowed_ip": allowed_ip})),
         InstancePolicyData::KeyCreateImportAccess(a) => Some(json!({
             "create_root_key": a.create_root_key, "create_standard_key": a.create_standard_key,
             "import_root_key": a.import_root_key, "import_standard_key": a.import_standard_key,
             "enforce_token": a.enforce_token})),
-        InstancePolicyData::Rotation { interval_month } => interval_month.map(|m| json!({"interval_month": m})),
+        InstancePolicyData::Rotation { interval_month } => {
+            interval_month.map(|m| json!({"interval_month": m}))
+        }
     };
     if let Some(a) = attributes {
         data["attributes"] = a;

@@ -33,47 +33,95 @@ fn page_params(pairs: &[(String, String)], default_limit: u32, max: u32) -> Resu
     Ok((limit, offset))
 }
 
-fn registration_query(q: &Option<String>) -> Result<(RegistrationQuery, bool)> {
+fn registration_query(q: &Option<String>, all_keys: bool) -> Result<(RegistrationQuery, bool)> {
     let pairs = query_pairs(q)?;
     let (limit, offset) = page_params(&pairs, 200, 5000)?;
-    let mut query = RegistrationQuery { limit, offset, ..Default::default() };
+    let mut query = RegistrationQuery {
+        limit,
+        offset,
+        ..Default::default()
+    };
     for (k, v) in &pairs {
         match k.as_str() {
             "urlEncodedResourceCRNQuery" if !v.is_empty() => {
-                if !v.starts_with("crn:") || v.len() > 1024 {
-                    return Err(Error::invalid_query("urlEncodedResourceCRNQuery", "a CRN, optionally with * wildcards"));
+                if all_keys {
+                    keyhold_core::validate::crn_query_all_keys(v)?;
+                } else if !v.starts_with("crn:") || v.len() > 1024 {
+                    return Err(Error::invalid_query(
+                        "urlEncodedResourceCRNQuery",
+                        "a CRN, optionally with * wildcards",
+                    ));
                 }
                 query.crn_pattern = Some(v.clone());
             }
-            "preventKeyDeletion" if !v.is_empty() => query.prevent_key_deletion = Some(list::parse_bool("preventKeyDeletion", v)?),
+            "preventKeyDeletion" if !v.is_empty() => {
+                query.prevent_key_deletion = Some(list::parse_bool("preventKeyDeletion", v)?)
+            }
             _ => {}
         }
     }
     Ok((query, query_flag(&pairs, "totalCount")?))
 }
 
-async fn list_registrations(st: AppState, ctx: Ctx, key: Option<String>, q: Option<String>) -> super::ApiResult {
-    let (query, with_total) = registration_query(&q)?;
+async fn list_registrations(
+    st: AppState,
+    ctx: Ctx,
+    key: Option<String>,
+    q: Option<String>,
+) -> super::ApiResult {
+    let (query, with_total) = registration_query(&q, key.is_none())?;
     let instance_id = ctx.instance.id.clone();
     let (regs, total, names) = blocking(&st, move |svc| {
         let (regs, total) = svc.list_registrations(&instance_id, key.as_deref(), query)?;
         let names: Vec<Option<String>> = regs
             .iter()
-            .map(|r| svc.store().get_key(&instance_id, &r.key_id).ok().flatten().map(|k| k.name))
+            .map(|r| {
+                svc.store()
+                    .get_key(&instance_id, &r.key_id)
+                    .ok()
+                    .flatten()
+                    .map(|k| k.name)
+            })
             .collect();
         Ok((regs, total, names))
     })
     .await?;
-    let resources: Vec<Value> = regs.iter().zip(names.iter()).map(|(r, n)| render::registration(r, n.as_deref(), false)).collect();
-    Ok(reply(&st, StatusCode::OK, Body::Json, &render::collection(REGISTRATION_TYPE, resources, with_total.then_some(total))))
+    let resources: Vec<Value> = regs
+        .iter()
+        .zip(names.iter())
+        .map(|(r, n)| render::registration(r, n.as_deref(), false))
+        .collect();
+    Ok(reply(
+        &st,
+        StatusCode::OK,
+        Body::Json,
+        &render::collection(REGISTRATION_TYPE, resources, with_total.then_some(total)),
+    ))
 }
 
-pub async fn list_key_registrations(State(st): State<AppState>, ctx: Ctx, Path(id): Path<String>, RawQuery(q): RawQuery) -> Response {
-    run("Registrations could not be retrieved", list_registrations(st, ctx, Some(id), q)).await
+pub async fn list_key_registrations(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Response {
+    run(
+        "Registrations could not be retrieved",
+        list_registrations(st, ctx, Some(id), q),
+    )
+    .await
 }
 
-pub async fn list_all_registrations(State(st): State<AppState>, ctx: Ctx, RawQuery(q): RawQuery) -> Response {
-    run("Registrations could not be retrieved", list_registrations(st, ctx, None, q)).await
+pub async fn list_all_registrations(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    RawQuery(q): RawQuery,
+) -> Response {
+    run(
+        "Registrations could not be retrieved",
+        list_registrations(st, ctx, None, q),
+    )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -90,17 +138,36 @@ fn registration_input(bytes: &axum::body::Bytes, all_required: bool) -> Result<R
         parsed => {
             let mut resources = body::resources(parsed)?;
             if resources.len() != 1 {
-                return Err(Error::new(Reason::NumCollectionResource, "Exactly one registration resource is allowed"));
+                return Err(Error::new(
+                    Reason::NumCollectionResource,
+                    "Exactly one registration resource is allowed",
+                ));
             }
             let r: RegistrationIn = body::typed(resources.remove(0))?;
-            if all_required && (r.preventkeydeletion.is_none() || r.description.is_none() || r.registrationmetadata.is_none()) {
+            if all_required
+                && (r.preventkeydeletion.is_none()
+                    || r.description.is_none()
+                    || r.registrationmetadata.is_none())
+            {
                 return Err(Error::bad_body("A registration replacement needs preventKeyDeletion, description and registrationMetadata"));
             }
-            if r.description.as_ref().is_some_and(|d| d.chars().count() > 240) {
-                return Err(Error::invalid_field("description", "a string of at most 240 characters"));
+            if r.description
+                .as_ref()
+                .is_some_and(|d| d.chars().count() > 240)
+            {
+                return Err(Error::invalid_field(
+                    "description",
+                    "a string of at most 240 characters",
+                ));
             }
-            if r.registrationmetadata.as_ref().is_some_and(|d| d.len() > 4096) {
-                return Err(Error::invalid_field("registrationMetadata", "a string of at most 4096 characters"));
+            if r.registrationmetadata
+                .as_ref()
+                .is_some_and(|d| d.len() > 4096)
+            {
+                return Err(Error::invalid_field(
+                    "registrationMetadata",
+                    "a string of at most 4096 characters",
+                ));
             }
             RegistrationInput {
                 prevent_key_deletion: r.preventkeydeletion,
@@ -120,50 +187,128 @@ enum RegistrationWrite {
     Replace,
 }
 
-async fn write_registration(st: AppState, ctx: Ctx, id: String, crn: String, bytes: axum::body::Bytes, mode: RegistrationWrite) -> super::ApiResult {
-    st.0.authz.authorize(&ctx.principal, &ctx.instance.account_id, Access::ServiceToService)?;
+async fn write_registration(
+    st: AppState,
+    ctx: Ctx,
+    id: String,
+    crn: String,
+    bytes: axum::body::Bytes,
+    mode: RegistrationWrite,
+) -> super::ApiResult {
+    st.0.authz.authorize(
+        &ctx.principal,
+        &ctx.instance.account_id,
+        Access::ServiceToService,
+    )?;
     let input = registration_input(&bytes, matches!(mode, RegistrationWrite::Replace))?;
     let instance_id = ctx.instance.id.clone();
     let principal = ctx.principal.clone();
     let reg = blocking(&st, move |svc| match mode {
-        RegistrationWrite::Create => svc.create_registration(&instance_id, &id, &crn, &principal, input),
-        RegistrationWrite::Update => svc.write_registration(&instance_id, &id, &crn, &principal, input, false),
-        RegistrationWrite::Replace => svc.write_registration(&instance_id, &id, &crn, &principal, input, true),
+        RegistrationWrite::Create => {
+            svc.create_registration(&instance_id, &id, &crn, &principal, input)
+        }
+        RegistrationWrite::Update => {
+            svc.write_registration(&instance_id, &id, &crn, &principal, input, false)
+        }
+        RegistrationWrite::Replace => {
+            svc.write_registration(&instance_id, &id, &crn, &principal, input, true)
+        }
     })
     .await?;
-    let status = if matches!(mode, RegistrationWrite::Create) { StatusCode::CREATED } else { StatusCode::OK };
-    let body = render::collection(REGISTRATION_TYPE, vec![render::registration(&reg, None, true)], None);
+    let status = if matches!(mode, RegistrationWrite::Create) {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let body = render::collection(
+        REGISTRATION_TYPE,
+        vec![render::registration(&reg, None, true)],
+        None,
+    );
     Ok(reply(&st, status, Body::Json, &body))
 }
 
-pub async fn create_registration(State(st): State<AppState>, ctx: Ctx, Path((id, crn)): Path<(String, String)>, RawBody(bytes): RawBody) -> Response {
-    run("Registration could not be created", write_registration(st, ctx, id, crn, bytes, RegistrationWrite::Create)).await
+pub async fn create_registration(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path((id, crn)): Path<(String, String)>,
+    RawBody(bytes): RawBody,
+) -> Response {
+    run(
+        "Registration could not be created",
+        write_registration(st, ctx, id, crn, bytes, RegistrationWrite::Create),
+    )
+    .await
 }
 
-pub async fn update_registration(State(st): State<AppState>, ctx: Ctx, Path((id, crn)): Path<(String, String)>, RawBody(bytes): RawBody) -> Response {
-    run("Registration could not be updated", write_registration(st, ctx, id, crn, bytes, RegistrationWrite::Update)).await
+pub async fn update_registration(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path((id, crn)): Path<(String, String)>,
+    RawBody(bytes): RawBody,
+) -> Response {
+    run(
+        "Registration could not be updated",
+        write_registration(st, ctx, id, crn, bytes, RegistrationWrite::Update),
+    )
+    .await
 }
 
-pub async fn replace_registration(State(st): State<AppState>, ctx: Ctx, Path((id, crn)): Path<(String, String)>, RawBody(bytes): RawBody) -> Response {
-    run("Registration could not be replaced", write_registration(st, ctx, id, crn, bytes, RegistrationWrite::Replace)).await
+pub async fn replace_registration(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path((id, crn)): Path<(String, String)>,
+    RawBody(bytes): RawBody,
+) -> Response {
+    run(
+        "Registration could not be replaced",
+        write_registration(st, ctx, id, crn, bytes, RegistrationWrite::Replace),
+    )
+    .await
 }
 
-pub async fn delete_registration(State(st): State<AppState>, ctx: Ctx, Path((id, crn)): Path<(String, String)>) -> Response {
+pub async fn delete_registration(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path((id, crn)): Path<(String, String)>,
+) -> Response {
     run("Registration could not be deleted", async move {
-        st.0.authz.authorize(&ctx.principal, &ctx.instance.account_id, Access::ServiceToService)?;
+        st.0.authz.authorize(
+            &ctx.principal,
+            &ctx.instance.account_id,
+            Access::ServiceToService,
+        )?;
         let instance_id = ctx.instance.id.clone();
-        blocking(&st, move |svc| svc.delete_registration(&instance_id, &id, &crn)).await?;
+        blocking(&st, move |svc| {
+            svc.delete_registration(&instance_id, &id, &crn)
+        })
+        .await?;
         Ok(no_content())
     })
     .await
 }
 
 /// `POST /keys/{id}/registrations?action=deactivate`: the listed resources stop using the key.
-pub async fn registration_action(State(st): State<AppState>, ctx: Ctx, Path(id): Path<String>, RawQuery(q): RawQuery, RawBody(bytes): RawBody) -> Response {
+pub async fn registration_action(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+    RawBody(bytes): RawBody,
+) -> Response {
     run("Registrations could not be deactivated", async move {
-        st.0.authz.authorize(&ctx.principal, &ctx.instance.account_id, Access::ServiceToService)?;
+        st.0.authz.authorize(
+            &ctx.principal,
+            &ctx.instance.account_id,
+            Access::ServiceToService,
+        )?;
         let pairs = query_pairs(&q)?;
-        if pairs.iter().find(|(k, _)| k == "action").map(|(_, v)| v.as_str()) != Some("deactivate") {
+        if pairs
+            .iter()
+            .find(|(k, _)| k == "action")
+            .map(|(_, v)| v.as_str())
+            != Some("deactivate")
+        {
             return Err(Error::invalid_query("action", "deactivate").into());
         }
         #[derive(Deserialize)]
@@ -189,7 +334,11 @@ pub async fn registration_action(State(st): State<AppState>, ctx: Ctx, Path(id):
     .await
 }
 
-pub async fn create_alias(State(st): State<AppState>, ctx: Ctx, Path((id, alias)): Path<(String, String)>) -> Response {
+pub async fn create_alias(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path((id, alias)): Path<(String, String)>,
+) -> Response {
     run("Key alias could not be created", async move {
         let instance_id = ctx.instance.id.clone();
         let principal = ctx.principal.clone();
@@ -205,7 +354,11 @@ pub async fn create_alias(State(st): State<AppState>, ctx: Ctx, Path((id, alias)
     .await
 }
 
-pub async fn delete_alias(State(st): State<AppState>, ctx: Ctx, Path((id, alias)): Path<(String, String)>) -> Response {
+pub async fn delete_alias(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path((id, alias)): Path<(String, String)>,
+) -> Response {
     run("Key alias could not be deleted", async move {
         let instance_id = ctx.instance.id.clone();
         blocking(&st, move |svc| svc.remove_alias(&instance_id, &id, &alias)).await?;
@@ -214,11 +367,19 @@ pub async fn delete_alias(State(st): State<AppState>, ctx: Ctx, Path((id, alias)
     .await
 }
 
-pub async fn create_ring(State(st): State<AppState>, ctx: Ctx, Path(ring): Path<String>, RawBody(_bytes): RawBody) -> Response {
+pub async fn create_ring(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path(ring): Path<String>,
+    RawBody(_bytes): RawBody,
+) -> Response {
     run("Key ring could not be created", async move {
         let instance_id = ctx.instance.id.clone();
         let principal = ctx.principal.clone();
-        blocking(&st, move |svc| svc.create_ring(&instance_id, &ring, &principal)).await?;
+        blocking(&st, move |svc| {
+            svc.create_ring(&instance_id, &ring, &principal)
+        })
+        .await?;
         Ok(StatusCode::CREATED.into_response())
     })
     .await
@@ -232,13 +393,32 @@ pub async fn list_rings(State(st): State<AppState>, ctx: Ctx, RawQuery(q): RawQu
         let instance_id = ctx.instance.id.clone();
         let rings = blocking(&st, move |svc| svc.list_rings(&instance_id)).await?;
         let count = rings.len() as u64;
-        let page = rings.iter().skip(offset.min(usize::MAX as u64) as usize).take(limit as usize).map(render::ring).collect();
-        Ok(reply(&st, StatusCode::OK, Body::Json, &render::collection("application/vnd.ibm.kms.key_ring+json", page, total.then_some(count))))
+        let page = rings
+            .iter()
+            .skip(offset.min(usize::MAX as u64) as usize)
+            .take(limit as usize)
+            .map(render::ring)
+            .collect();
+        Ok(reply(
+            &st,
+            StatusCode::OK,
+            Body::Json,
+            &render::collection(
+                "application/vnd.ibm.kms.key_ring+json",
+                page,
+                total.then_some(count),
+            ),
+        ))
     })
     .await
 }
 
-pub async fn delete_ring(State(st): State<AppState>, ctx: Ctx, Path(ring): Path<String>, RawQuery(q): RawQuery) -> Response {
+pub async fn delete_ring(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path(ring): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Response {
     run("Key ring could not be deleted", async move {
         let force = query_flag(&query_pairs(&q)?, "force")?;
         let instance_id = ctx.instance.id.clone();
@@ -248,7 +428,11 @@ pub async fn delete_ring(State(st): State<AppState>, ctx: Ctx, Path(ring): Path<
     .await
 }
 
-pub async fn create_import_token(State(st): State<AppState>, ctx: Ctx, RawBody(bytes): RawBody) -> Response {
+pub async fn create_import_token(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    RawBody(bytes): RawBody,
+) -> Response {
     run("Import token could not be created", async move {
         #[derive(Deserialize, Default)]
         struct TokenIn {
@@ -260,8 +444,16 @@ pub async fn create_import_token(State(st): State<AppState>, ctx: Ctx, RawBody(b
             Some(v) => body::typed(v)?,
         };
         let instance_id = ctx.instance.id.clone();
-        let token = blocking(&st, move |svc| svc.create_import_token(&instance_id, t.expiration, t.maxallowedretrievals)).await?;
-        Ok(reply(&st, StatusCode::OK, Body::Json, &render::import_token(&token, false)))
+        let token = blocking(&st, move |svc| {
+            svc.create_import_token(&instance_id, t.expiration, t.maxallowedretrievals)
+        })
+        .await?;
+        Ok(reply(
+            &st,
+            StatusCode::OK,
+            Body::Json,
+            &render::import_token(&token, false),
+        ))
     })
     .await
 }
@@ -270,7 +462,12 @@ pub async fn get_import_token(State(st): State<AppState>, ctx: Ctx) -> Response 
     run("Import token could not be retrieved", async move {
         let instance_id = ctx.instance.id.clone();
         let token = blocking(&st, move |svc| svc.retrieve_import_token(&instance_id)).await?;
-        Ok(reply(&st, StatusCode::OK, Body::Json, &render::import_token(&token, true)))
+        Ok(reply(
+            &st,
+            StatusCode::OK,
+            Body::Json,
+            &render::import_token(&token, true),
+        ))
     })
     .await
 }

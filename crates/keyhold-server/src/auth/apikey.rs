@@ -10,9 +10,14 @@ use zeroize::Zeroizing;
 pub fn generate() -> Result<Zeroizing<String>> {
     let mut raw = Zeroizing::new([0u8; 32]);
     aws_lc_rs::rand::fill(&mut raw[..]).map_err(|_| Error::internal())?;
-    Ok(Zeroizing::new(format!("kh_{}", URL_SAFE_NO_PAD.encode(&raw[..]))))
+    Ok(Zeroizing::new(format!(
+        "kh_{}",
+        URL_SAFE_NO_PAD.encode(&raw[..])
+    )))
 }
 
 pub fn hash(apikey: &str) -> Vec<u8> {
-    digest::digest(&digest::SHA256, apikey.as_bytes()).as_ref().to_vec()
+    digest::digest(&digest::SHA256, apikey.as_bytes())
+        .as_ref()
+        .to_vec()
 }

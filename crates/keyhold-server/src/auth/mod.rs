@@ -51,18 +51,31 @@ pub enum Access {
 /// an account's principals do everything in the account's instances; IAM
 /// access policies replace it.
 pub trait Authorizer: Send + Sync + 'static {
-    fn authorize(&self, principal: &Principal, instance_account: &str, access: Access) -> Result<()>;
+    fn authorize(
+        &self,
+        principal: &Principal,
+        instance_account: &str,
+        access: Access,
+    ) -> Result<()>;
 }
 
 pub struct AccountAuthorizer;
 
 impl Authorizer for AccountAuthorizer {
-    fn authorize(&self, principal: &Principal, instance_account: &str, access: Access) -> Result<()> {
+    fn authorize(
+        &self,
+        principal: &Principal,
+        instance_account: &str,
+        access: Access,
+    ) -> Result<()> {
         if principal.account_id != instance_account {
             return Err(Error::unauthorized());
         }
         if access == Access::ServiceToService && principal.kind != PrincipalKind::Service {
-            return Err(Error::new(Reason::ServiceOnly, "Only a service may perform this action"));
+            return Err(Error::new(
+                Reason::ServiceOnly,
+                "Only a service may perform this action",
+            ));
         }
         Ok(())
     }

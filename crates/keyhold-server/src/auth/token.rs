@@ -58,14 +58,21 @@ impl TokenService {
     /// `pkcs8` is the Ed25519 signing key document (kept wrapped at rest).
     pub fn new(pkcs8: &[u8], lifetime_secs: i64) -> Result<Self> {
         let key = Ed25519KeyPair::from_pkcs8(pkcs8).map_err(|_| Error::internal())?;
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.public_key().as_ref());
+        let digest =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.public_key().as_ref());
         let kid = b64(&digest.as_ref()[..12]);
         let cap = NonZeroUsize::new(TOKEN_CACHE_ENTRIES).unwrap_or(NonZeroUsize::MIN);
-        Ok(TokenService { key, kid, lifetime: lifetime_secs, verified: Mutex::new(LruCache::new(cap)) })
+        Ok(TokenService {
+            key,
+            kid,
+            lifetime: lifetime_secs,
+            verified: Mutex::new(LruCache::new(cap)),
+        })
     }
 
     pub fn generate_signing_key() -> Result<Vec<u8>> {
-        let doc = Ed25519KeyPair::generate_pkcs8(&aws_lc_rs::rand::SystemRandom::new()).map_err(|_| Error::internal())?;
+        let doc = Ed25519KeyPair::generate_pkcs8(&aws_lc_rs::rand::SystemRandom::new())
+            .map_err(|_| Error::internal())?;
         Ok(doc.as_ref().to_vec())
     }
 
@@ -85,14 +92,21 @@ impl TokenService {
         Ok(format!("{signing_input}.{}", b64(sig.as_ref())))
     }
 
-    fn claims_for(principal: &Principal, now: Timestamp, life: i64, token_use: &str) -> Result<Claims> {
+    fn claims_for(
+        principal: &Principal,
+        now: Timestamp,
+        life: i64,
+        token_use: &str,
+    ) -> Result<Claims> {
         let mut jti = [0u8; 12];
         aws_lc_rs::rand::fill(&mut jti).map_err(|_| Error::internal())?;
         Ok(Claims {
             iss: "keyhold".into(),
             sub: principal.id.clone(),
             sub_type: principal.kind.as_str().into(),
-            account: Account { bss: principal.account_id.clone() },
+            account: Account {
+                bss: principal.account_id.clone(),
+            },
             iat: now,
             exp: now + life,
             jti: b64(&jti),
@@ -113,28 +127,52 @@ impl TokenService {
     }
 
     /// Verifies signature, expiry and use; never says which check failed.
-    fn verify_claims(&self, token: &str, token_use: &str, now: Timestamp) -> Result<(Principal, Timestamp)> {
+    fn verify_claims(
+        &self,
+        token: &str,
+        token_use: &str,
+        now: Timestamp,
+    ) -> Result<(Principal, Timestamp)> {
         let mut parts = token.split('.');
-        let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        let (Some(h), Some(c), Some(s), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
             return Err(Error::unauthorized());
         };
-        let sig = URL_SAFE_NO_PAD.decode(s).map_err(|_| Error::unauthorized())?;
+        let sig = URL_SAFE_NO_PAD
+            .decode(s)
+            .map_err(|_| Error::unauthorized())?;
         let signing_input = &token[..h.len() + 1 + c.len()];
         UnparsedPublicKey::new(&ED25519, self.public_key())
             .verify(signing_input.as_bytes(), &sig)
             .map_err(|_| Error::unauthorized())?;
-        let header: serde_json::Value =
-            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(h).map_err(|_| Error::unauthorized())?).map_err(|_| Error::unauthorized())?;
+        let header: serde_json::Value = serde_json::from_slice(
+            &URL_SAFE_NO_PAD
+                .decode(h)
+                .map_err(|_| Error::unauthorized())?,
+        )
+        .map_err(|_| Error::unauthorized())?;
         if header.get("alg").and_then(|a| a.as_str()) != Some("EdDSA") {
             return Err(Error::unauthorized());
         }
-        let claims: Claims =
-            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(c).map_err(|_| Error::unauthorized())?).map_err(|_| Error::unauthorized())?;
+        let claims: Claims = serde_json::from_slice(
+            &URL_SAFE_NO_PAD
+                .decode(c)
+                .map_err(|_| Error::unauthorized())?,
+        )
+        .map_err(|_| Error::unauthorized())?;
         if claims.exp <= now || claims.token_use != token_use {
             return Err(Error::unauthorized());
         }
         let kind = PrincipalKind::parse(&claims.sub_type).ok_or_else(Error::unauthorized)?;
-        Ok((Principal { id: claims.sub, kind, account_id: claims.account.bss }, claims.exp))
+        Ok((
+            Principal {
+                id: claims.sub,
+                kind,
+                account_id: claims.account.bss,
+            },
+            claims.exp,
+        ))
     }
 
     /// The principal an access token stands for; the signature is checked once per token.
@@ -157,7 +195,8 @@ impl TokenService {
     }
 
     pub fn principal_of_refresh(&self, token: &str) -> Result<Principal> {
-        self.verify_claims(token, "refresh", timefmt::now()).map(|(p, _)| p)
+        self.verify_claims(token, "refresh", timefmt::now())
+            .map(|(p, _)| p)
     }
 
     /// The public key as a JWKS document (RFC 8037 OKP key).
@@ -176,7 +215,11 @@ mod tests {
     }
 
     fn principal() -> Principal {
-        Principal { id: "u1".into(), kind: PrincipalKind::User, account_id: "a1".into() }
+        Principal {
+            id: "u1".into(),
+            kind: PrincipalKind::User,
+            account_id: "a1".into(),
+        }
     }
 
     #[test]
@@ -186,7 +229,10 @@ mod tests {
         assert_eq!(s.authenticate(&t.access_token).unwrap(), principal());
         assert_eq!(s.authenticate(&t.access_token).unwrap(), principal());
         assert!(s.authenticate(&t.refresh_token).is_err());
-        assert_eq!(s.principal_of_refresh(&t.refresh_token).unwrap(), principal());
+        assert_eq!(
+            s.principal_of_refresh(&t.refresh_token).unwrap(),
+            principal()
+        );
     }
 
     #[test]
@@ -196,7 +242,9 @@ mod tests {
         let mut tampered = t.clone().into_bytes();
         let i = t.find('.').unwrap() + 3;
         tampered[i] = if tampered[i] == b'A' { b'B' } else { b'A' };
-        assert!(s.authenticate(std::str::from_utf8(&tampered).unwrap()).is_err());
+        assert!(s
+            .authenticate(std::str::from_utf8(&tampered).unwrap())
+            .is_err());
         assert!(svc(60).authenticate(&t).is_err());
         let expired = svc(0);
         let t = expired.issue(&principal()).unwrap().access_token;

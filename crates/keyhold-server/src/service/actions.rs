@@ -37,13 +37,19 @@ pub struct UnwrapOutcome {
 
 fn root_only(key: &KeyRecord) -> Result<()> {
     if key.extractable {
-        return Err(Error::new(Reason::KeyRootReq, "Requested action can only be completed with a root key"));
+        return Err(Error::new(
+            Reason::KeyRootReq,
+            "Requested action can only be completed with a root key",
+        ));
     }
     Ok(())
 }
 
 fn version_ref(v: &KeyVersion) -> VersionRef {
-    VersionRef { id: v.version_id.clone(), created_at: v.created_at }
+    VersionRef {
+        id: v.version_id.clone(),
+        created_at: v.created_at,
+    }
 }
 
 impl Service {
@@ -58,8 +64,15 @@ impl Service {
 
     fn load_view(&self, instance_id: &str, key_id: &str) -> Result<Arc<CachedKey>> {
         let generation = self.cache.generation();
-        let record = self.store.get_key(instance_id, key_id).map_err(store_err)?.ok_or_else(Error::key_not_found)?;
-        let versions = self.store.versions(instance_id, key_id).map_err(store_err)?;
+        let record = self
+            .store
+            .get_key(instance_id, key_id)
+            .map_err(store_err)?
+            .ok_or_else(Error::key_not_found)?;
+        let versions = self
+            .store
+            .versions(instance_id, key_id)
+            .map_err(store_err)?;
         if versions.is_empty() {
             return Err(Error::internal());
         }
@@ -68,29 +81,56 @@ impl Service {
         Ok(view)
     }
 
-    fn seal_dek(&self, key: &KeyRecord, version: &KeyVersion, plaintext: &[u8], aad: &[String]) -> Result<String> {
+    fn seal_dek(
+        &self,
+        key: &KeyRecord,
+        version: &KeyVersion,
+        plaintext: &[u8],
+        aad: &[String],
+    ) -> Result<String> {
         let mut nonce = [0u8; 12];
         self.unit.random(&mut nonce).map_err(crypto_err)?;
         let aad_bytes = dek_aad(&key.instance_id, &key.id, &version.version_id, aad);
         let sealed = self
             .unit
-            .encrypt_dek(&binding(key, &version.version_id), &version.blob, &nonce, &aad_bytes, plaintext)
+            .encrypt_dek(
+                &binding(key, &version.version_id),
+                &version.blob,
+                &nonce,
+                &aad_bytes,
+                plaintext,
+            )
             .map_err(crypto_err)?;
-        let version_id = uuid::Uuid::parse_str(&version.version_id).map_err(|_| Error::internal())?;
-        Ok(Envelope { version_id, nonce, sealed }.encode())
+        let version_id =
+            uuid::Uuid::parse_str(&version.version_id).map_err(|_| Error::internal())?;
+        Ok(Envelope {
+            version_id,
+            nonce,
+            sealed,
+        }
+        .encode())
     }
 
-    pub fn wrap(&self, instance_id: &str, id: &str, plaintext: Option<Zeroizing<Vec<u8>>>, aad: &[String]) -> Result<WrapOutcome> {
-        validate::aad(aad)?;
-        if let Some(p) = &plaintext {
-            if p.is_empty() || p.len() > MAX_STANDARD_PAYLOAD {
-                return Err(Error::invalid_field("plaintext", "a base64 encoded key material of 1 to 7,500 bytes"));
-            }
-        }
+    pub fn wrap(
+        &self,
+        instance_id: &str,
+        id: &str,
+        plaintext: Option<Zeroizing<Vec<u8>>>,
+        aad: &[String],
+    ) -> Result<WrapOutcome> {
         let view = self.crypto_view(instance_id, id)?;
         let key = &view.record;
         root_only(key)?;
         rules::check_state(key, KeyAction::Wrap, self.now())?;
+        validate::aad(aad)?;
+        if let Some(p) = &plaintext {
+            if p.is_empty() || p.len() > MAX_STANDARD_PAYLOAD {
+                return Err(Error::invalid_field(
+                    "plaintext",
+                    "a base64 encoded key material of 1 to 7,500 bytes",
+                ));
+            }
+        }
         let current = &view.versions[0];
         let (dek, generated) = match plaintext {
             Some(p) => (p, false),
@@ -101,15 +141,26 @@ impl Service {
             }
         };
         let ciphertext = self.seal_dek(key, current, &dek, aad)?;
-        Ok(WrapOutcome { ciphertext, plaintext: generated.then_some(dek), version: version_ref(current) })
+        Ok(WrapOutcome {
+            ciphertext,
+            plaintext: generated.then_some(dek),
+            version: version_ref(current),
+        })
     }
 
-    fn open_dek(&self, instance_id: &str, id: &str, ciphertext: &str, aad: &[String], action: KeyAction) -> Result<(Arc<CachedKey>, usize, Zeroizing<Vec<u8>>)> {
-        validate::aad(aad)?;
-        let envelope = Envelope::decode(ciphertext)?;
+    fn open_dek(
+        &self,
+        instance_id: &str,
+        id: &str,
+        ciphertext: &str,
+        aad: &[String],
+        action: KeyAction,
+    ) -> Result<(Arc<CachedKey>, usize, Zeroizing<Vec<u8>>)> {
         let mut view = self.crypto_view(instance_id, id)?;
         root_only(&view.record)?;
         rules::check_state(&view.record, action, self.now())?;
+        validate::aad(aad)?;
+        let envelope = Envelope::decode(ciphertext)?;
         let wanted = envelope.version_id.to_string();
         let mut index = view.versions.iter().position(|v| v.version_id == wanted);
         if index.is_none() {
@@ -119,53 +170,103 @@ impl Service {
             index = view.versions.iter().position(|v| v.version_id == wanted);
         }
         let index = index.ok_or_else(|| {
-            Error::new(Reason::UnprocessableCiphertext, "The provided ciphertext was not made by this key")
+            Error::new(
+                Reason::UnprocessableCiphertext,
+                "The provided ciphertext was not made by this key",
+            )
         })?;
         let key = &view.record;
         let version = &view.versions[index];
         let aad_bytes = dek_aad(&key.instance_id, &key.id, &version.version_id, aad);
         let plaintext = self
             .unit
-            .decrypt_dek(&binding(key, &version.version_id), &version.blob, &envelope.nonce, &aad_bytes, &envelope.sealed)
+            .decrypt_dek(
+                &binding(key, &version.version_id),
+                &version.blob,
+                &envelope.nonce,
+                &aad_bytes,
+                &envelope.sealed,
+            )
             .map_err(crypto_err)?;
         Ok((view, index, plaintext))
     }
 
-    pub fn unwrap(&self, instance_id: &str, id: &str, ciphertext: &str, aad: &[String]) -> Result<UnwrapOutcome> {
-        let (view, index, plaintext) = self.open_dek(instance_id, id, ciphertext, aad, KeyAction::Unwrap)?;
+    pub fn unwrap(
+        &self,
+        instance_id: &str,
+        id: &str,
+        ciphertext: &str,
+        aad: &[String],
+    ) -> Result<UnwrapOutcome> {
+        let (view, index, plaintext) =
+            self.open_dek(instance_id, id, ciphertext, aad, KeyAction::Unwrap)?;
         let version = version_ref(&view.versions[index]);
         let rewrapped = if index > 0 {
             let current = &view.versions[0];
-            Some((self.seal_dek(&view.record, current, &plaintext, aad)?, version_ref(current)))
+            Some((
+                self.seal_dek(&view.record, current, &plaintext, aad)?,
+                version_ref(current),
+            ))
         } else {
             None
         };
-        Ok(UnwrapOutcome { plaintext, version, rewrapped })
+        Ok(UnwrapOutcome {
+            plaintext,
+            version,
+            rewrapped,
+        })
     }
 
     /// Returns the new ciphertext, the version that made the old one and the newest version.
-    pub fn rewrap(&self, instance_id: &str, id: &str, ciphertext: &str, aad: &[String]) -> Result<(String, VersionRef, VersionRef)> {
-        let (view, index, plaintext) = self.open_dek(instance_id, id, ciphertext, aad, KeyAction::Rewrap)?;
+    pub fn rewrap(
+        &self,
+        instance_id: &str,
+        id: &str,
+        ciphertext: &str,
+        aad: &[String],
+    ) -> Result<(String, VersionRef, VersionRef)> {
+        let (view, index, plaintext) =
+            self.open_dek(instance_id, id, ciphertext, aad, KeyAction::Rewrap)?;
         let current = &view.versions[0];
         let new = self.seal_dek(&view.record, current, &plaintext, aad)?;
-        Ok((new, version_ref(&view.versions[index]), version_ref(current)))
+        Ok((
+            new,
+            version_ref(&view.versions[index]),
+            version_ref(current),
+        ))
     }
 
-    pub fn rotate(&self, instance_id: &str, id: &str, material: Option<ImportMaterial>) -> Result<KeyRecord> {
+    pub fn rotate(
+        &self,
+        instance_id: &str,
+        id: &str,
+        material: Option<ImportMaterial>,
+    ) -> Result<KeyRecord> {
         let first = self.resolve_key(instance_id, id)?;
         root_only(&first)?;
         rules::check_state(&first, KeyAction::Rotate, self.now())?;
         rules::check_rotate_timing(&first, &self.rules, self.now())?;
         let new_material: Option<Zeroizing<Vec<u8>>> = match (&material, first.imported) {
             (None, true) => {
-                return Err(Error::field(Reason::KeyPayloadReq, "payload", "An imported key can only be rotated with new key material in `payload`"))
+                return Err(Error::field(
+                    Reason::KeyPayloadReq,
+                    "payload",
+                    "An imported key can only be rotated with new key material in `payload`",
+                ))
             }
             (Some(_), false) => {
-                return Err(Error::invalid_field("payload", "absent: a generated key is rotated with key material it generates"))
+                return Err(Error::invalid_field(
+                    "payload",
+                    "absent: a generated key is rotated with key material it generates",
+                ))
             }
             (None, false) => None,
             (Some(m), true) => {
-                let raw = if m.is_secure() { self.open_secure_import(instance_id, m)? } else { Zeroizing::new(m.payload.to_vec()) };
+                let raw = if m.is_secure() {
+                    self.open_secure_import(instance_id, m)?
+                } else {
+                    Zeroizing::new(m.payload.to_vec())
+                };
                 check_material(false, &raw)?;
                 Some(raw)
             }
@@ -176,7 +277,12 @@ impl Service {
             rules::check_state(&key, KeyAction::Rotate, now)?;
             rules::check_rotate_timing(&key, &self.rules, now)?;
             let version_id = Self::new_id();
-            let bind = Binding { purpose: Purpose::RootKey, instance_id, object_id: &key.id, version_id: &version_id };
+            let bind = Binding {
+                purpose: Purpose::RootKey,
+                instance_id,
+                object_id: &key.id,
+                version_id: &version_id,
+            };
             let blob = match &new_material {
                 Some(m) => self.unit.wrap_material(&bind, m),
                 None => self.unit.generate_wrapped(&bind, 32),
@@ -191,7 +297,10 @@ impl Service {
                 blob,
             };
             key.version_count += 1;
-            key.current_version = VersionRef { id: version_id, created_at: now };
+            key.current_version = VersionRef {
+                id: version_id,
+                created_at: now,
+            };
             key.last_rotated_at = Some(now);
             key.updated_at = now;
             key.revision += 1;
@@ -227,15 +336,31 @@ impl Service {
         })
     }
 
-    pub fn set_for_deletion(&self, instance_id: &str, id: &str, by: &Principal, set: bool) -> Result<KeyRecord> {
+    pub fn set_for_deletion(
+        &self,
+        instance_id: &str,
+        id: &str,
+        by: &Principal,
+        set: bool,
+    ) -> Result<KeyRecord> {
         let validity = self.rules.dual_auth_validity;
-        let action = if set { KeyAction::SetKeyForDeletion } else { KeyAction::UnsetKeyForDeletion };
+        let action = if set {
+            KeyAction::SetKeyForDeletion
+        } else {
+            KeyAction::UnsetKeyForDeletion
+        };
         self.modify_key(instance_id, id, |key, now| {
             rules::check_state(key, action, now)?;
             if !key.dual_auth_enabled() {
-                return Err(Error::new(Reason::NotDualAuth, "The key does not have a dual authorization policy"));
+                return Err(Error::new(
+                    Reason::NotDualAuth,
+                    "The key does not have a dual authorization policy",
+                ));
             }
-            key.deletion_authorization = set.then(|| DeletionAuthorization { by: by.id.clone(), expires_at: now + validity });
+            key.deletion_authorization = set.then(|| DeletionAuthorization {
+                by: by.id.clone(),
+                expires_at: now + validity,
+            });
             Ok(())
         })
     }

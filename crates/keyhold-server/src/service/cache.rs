@@ -27,12 +27,17 @@ pub(crate) struct KeyCache {
 impl KeyCache {
     pub fn new(entries: usize) -> Self {
         let cap = NonZeroUsize::new(entries.max(1)).unwrap_or(NonZeroUsize::MIN);
-        KeyCache { keys: Mutex::new(LruCache::new(cap)), generation: AtomicU64::new(0), aliases: Mutex::new(LruCache::new(cap)) }
+        KeyCache {
+            keys: Mutex::new(LruCache::new(cap)),
+            generation: AtomicU64::new(0),
+            aliases: Mutex::new(LruCache::new(cap)),
+        }
     }
 
     pub fn get(&self, instance_id: &str, key_id: &str) -> Option<Arc<CachedKey>> {
         let mut keys = self.keys.lock().ok()?;
-        keys.get(&(instance_id.to_string(), key_id.to_string())).cloned()
+        keys.get(&(instance_id.to_string(), key_id.to_string()))
+            .cloned()
     }
 
     pub fn generation(&self) -> u64 {
@@ -58,19 +63,25 @@ impl KeyCache {
 
     pub fn clear(&self) {
         if let Ok(mut keys) = self.keys.lock() {
-            self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.generation
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             keys.clear();
         }
     }
 
     pub fn alias(&self, instance_id: &str, alias: &str) -> Option<String> {
         let mut aliases = self.aliases.lock().ok()?;
-        aliases.get(&(instance_id.to_string(), alias.to_string())).cloned()
+        aliases
+            .get(&(instance_id.to_string(), alias.to_string()))
+            .cloned()
     }
 
     pub fn put_alias(&self, instance_id: &str, alias: &str, key_id: &str) {
         if let Ok(mut aliases) = self.aliases.lock() {
-            aliases.put((instance_id.to_string(), alias.to_string()), key_id.to_string());
+            aliases.put(
+                (instance_id.to_string(), alias.to_string()),
+                key_id.to_string(),
+            );
         }
     }
 

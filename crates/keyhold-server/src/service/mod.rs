@@ -24,7 +24,7 @@ use keyhold_store::{Store, StoreError};
 
 pub use actions::{UnwrapOutcome, WrapOutcome};
 pub use keys::{CreateKey, ImportMaterial, PolicyOverrides};
-pub use policies::{InstancePolicyInput, KeyPolicyInput};
+pub use policies::{cidr_contains, parse_cidr, InstancePolicyInput, KeyPolicyInput};
 pub use resources::RegistrationInput;
 
 use cache::KeyCache;
@@ -49,10 +49,17 @@ pub(crate) fn store_err(e: StoreError) -> Error {
             tracing::error!(error = %why, "stored data could not be read");
             Error::internal()
         }
-        StoreError::Conflict => Error::new(Reason::TooManyRequests, "The resource is being changed concurrently; retry"),
-        StoreError::Duplicate => Error::new(Reason::DuplicateResource, "The resource already exists"),
+        StoreError::Conflict => Error::new(
+            Reason::TooManyRequests,
+            "The resource is being changed concurrently; retry",
+        ),
+        StoreError::Duplicate => {
+            Error::new(Reason::DuplicateResource, "The resource already exists")
+        }
         StoreError::NotFound => Error::new(Reason::NotFound, "The resource does not exist"),
-        StoreError::NotEmpty => Error::new(Reason::KeyRingNotEmpty, "The key ring still holds keys"),
+        StoreError::NotEmpty => {
+            Error::new(Reason::KeyRingNotEmpty, "The key ring still holds keys")
+        }
     }
 }
 
@@ -62,10 +69,17 @@ pub(crate) fn crypto_err(e: CryptoError) -> Error {
             Reason::UnprocessableCiphertext,
             "The provided ciphertext is invalid or corrupted, or does not match the key and aad",
         ),
-        CryptoError::InvalidInput(why) => Error::field(Reason::InvalidField, "payload", format!("The field `payload` must be: {why}")),
+        CryptoError::InvalidInput(why) => Error::field(
+            Reason::InvalidField,
+            "payload",
+            format!("The field `payload` must be: {why}"),
+        ),
         CryptoError::BlobIntegrity => {
             tracing::error!("stored key material failed its integrity check");
-            Error::new(Reason::UnprocessableCiphertext, "The stored key material could not be used by the crypto unit")
+            Error::new(
+                Reason::UnprocessableCiphertext,
+                "The stored key material could not be used by the crypto unit",
+            )
         }
         CryptoError::Unit(what) => {
             tracing::error!(operation = what, "crypto unit failure");
@@ -76,7 +90,12 @@ pub(crate) fn crypto_err(e: CryptoError) -> Error {
 
 impl Service {
     pub fn new(store: Arc<dyn Store>, unit: Arc<dyn CryptoUnit>, rules: TimingRules) -> Self {
-        Service { store, unit, rules, cache: KeyCache::new(100_000) }
+        Service {
+            store,
+            unit,
+            rules,
+            cache: KeyCache::new(100_000),
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -161,9 +180,14 @@ impl Service {
     }
 
     fn purge_now(&self, instance_id: &str, key_id: &str) -> Result<()> {
-        let versions = self.store.versions(instance_id, key_id).map_err(store_err)?;
+        let versions = self
+            .store
+            .versions(instance_id, key_id)
+            .map_err(store_err)?;
         let key = self.store.get_key(instance_id, key_id).map_err(store_err)?;
-        self.store.purge_key(instance_id, key_id).map_err(store_err)?;
+        self.store
+            .purge_key(instance_id, key_id)
+            .map_err(store_err)?;
         for v in versions {
             self.unit.forget(&v.version_id);
         }

@@ -26,11 +26,22 @@ impl Service {
     pub fn create_ring(&self, instance_id: &str, ring_id: &str, by: &Principal) -> Result<KeyRing> {
         validate::key_ring_id(ring_id)?;
         if ring_id == "default" {
-            return Err(Error::new(Reason::DuplicateResource, "The key ring 'default' already exists"));
+            return Err(Error::new(
+                Reason::DuplicateResource,
+                "The key ring 'default' already exists",
+            ));
         }
-        let ring = KeyRing { instance_id: instance_id.into(), id: ring_id.into(), created_at: self.now(), created_by: by.id.clone() };
+        let ring = KeyRing {
+            instance_id: instance_id.into(),
+            id: ring_id.into(),
+            created_at: self.now(),
+            created_by: by.id.clone(),
+        };
         self.store.create_ring(&ring).map_err(|e| match e {
-            StoreError::Duplicate => Error::new(Reason::DuplicateResource, format!("The key ring '{ring_id}' already exists")),
+            StoreError::Duplicate => Error::new(
+                Reason::DuplicateResource,
+                format!("The key ring '{ring_id}' already exists"),
+            ),
             other => store_err(other),
         })?;
         Ok(ring)
@@ -38,15 +49,25 @@ impl Service {
 
     /// All rings, `default` first.
     pub fn list_rings(&self, instance_id: &str) -> Result<Vec<KeyRing>> {
-        let instance = self.instance(instance_id)?.ok_or_else(Error::unauthorized)?;
-        let mut rings = vec![KeyRing { instance_id: instance_id.into(), id: "default".into(), created_at: instance.created_at, created_by: "system".into() }];
+        let instance = self
+            .instance(instance_id)?
+            .ok_or_else(Error::unauthorized)?;
+        let mut rings = vec![KeyRing {
+            instance_id: instance_id.into(),
+            id: "default".into(),
+            created_at: instance.created_at,
+            created_by: "system".into(),
+        }];
         rings.extend(self.store.list_rings(instance_id).map_err(store_err)?);
         Ok(rings)
     }
 
     pub fn delete_ring(&self, instance_id: &str, ring_id: &str, force: bool) -> Result<()> {
         if ring_id == "default" {
-            return Err(Error::new(Reason::FeatureRestricted, "The default key ring cannot be deleted"));
+            return Err(Error::new(
+                Reason::FeatureRestricted,
+                "The default key ring cannot be deleted",
+            ));
         }
         self.store.delete_ring(instance_id, ring_id, force).map_err(|e| match e {
             StoreError::NotFound => Error::new(Reason::KeyRingNotFound, format!("key ring '{ring_id}' does not exist")),
@@ -65,7 +86,13 @@ impl Service {
         self.cache.clear();
     }
 
-    pub fn add_alias(&self, instance_id: &str, id: &str, alias: &str, by: &Principal) -> Result<KeyRecord> {
+    pub fn add_alias(
+        &self,
+        instance_id: &str,
+        id: &str,
+        alias: &str,
+        by: &Principal,
+    ) -> Result<KeyRecord> {
         validate::alias(alias)?;
         let _ = by;
         for _ in 0..CAS_ATTEMPTS {
@@ -76,7 +103,10 @@ impl Service {
                 return Ok(key);
             }
             if key.aliases.len() >= MAX_ALIASES_PER_KEY {
-                return Err(Error::new(Reason::AliasLimitReached, "A key can have at most 5 aliases"));
+                return Err(Error::new(
+                    Reason::AliasLimitReached,
+                    "A key can have at most 5 aliases",
+                ));
             }
             key.aliases.push(alias.to_string());
             key.revision += 1;
@@ -88,7 +118,10 @@ impl Service {
                 }
                 Err(StoreError::Conflict) => continue,
                 Err(StoreError::Duplicate) => {
-                    return Err(Error::new(Reason::DuplicateResource, format!("The alias '{alias}' is already in use in this instance")))
+                    return Err(Error::new(
+                        Reason::DuplicateResource,
+                        format!("The alias '{alias}' is already in use in this instance"),
+                    ))
                 }
                 Err(e) => return Err(store_err(e)),
             }
@@ -100,7 +133,10 @@ impl Service {
         for _ in 0..CAS_ATTEMPTS {
             let mut key = self.resolve_key(instance_id, id)?;
             if !key.aliases.iter().any(|a| a == alias) {
-                return Err(Error::new(Reason::AliasNotFound, format!("The key has no alias '{alias}'")));
+                return Err(Error::new(
+                    Reason::AliasNotFound,
+                    format!("The key has no alias '{alias}'"),
+                ));
             }
             key.aliases.retain(|a| a != alias);
             key.revision += 1;
@@ -118,37 +154,72 @@ impl Service {
         Err(store_err(StoreError::Conflict))
     }
 
-    pub fn list_registrations(&self, instance_id: &str, key: Option<&str>, mut q: RegistrationQuery) -> Result<(Vec<Registration>, u64)> {
+    pub fn list_registrations(
+        &self,
+        instance_id: &str,
+        key: Option<&str>,
+        mut q: RegistrationQuery,
+    ) -> Result<(Vec<Registration>, u64)> {
         if let Some(id) = key {
             q.key_id = Some(self.resolve_key(instance_id, id)?.id);
         }
-        self.store.list_registrations(instance_id, &q).map_err(store_err)
+        self.store
+            .list_registrations(instance_id, &q)
+            .map_err(store_err)
     }
 
     fn registration_key(&self, instance_id: &str, id: &str) -> Result<KeyRecord> {
         let key = self.resolve_key(instance_id, id)?;
         if key.extractable {
-            return Err(Error::new(Reason::KeyRootReqReg, "Registrations can only be made with a root key"));
+            return Err(Error::new(
+                Reason::KeyRootReqReg,
+                "Registrations can only be made with a root key",
+            ));
         }
         if key.state_at(self.now()) != KeyState::Active {
-            return Err(Error::new(Reason::KeyInvalidState, "Registrations can only be made with an active key"));
+            return Err(Error::new(
+                Reason::KeyInvalidState,
+                "Registrations can only be made with an active key",
+            ));
         }
         Ok(key)
     }
 
-    fn registration_version(&self, key: &KeyRecord, version_id: Option<&str>) -> Result<VersionRef> {
+    fn registration_version(
+        &self,
+        key: &KeyRecord,
+        version_id: Option<&str>,
+    ) -> Result<VersionRef> {
         match version_id {
             None => Ok(key.current_version.clone()),
             Some(v) if v == key.current_version.id => Ok(key.current_version.clone()),
-            Some(_) => Err(Error::new(Reason::KeyVersionInvalid, "The key version must be the key's latest version")),
+            Some(_) => Err(Error::new(
+                Reason::KeyVersionInvalid,
+                "The key version must be the key's latest version",
+            )),
         }
     }
 
-    pub fn create_registration(&self, instance_id: &str, id: &str, crn: &str, by: &Principal, input: RegistrationInput) -> Result<Registration> {
+    pub fn create_registration(
+        &self,
+        instance_id: &str,
+        id: &str,
+        crn: &str,
+        by: &Principal,
+        input: RegistrationInput,
+    ) -> Result<Registration> {
         validate::crn(crn)?;
         let key = self.registration_key(instance_id, id)?;
-        if self.store.get_registration(instance_id, &key.id, crn).map_err(store_err)?.is_some() {
-            return Err(Error::new(Reason::DuplicateResource, "The registration already exists"));
+        if self
+            .store
+            .get_registration(instance_id, &key.id, crn)
+            .map_err(store_err)?
+            .is_some()
+        {
+            return Err(Error::new(
+                Reason::DuplicateResource,
+                "The registration already exists",
+            ));
         }
         let now = self.now();
         let reg = Registration {
@@ -170,12 +241,27 @@ impl Service {
 
     /// PATCH (`replace == false`) changes the given fields of an existing
     /// registration; PUT replaces it, creating it when absent.
-    pub fn write_registration(&self, instance_id: &str, id: &str, crn: &str, by: &Principal, input: RegistrationInput, replace: bool) -> Result<Registration> {
+    pub fn write_registration(
+        &self,
+        instance_id: &str,
+        id: &str,
+        crn: &str,
+        by: &Principal,
+        input: RegistrationInput,
+        replace: bool,
+    ) -> Result<Registration> {
         validate::crn(crn)?;
         let key = self.registration_key(instance_id, id)?;
-        let existing = self.store.get_registration(instance_id, &key.id, crn).map_err(store_err)?;
+        let existing = self
+            .store
+            .get_registration(instance_id, &key.id, crn)
+            .map_err(store_err)?;
         let Some(mut reg) = existing else {
-            return if replace { self.create_registration(instance_id, id, crn, by, input) } else { Err(registration_not_found()) };
+            return if replace {
+                self.create_registration(instance_id, id, crn, by, input)
+            } else {
+                Err(registration_not_found())
+            };
         };
         if replace || input.prevent_key_deletion.is_some() {
             reg.prevent_key_deletion = input.prevent_key_deletion.unwrap_or(false);
@@ -197,9 +283,11 @@ impl Service {
 
     pub fn delete_registration(&self, instance_id: &str, id: &str, crn: &str) -> Result<()> {
         let key = self.resolve_key(instance_id, id)?;
-        self.store.delete_registration(instance_id, &key.id, crn).map_err(|e| match e {
-            StoreError::NotFound => registration_not_found(),
-            other => store_err(other),
-        })
+        self.store
+            .delete_registration(instance_id, &key.id, crn)
+            .map_err(|e| match e {
+                StoreError::NotFound => registration_not_found(),
+                other => store_err(other),
+            })
     }
 }
