@@ -304,8 +304,9 @@ class Client:
             if v is not None:
                 h[k] = v
         url = path if path.startswith("http") else self.server.url + path
+        # verify per request: a session-level verify is overridden by REQUESTS_CA_BUNDLE
         return self.session.request(method, url, data=data, headers=h, params=params,
-                                    timeout=timeout)
+                                    timeout=timeout, verify=self.server.verify)
 
     def get(self, path, **kw):
         return self.req("GET", path, **kw)

@@ -8,10 +8,13 @@ import uuid
 
 import pytest
 
-from api_helpers import (POLICY_TYPE, REG_INPUT_TYPE, _NO, b64, check_status, crn_path, describe,
-                         key_envelope, key_resource, policy_envelope)
+from api_helpers import (POLICY_TYPE, REG_INPUT_TYPE, _NO, assert_kp_error, b64, check_status, crn_path,
+                         describe, key_envelope, policy_envelope)
 
 MI = 1024 * 1024
+# statuses produced by the application (not by the HTTP layer: 405/413/414/431), which must carry
+# the Key Protect error envelope
+APP_ERRORS = (400, 401, 403, 404, 409, 410, 422)
 CRN = "crn:v1:bluemix:public:cloud-object-storage:global:a/malacct:malinst:bucket:mal"
 
 
@@ -80,8 +83,8 @@ WRONG_TOP = [b"[]", b"123", b'"str"', b"true",
 
 
 def kres(**kw):
-    r = key_resource(name=kw.pop("name", "mal-new"))
-    r.update(kw)
+    r = {"type": "application/vnd.ibm.kms.key+json", "name": "mal-new", "extractable": False}
+    r.update(kw)  # name=None really sends null
     return key_envelope(r)
 
 
@@ -126,7 +129,7 @@ IPOL_BAD = [policy_envelope({"policy_type": 5}), policy_envelope({"policy_type":
             policy_envelope({"policy_type": "keyCreateImportAccess", "policy_data": {"enabled": True, "attributes": "x"}}),
             policy_envelope({"policy_type": "metrics", "policy_data": {"enabled": False}}, total=-1)]
 TOKEN_BAD = [{"expiration": "x"}, {"expiration": 1e300}, {"maxAllowedRetrievals": -5},
-             {"expiration": 99999999999999999999}, {"maxAllowedRetrievals": 1.5}, {"expiration": None}]
+             {"expiration": 99999999999999999999}, {"maxAllowedRetrievals": 1.5}]
 
 
 def reg_env(res):
@@ -164,8 +167,9 @@ def endpoints(m):
     R = m["root"]
     ct = m["ct"]
     cb = cipher_bad(m)
-    noisy = INVALID_JSON  # for no-body endpoints
-    full = INVALID_JSON + WRONG_TOP
+    noisy = INVALID_JSON  # for no-body actions (they parse an optional JSON object body)
+    full = INVALID_JSON + WRONG_TOP  # envelope bodies
+    bare = INVALID_JSON + WRONG_TOP[:4]  # bare-object bodies (unknown members are ignored, like Go)
     valid_create = kres(name="mal-valid-but-unauthorized")
     E = [
         ("head_keys", "HEAD", "/api/v2/keys", _NO, [], None, LIST_Q, "c"),
@@ -174,7 +178,7 @@ def endpoints(m):
         ("create_overrides", "POST", "/api/v2/keys_with_policy_overrides", valid_create, full + OVERRIDES_BAD, None,
          [], "c"),
         ("get_key", "GET", "/api/v2/keys/{key}", _NO, [], "key", [], "c"),
-        ("patch_key", "PATCH", "/api/v2/keys/{key}", {"keyRingID": "mal-ring"}, full + PATCH_BAD, "key", [], "c"),
+        ("patch_key", "PATCH", "/api/v2/keys/{key}", {"keyRingID": "mal-ring"}, bare + PATCH_BAD, "key", [], "c"),
         ("delete_key", "DELETE", "/api/v2/keys/{key}", _NO, [], "key", [{"force": "maybe"}, {"force": "yes"},
                                                                          {"force": "2"}, {"force": "tru"}], "c"),
         ("metadata", "GET", "/api/v2/keys/{key}/metadata", _NO, [], "key", [], "c"),
@@ -182,10 +186,10 @@ def endpoints(m):
         ("restore", "POST", "/api/v2/keys/{gone}/restore", _NO, noisy + [{"payload": 5}, {"payload": "!!!"}],
          "gone", [], "c"),
         ("versions", "GET", "/api/v2/keys/{key}/versions", _NO, [], "key", LIST_Q, "c"),
-        ("wrap", "POST", "/api/v2/keys/{key}/actions/wrap", {"plaintext": b64(b"x")}, full + WRAP_BAD, "key", [], "c"),
-        ("unwrap", "POST", "/api/v2/keys/{key}/actions/unwrap", {"ciphertext": ct, "aad": ["a"]}, full + cb,
+        ("wrap", "POST", "/api/v2/keys/{key}/actions/wrap", {"plaintext": b64(b"x")}, bare + WRAP_BAD, "key", [], "c"),
+        ("unwrap", "POST", "/api/v2/keys/{key}/actions/unwrap", {"ciphertext": ct, "aad": ["a"]}, bare + cb,
          "key", [], "c"),
-        ("rewrap", "POST", "/api/v2/keys/{key}/actions/rewrap", {"ciphertext": ct, "aad": ["a"]}, full + cb,
+        ("rewrap", "POST", "/api/v2/keys/{key}/actions/rewrap", {"ciphertext": ct, "aad": ["a"]}, bare + cb,
          "key", [], "c"),
         ("rotate", "POST", "/api/v2/keys/{key}/actions/rotate", _NO,
          noisy + [{"payload": 5}, {"payload": "!!!"}, {"payload": b64(os.urandom(17))}], "key", [], "c"),
@@ -204,14 +208,14 @@ def endpoints(m):
          [{"policy": "bogus"}, {"policy": "dualAuthDelete"}], "c"),
         ("instance_policies_get", "GET", "/api/v2/instance/policies", _NO, [], None, [{"policy": "bogus"}], "c"),
         ("allowed_ip_port", "GET", "/api/v2/instance/allowed_ip_port", _NO, [], None, [], "c"),
-        ("import_token_post", "POST", "/api/v2/import_token", {"expiration": 600}, full + TOKEN_BAD, None, [], "c"),
+        ("import_token_post", "POST", "/api/v2/import_token", {"expiration": 600}, bare + TOKEN_BAD, None, [], "c"),
         ("import_token_get", "GET", "/api/v2/import_token", _NO, [], None, [], "c"),
         ("registrations_key", "GET", "/api/v2/keys/{key}/registrations", _NO, [], "key", LIST_Q, "c"),
         ("registrations_all", "GET", "/api/v2/keys/registrations", _NO, [], None, LIST_Q, "c"),
-        ("alias_create", "POST", "/api/v2/keys/{key}/aliases/{alias}", _NO, noisy, "alias", [], "c"),
+        ("alias_create", "POST", "/api/v2/keys/{key}/aliases/{alias}", _NO, [], "alias", [], "c"),  # no body (§6.12)
         ("alias_delete", "DELETE", "/api/v2/keys/{key}/aliases/mal-alias", _NO, [], "key", [], "c"),
         ("rings_list", "GET", "/api/v2/key_rings", _NO, [], None, LIST_Q, "c"),
-        ("ring_create", "POST", "/api/v2/key_rings/{ring}", _NO, noisy, "ring", [], "c"),
+        ("ring_create", "POST", "/api/v2/key_rings/{ring}", _NO, [], "ring", [], "c"),  # no body (§6.12)
         ("ring_delete", "DELETE", "/api/v2/key_rings/mal-ring", _NO, [], None,
          [{"force": "maybe"}, {"force": "1x"}], "c"),
         ("reg_create", "POST", "/api/v2/keys/{key}/registrations/{crn}", reg_env({"description": "x"}),
@@ -230,7 +234,7 @@ def endpoints(m):
         tgt = {"enable": "{susp}", "restore": "{gone}"}.get(a, "{key}")
         body = {"wrap": {"plaintext": b64(b"x")}, "unwrap": {"ciphertext": ct, "aad": ["a"]},
                 "rewrap": {"ciphertext": ct, "aad": ["a"]}}.get(a, _NO)
-        bad = {"wrap": full + WRAP_BAD, "unwrap": full + cb, "rewrap": full + cb}.get(a, noisy)
+        bad = {"wrap": bare + WRAP_BAD, "unwrap": bare + cb, "rewrap": bare + cb}.get(a, noisy)
         slot = tgt.strip("{}")
         E.append((f"action_query_{a}", "POST", f"/api/v2/keys/{tgt}?action={a}", body, bad, slot, [], "c"))
     E.append(("action_query_bogus", "POST", "/api/v2/keys/{key}", {"plaintext": b64(b"x")}, [], "key",
@@ -263,6 +267,10 @@ def test_malformed(mal, name):
     problems = []
 
     def send(p, body=_NO, raw=None, headers=None, params=None, expect_4xx=True, **kw):
+        # a fresh connection per malformed call (keep-alive reuse after errors is tested in
+        # test_api_transport.py::test_connection_reusable_after_early_error)
+        headers = dict(headers or {})
+        headers.setdefault("Connection", "close")
         try:
             if raw is not None:
                 r = client.req(method, p, raw=raw, headers=headers, params=params, **kw)
@@ -276,6 +284,11 @@ def test_malformed(mal, name):
             problems.append(f"5xx{describe(r, 300)}")
         elif expect_4xx and not 400 <= r.status_code < 500:
             problems.append(f"accepted malformed input{describe(r, 300)}")
+        if r.status_code in APP_ERRORS and method != "HEAD":
+            try:
+                assert_kp_error(r, r.status_code, reasons_optional=r.status_code == 401)
+            except AssertionError:
+                problems.append(f"error without the KP error envelope{describe(r, 300)}")
         return r
 
     p0 = _fill(path, m)
