@@ -138,7 +138,7 @@ pub fn check_restore(key: &KeyRecord, rules: &TimingRules, now: Timestamp) -> Re
         ));
     }
     let deleted_at = key.deleted_at.unwrap_or(key.last_action_at);
-    if now - deleted_at > rules.restore_window {
+    if now - deleted_at >= rules.restore_window {
         return Err(Error::new(
             Reason::KeyRestoreExpired,
             "The key can no longer be restored: the restore window has passed",
@@ -299,7 +299,7 @@ mod tests {
             Reason::KeyActionInvalidState
         );
         assert_eq!(
-            check_restore(&d, &rules, 1000 + 30 * 86400 + 1)
+            check_restore(&d, &rules, 1000 + 30 * 86400)
                 .unwrap_err()
                 .reason,
             Reason::KeyRestoreExpired

@@ -94,7 +94,7 @@ pub fn key(
         m.insert("restoreExpirationDate".into(), json!(ts(restore_until)));
         m.insert(
             "restoreAllowed".into(),
-            json!(now <= restore_until && k.expiration.is_none_or(|e| e > now)),
+            json!(now < restore_until && k.expiration.is_none_or(|e| e > now)),
         );
         m.insert("purgeAllowed".into(), json!(now >= d + rules.purge_delay));
         m.insert("purgeAllowedFrom".into(), json!(ts(d + rules.purge_delay)));
