@@ -7,8 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from api_helpers import (JSON_CT, UUID_RE, _NO, assert_kp_error, b64, check_status, describe,
-                         unb64, uniq)
+from api_helpers import _NO, assert_kp_error, b64, check_status, describe, unb64
 
 FORMS = ["path", "query"]
 

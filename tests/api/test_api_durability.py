@@ -2,7 +2,7 @@
 import json
 import signal
 
-from api_helpers import b64, check_status, start_server, unb64
+from api_helpers import check_status, unb64
 
 
 def test_kill9_after_create_then_restart(server_factory, tmp_path):

@@ -7,7 +7,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from api_helpers import JSON_CT, RFC3339, assert_kp_error, b64, check_status, describe, key_envelope, unb64
+from api_helpers import JSON_CT, RFC3339, assert_kp_error, b64, check_status, describe, unb64
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,5 @@
 """§5 rows 1–5, 7–12 and §6.1–§6.4, §6.7: key CRUD, listing, delete/restore/purge, versions."""
 import os
-import time
 
 import pytest
 
@@ -147,7 +146,6 @@ def test_create_without_resources(kp, body):
 
 
 def test_create_content_types(kp):
-    body = key_envelope(key_resource())
     import json
     for ct in (None, "application/vnd.ibm.kms.key+json", "application/json; charset=utf-8"):
         r = kp.post("/api/v2/keys", raw=json.dumps(key_envelope(key_resource())).encode(),

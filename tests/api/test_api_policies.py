@@ -3,7 +3,7 @@ allowed_ip_port."""
 import pytest
 
 from api_helpers import (JSON_CT, POLICY_TYPE, RFC3339, _NO, assert_kp_error, check_status, describe,
-                         policy_envelope, uniq)
+                         policy_envelope)
 
 
 def rotation_res(month, enabled=True):
@@ -72,7 +72,7 @@ def test_rotation_policy_bad_interval(kp, month):
     r = kp.put(f"/api/v2/keys/{k['id']}/policies", policy_envelope(rotation_res(month)),
                params={"policy": "rotation"})
     if isinstance(month, int):
-        res = assert_kp_error(r, 400, "INVALID_FIELD_ERR")
+        assert_kp_error(r, 400, "INVALID_FIELD_ERR")
     else:
         assert_kp_error(r, 400, ("INVALID_FIELD_ERR", "BAD_BODY_ERR"))
 

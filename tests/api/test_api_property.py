@@ -1,7 +1,5 @@
 """Property tests (hypothesis): wrap→unwrap round-trips arbitrary DEKs and AAD lists; any change to
 the ciphertext or the AAD is refused with a 4xx, never a 5xx."""
-import base64
-
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 

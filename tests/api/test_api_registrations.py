@@ -85,7 +85,7 @@ def test_list_all_keys_with_crn_wildcards(kp, svc, acct):
     assert q(f"crn:v1:bluemix:public:cloud-object-storage:global:a/{acct}:inst2:*") == {other}
     # per key: all of k2's
     assert {r["resourceCrn"] for r in regs(kp, k2["id"])["resources"]} == {b, other}
-    per = regs(kp, k2["id"], {"urlEncodedResourceCRNQuery": f"crn:v1:bluemix:public:cloud-object-storage:*"})
+    per = regs(kp, k2["id"], {"urlEncodedResourceCRNQuery": "crn:v1:bluemix:public:cloud-object-storage:*"})
     assert {r["resourceCrn"] for r in per["resources"]} == {b, other}
     # preventKeyDeletion filter
     pk = regs(kp, params={"urlEncodedResourceCRNQuery": f"crn:v1:bluemix:public:cloud-object-storage:global:a/{acct}:inst2:*",

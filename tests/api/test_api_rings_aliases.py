@@ -3,7 +3,7 @@ import uuid
 
 import pytest
 
-from api_helpers import (JSON_CT, RFC3339, _NO, assert_kp_error, b64, check_status, describe, uniq, unb64)
+from api_helpers import (JSON_CT, RFC3339, _NO, assert_kp_error, check_status, describe, uniq, unb64)
 
 RING_TYPE = "application/vnd.ibm.kms.key_ring+json"
 
@@ -194,7 +194,7 @@ def test_alias_works_wherever_key_id_does(kp):
 def test_alias_list_and_search(kp):
     ring = kp.create_ring()
     al = uniq("listed")
-    k = kp.root_key(ring=ring, aliases=[al])
+    kp.root_key(ring=ring, aliases=[al])
     listed = kp.list_keys(ring=ring)
     assert listed[0]["aliases"] == [al]
 

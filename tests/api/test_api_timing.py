@@ -54,7 +54,7 @@ def test_purge_right_after_delete_too_early(slow):
     assert abs(delta - 30 * 86400) <= 2, describe(r)
     delta = (_parse(d["purgeScheduledOn"]) - _parse(d["deletionDate"])).total_seconds()
     assert abs(delta - 90 * 86400) <= 2, describe(r)
-    res = assert_kp_error(slow.delete(f"/api/v2/keys/{k['id']}/purge"), 409, "REQ_TOO_EARLY_ERR")
+    assert_kp_error(slow.delete(f"/api/v2/keys/{k['id']}/purge"), 409, "REQ_TOO_EARLY_ERR")
     assert slow.get_key(k["id"])["state"] == 5
 
 

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from api_helpers import (JSON_CT, KEY_TYPE, POLICY_TYPE, _NO, assert_kp_error, b64, check_status, describe,
+from api_helpers import (JSON_CT, KEY_TYPE, POLICY_TYPE, b64, check_status, describe,
                          key_envelope, key_resource, uniq)
 
 # (body kwargs for Client.req) — every way the real clients send "no body" (§3)

@@ -5,7 +5,6 @@ import ipaddress
 import json
 import os
 import re
-import time
 import stat
 import time
 
