@@ -744,3 +744,162 @@ impl Store for SqliteStore {
         Ok(Some((token, true)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use keyhold_core::list::ListKeys;
+    use keyhold_core::model::VersionRef;
+
+    use super::*;
+
+    fn key(id: &str, ring: &str, state: KeyState, aliases: &[&str]) -> KeyRecord {
+        KeyRecord {
+            instance_id: "inst".into(),
+            id: id.into(),
+            name: format!("name-{id}"),
+            description: None,
+            tags: vec![],
+            aliases: aliases.iter().map(|a| a.to_string()).collect(),
+            extractable: false,
+            imported: false,
+            state,
+            expiration: None,
+            key_ring: ring.into(),
+            created_at: 100,
+            created_by: "u".into(),
+            updated_at: 100,
+            last_rotated_at: None,
+            last_action_at: 100,
+            deleted_at: None,
+            deleted_by: None,
+            rotation: None,
+            dual_auth: None,
+            deletion_authorization: None,
+            current_version: VersionRef {
+                id: format!("v-{id}"),
+                created_at: 100,
+            },
+            version_count: 1,
+            revision: 1,
+        }
+    }
+
+    fn version(k: &KeyRecord, seq: u32) -> KeyVersion {
+        KeyVersion {
+            instance_id: k.instance_id.clone(),
+            key_id: k.id.clone(),
+            version_id: format!("{}-{seq}", k.id),
+            seq,
+            created_at: 100,
+            blob: vec![seq as u8; 8],
+        }
+    }
+
+    #[test]
+    fn optimistic_writes_detect_a_lost_update() {
+        let s = SqliteStore::open_in_memory().unwrap();
+        let k = key("a", "default", KeyState::Active, &[]);
+        s.insert_key(&k, &version(&k, 1)).unwrap();
+        let mut first = s.get_key("inst", "a").unwrap().unwrap();
+        let mut second = first.clone();
+        first.revision += 1;
+        first.name = "first".into();
+        s.update_key(&first, Some(&version(&first, 2))).unwrap();
+        second.revision += 1;
+        second.name = "second".into();
+        assert_eq!(s.update_key(&second, None), Err(StoreError::Conflict));
+        assert_eq!(s.get_key("inst", "a").unwrap().unwrap().name, "first");
+        let versions = s.versions("inst", "a").unwrap();
+        assert_eq!(
+            versions.iter().map(|v| v.seq).collect::<Vec<_>>(),
+            vec![2, 1]
+        );
+    }
+
+    #[test]
+    fn aliases_are_unique_per_instance() {
+        let s = SqliteStore::open_in_memory().unwrap();
+        let a = key("a", "default", KeyState::Active, &["shared"]);
+        s.insert_key(&a, &version(&a, 1)).unwrap();
+        let b = key("b", "default", KeyState::Active, &["shared"]);
+        assert_eq!(
+            s.insert_key(&b, &version(&b, 1)),
+            Err(StoreError::Duplicate)
+        );
+        assert!(
+            s.get_key("inst", "b").unwrap().is_none(),
+            "a refused insert leaves nothing behind"
+        );
+        assert_eq!(
+            s.key_id_for_alias("inst", "shared").unwrap().as_deref(),
+            Some("a")
+        );
+    }
+
+    #[test]
+    fn list_filters_and_counts() {
+        let s = SqliteStore::open_in_memory().unwrap();
+        for (id, ring, state) in [
+            ("a", "default", KeyState::Active),
+            ("b", "r1", KeyState::Suspended),
+            ("c", "default", KeyState::Destroyed),
+        ] {
+            let k = key(id, ring, state, &[]);
+            s.insert_key(&k, &version(&k, 1)).unwrap();
+        }
+        let q = ListKeys::default();
+        assert_eq!(
+            s.count_keys("inst", &q, 200).unwrap(),
+            2,
+            "deleted keys are not listed by default"
+        );
+        let q = ListKeys::from_query([("state", "5")], None).unwrap();
+        assert_eq!(s.list_keys("inst", &q, 200).unwrap()[0].id, "c");
+        let q = ListKeys::from_query([], Some("r1".into())).unwrap();
+        assert_eq!(s.list_keys("inst", &q, 200).unwrap()[0].id, "b");
+        let q = ListKeys::from_query([("search", "name-a")], None).unwrap();
+        assert_eq!(s.count_keys("inst", &q, 200).unwrap(), 1);
+        let q = ListKeys::from_query([("sort", "-id"), ("limit", "1")], None).unwrap();
+        assert_eq!(s.list_keys("inst", &q, 200).unwrap()[0].id, "b");
+    }
+
+    #[test]
+    fn rings_with_live_keys_are_not_deleted() {
+        let s = SqliteStore::open_in_memory().unwrap();
+        s.create_ring(&KeyRing {
+            instance_id: "inst".into(),
+            id: "r1".into(),
+            created_at: 1,
+            created_by: "u".into(),
+        })
+        .unwrap();
+        let k = key("a", "r1", KeyState::Destroyed, &[]);
+        s.insert_key(&k, &version(&k, 1)).unwrap();
+        assert_eq!(
+            s.delete_ring("inst", "r1", false),
+            Err(StoreError::NotEmpty)
+        );
+        s.delete_ring("inst", "r1", true).unwrap();
+        assert_eq!(s.get_key("inst", "a").unwrap().unwrap().key_ring, "default");
+        assert_eq!(s.delete_ring("inst", "r1", true), Err(StoreError::NotFound));
+    }
+
+    #[test]
+    fn import_token_retrievals_run_out() {
+        let s = SqliteStore::open_in_memory().unwrap();
+        let t = ImportToken {
+            instance_id: "inst".into(),
+            created_at: 1,
+            expires_at: 1000,
+            max_retrievals: 1,
+            remaining_retrievals: 1,
+            public_key_pem: String::new(),
+            nonce: vec![1; 12],
+            wrapped_private_key: vec![],
+            token_id: "t".into(),
+        };
+        s.put_import_token(&t).unwrap();
+        assert!(s.retrieve_import_token("inst").unwrap().unwrap().1);
+        assert!(!s.retrieve_import_token("inst").unwrap().unwrap().1);
+    }
+}

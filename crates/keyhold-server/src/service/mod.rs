@@ -11,6 +11,8 @@ mod import;
 mod keys;
 mod policies;
 mod resources;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 

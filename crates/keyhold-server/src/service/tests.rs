@@ -1,0 +1,185 @@
+//! Service rules against a real in-memory SQLite store and the software unit.
+
+use std::sync::Arc;
+
+use keyhold_core::model::{Instance, KeyState};
+use keyhold_core::rules::TimingRules;
+use keyhold_core::Reason;
+use keyhold_crypto::SoftUnit;
+use keyhold_store::SqliteStore;
+use zeroize::Zeroizing;
+
+use super::{CreateKey, Service};
+use crate::auth::{Principal, PrincipalKind};
+
+fn service(rules: TimingRules) -> Service {
+    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+    let unit = Arc::new(SoftUnit::new(Zeroizing::new([5u8; 32]), 16));
+    let svc = Service::new(store, unit, rules);
+    svc.store
+        .put_instance(&Instance {
+            id: "inst".into(),
+            name: "i".into(),
+            account_id: "acct".into(),
+            region: "local".into(),
+            created_at: 1,
+        })
+        .unwrap();
+    svc
+}
+
+/// The error of a result whose success type deliberately has no `Debug` (it holds key material).
+fn err<T>(r: keyhold_core::Result<T>) -> keyhold_core::Error {
+    match r {
+        Err(e) => e,
+        Ok(_) => panic!("expected an error"),
+    }
+}
+
+fn fast() -> TimingRules {
+    TimingRules {
+        rotate_min_interval: 0,
+        action_cooldown: 0,
+        purge_delay: 0,
+        ..TimingRules::default()
+    }
+}
+
+fn user(id: &str) -> Principal {
+    Principal {
+        id: id.into(),
+        kind: PrincipalKind::User,
+        account_id: "acct".into(),
+    }
+}
+
+fn root(svc: &Service, name: &str) -> String {
+    let c = CreateKey {
+        name: name.into(),
+        description: None,
+        tags: vec![],
+        aliases: vec![],
+        extractable: false,
+        expiration: None,
+        material: None,
+        key_ring: None,
+        overrides: None,
+    };
+    svc.create_key("inst", &user("u1"), c).unwrap().0.id
+}
+
+#[test]
+fn wrap_rotate_unwrap_rewraps_with_the_newest_version() {
+    let svc = service(fast());
+    let id = root(&svc, "k1");
+    let dek = Zeroizing::new(b"data key".to_vec());
+    let wrapped = svc.wrap("inst", &id, Some(dek), &["ctx".into()]).unwrap();
+    let rotated = svc.rotate("inst", &id, None).unwrap();
+    let out = svc
+        .unwrap("inst", &id, &wrapped.ciphertext, &["ctx".into()])
+        .unwrap();
+    assert_eq!(&out.plaintext[..], b"data key");
+    let (again, newest) = out.rewrapped.expect("old ciphertext comes back rewrapped");
+    assert_eq!(newest.id, rotated.current_version.id);
+    let out = svc.unwrap("inst", &id, &again, &["ctx".into()]).unwrap();
+    assert_eq!(&out.plaintext[..], b"data key");
+    assert!(out.rewrapped.is_none());
+    let wrong_aad = err(svc.unwrap("inst", &id, &again, &["other".into()]));
+    assert_eq!(wrong_aad.reason, Reason::UnprocessableCiphertext);
+}
+
+#[test]
+fn a_ciphertext_only_unwraps_with_its_own_key() {
+    let svc = service(fast());
+    let a = root(&svc, "ka");
+    let b = root(&svc, "kb");
+    let wrapped = svc.wrap("inst", &a, None, &[]).unwrap();
+    assert_eq!(
+        err(svc.unwrap("inst", &b, &wrapped.ciphertext, &[])).reason,
+        Reason::UnprocessableCiphertext
+    );
+}
+
+#[test]
+fn disable_stops_wrap_and_enable_restores_it() {
+    let svc = service(fast());
+    let id = root(&svc, "k1");
+    svc.disable("inst", &id).unwrap();
+    assert_eq!(
+        err(svc.wrap("inst", &id, None, &[])).reason,
+        Reason::KeyActionInvalidState
+    );
+    svc.enable("inst", &id).unwrap();
+    svc.wrap("inst", &id, None, &[]).unwrap();
+}
+
+#[test]
+fn dual_authorization_needs_a_second_principal() {
+    let svc = service(fast());
+    let id = root(&svc, "k1");
+    svc.set_key_policies(
+        "inst",
+        &id,
+        &user("u1"),
+        &[super::KeyPolicyInput::DualAuthDelete {
+            enabled: Some(true),
+        }],
+    )
+    .unwrap();
+    assert_eq!(
+        svc.delete_key("inst", &id, &user("u1"), false)
+            .unwrap_err()
+            .reason,
+        Reason::AuthorizationsNotMet
+    );
+    svc.set_for_deletion("inst", &id, &user("u1"), true)
+        .unwrap();
+    assert_eq!(
+        svc.delete_key("inst", &id, &user("u1"), false)
+            .unwrap_err()
+            .reason,
+        Reason::AuthorizationsNotMet
+    );
+    let deleted = svc.delete_key("inst", &id, &user("u2"), false).unwrap();
+    assert_eq!(deleted.state, KeyState::Destroyed);
+    assert_eq!(
+        svc.delete_key("inst", &id, &user("u2"), false)
+            .unwrap_err()
+            .reason,
+        Reason::KeyDeleted
+    );
+}
+
+#[test]
+fn concurrent_rotations_never_duplicate_a_version() {
+    let svc = Arc::new(service(fast()));
+    let id = root(&svc, "k1");
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let svc = svc.clone();
+            let id = id.clone();
+            std::thread::spawn(move || {
+                (0..5)
+                    .filter(|_| svc.rotate("inst", &id, None).is_ok())
+                    .count()
+            })
+        })
+        .collect();
+    let succeeded: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    let versions = svc.key_versions("inst", &id, false).unwrap();
+    assert_eq!(versions.len(), succeeded + 1);
+    let mut ids: Vec<_> = versions.iter().map(|v| v.id.clone()).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), versions.len());
+}
+
+#[test]
+fn the_hourly_rotation_rule_holds_under_default_rules() {
+    let svc = service(TimingRules::default());
+    let id = root(&svc, "k1");
+    svc.rotate("inst", &id, None).unwrap();
+    assert_eq!(
+        svc.rotate("inst", &id, None).unwrap_err().reason,
+        Reason::KeyRotationNotPermitted
+    );
+}
