@@ -116,7 +116,17 @@ def assert_kp_error(resp: requests.Response, status, code=None, reasons_optional
     if code is not None:
         codes = code if isinstance(code, tuple) else (code,)
         assert r0["code"] in codes, f"expected reason {codes}, got {r0['code']}{ctx}"
+    # §7.1: "<HTTP reason phrase>: <Thing> could not be <verb>: Please see `reasons` for more details (<CODE>)"
+    phrase = HTTP_PHRASES.get(resp.status_code)
+    if phrase:
+        assert res["errorMsg"].startswith(phrase + ":"), f"errorMsg should start with {phrase!r}{ctx}"
+    if resp.status_code != 401:  # §2.1: the 401 errorMsg is the fixed "Unauthorized: The user does not have ..."
+        assert res["errorMsg"].rstrip().endswith(f"({r0['code']})"), f"errorMsg should end with ({r0['code']}){ctx}"
     return res
+
+
+HTTP_PHRASES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 409: "Conflict",
+                410: "Gone", 413: "Payload Too Large", 422: "Unprocessable Entity"}
 
 
 def assert_4xx(resp: requests.Response):
