@@ -1,0 +1,121 @@
+"""Concurrent requests: no 5xx (e.g. store busy/locked), no lost updates, uniqueness holds."""
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from api_helpers import b64, describe, unb64, uniq
+
+N = 16
+
+
+def _pool(fn, n=N):
+    with ThreadPoolExecutor(max_workers=n) as ex:
+        return list(ex.map(fn, range(n)))
+
+
+@pytest.fixture(scope="module")
+def cc(server_factory):
+    srv = server_factory()
+    return srv
+
+
+def test_parallel_creates_and_wraps(cc):
+    def work(i):
+        c = cc.client()
+        r = c.create_key_resp(name=f"par-{i}-{uniq('x')}")
+        out = [r]
+        if r.status_code == 201:
+            kid = r.json()["resources"][0]["id"]
+            w = c.wrap_resp(kid, f"dek-{i}".encode())
+            out.append(w)
+            if w.status_code == 200:
+                u = c.unwrap_resp(kid, w.json()["ciphertext"])
+                out.append(u)
+                assert unb64(u.json()["plaintext"]) == f"dek-{i}".encode()
+        return out
+    results = _pool(work)
+    for rs in results:
+        for r in rs:
+            assert r.status_code < 300, describe(r)
+    c = cc.client()
+    assert int(c.head("/api/v2/keys").headers["Key-Total"]) >= N
+
+
+def test_parallel_rotations_no_lost_versions(cc):
+    c = cc.client()
+    k = c.root_key()
+    w = c.wrap(k["id"], b"before")
+
+    def rot(i):
+        return cc.client().action(k["id"], "rotate")
+    rs = _pool(rot)
+    for r in rs:
+        assert r.status_code in (204, 409), describe(r)
+    ok = sum(r.status_code == 204 for r in rs)
+    assert ok >= 1
+    assert len(c.versions(k["id"])) == 1 + ok, "each 204 rotation must create exactly one version"
+    assert unb64(c.unwrap(k["id"], w["ciphertext"])["plaintext"]) == b"before"
+
+
+def test_parallel_same_alias_only_one_wins(cc):
+    c = cc.client()
+    keys = [c.root_key() for _ in range(8)]
+    al = uniq("race")
+
+    def claim(i):
+        return cc.client().post(f"/api/v2/keys/{keys[i]['id']}/aliases/{al}")
+    rs = _pool(claim, 8)
+    for r in rs:
+        assert r.status_code < 500, describe(r)
+    assert sum(r.status_code in (200, 201) for r in rs) == 1, [r.status_code for r in rs]
+    owner = c.get_key(al)["id"]
+    assert owner in {k["id"] for k in keys}
+
+
+def test_parallel_disable_enable(cc):
+    c = cc.client()
+    k = c.root_key()
+
+    def flip(i):
+        return cc.client().action(k["id"], "disable" if i % 2 == 0 else "enable")
+    rs = _pool(flip)
+    for r in rs:
+        assert r.status_code in (204, 409), describe(r)
+    assert c.metadata(k["id"])["state"] in (1, 2)
+
+
+def test_parallel_delete_only_one_wins(cc):
+    c = cc.client()
+    k = c.root_key()
+
+    def kill(i):
+        return cc.client().delete(f"/api/v2/keys/{k['id']}")
+    rs = _pool(kill, 8)
+    for r in rs:
+        assert r.status_code in (200, 204, 410), describe(r)
+    assert sum(r.status_code in (200, 204) for r in rs) == 1, [r.status_code for r in rs]
+
+
+def test_parallel_import_token_and_rings(cc):
+    def work(i):
+        c = cc.client()
+        return [c.post("/api/v2/import_token", {"expiration": 600}), c.post(f"/api/v2/key_rings/{uniq('pr')}"),
+                c.get("/api/v2/key_rings"), c.get("/api/v2/instance/policies")]
+    for rs in _pool(work, 8):
+        for r in rs:
+            assert r.status_code < 300, describe(r)
+
+
+def test_parallel_wrap_same_key_many(cc):
+    c = cc.client()
+    k = c.root_key()
+
+    def work(i):
+        cl = cc.client()
+        data = bytes([i]) * (i + 1)
+        w = cl.wrap_resp(k["id"], data, aad=[str(i)])
+        assert w.status_code == 200, describe(w)
+        u = cl.unwrap_resp(k["id"], w.json()["ciphertext"], aad=[str(i)])
+        assert u.status_code == 200 and u.json()["plaintext"] == b64(data), describe(u)
+        return True
+    assert all(_pool(work, 32))
