@@ -22,7 +22,7 @@ def _servers():
     started: list[Server] = []
     yield started
     for s in started:
-        s.kill()
+        s.stop()  # SIGTERM, then SIGKILL after 10 s
 
 
 @pytest.fixture(scope="session")
