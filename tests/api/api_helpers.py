@@ -426,6 +426,21 @@ class Client:
         return r.json()["resources"]
 
 
+def secure_import_fields(token: dict, material: bytes, nonce: bytes | None = None, iv: bytes | None = None) -> dict:
+    """§6.2 secure import: RSA-OAEP-SHA256(material) with the token's PEM public key, and
+    encryptedNonce = AES-GCM(key=material, iv, plaintext=token nonce) with the tag appended."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    pub = serialization.load_pem_public_key(unb64(token["payload"]))
+    iv = iv or os.urandom(12)
+    nonce = unb64(token["nonce"]) if nonce is None else nonce
+    oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+    return {"payload": b64(pub.encrypt(material, oaep)),
+            "encryptedNonce": b64(AESGCM(material).encrypt(iv, nonce, None)),
+            "iv": b64(iv), "encryptionAlgorithm": "RSAES_OAEP_SHA_256"}
+
+
 def wait_for(pred, timeout=10.0, interval=0.25):
     end = time.time() + timeout
     while time.time() < end:

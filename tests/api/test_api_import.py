@@ -5,9 +5,8 @@ from datetime import datetime, timezone
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from api_helpers import JSON_CT, RFC3339, assert_kp_error, b64, check_status, describe, unb64
+from api_helpers import JSON_CT, RFC3339, assert_kp_error, b64, check_status, describe, secure_import_fields, unb64
 
 
 @pytest.fixture(scope="module")
@@ -38,13 +37,7 @@ def oaep():
 
 
 def secure_fields(tok, material, nonce=None, iv=None):
-    pem = unb64(tok["payload"])
-    pub = serialization.load_pem_public_key(pem)
-    iv = iv or os.urandom(12)
-    nonce = unb64(tok["nonce"]) if nonce is None else nonce
-    return {"payload": b64(pub.encrypt(material, oaep())),
-            "encryptedNonce": b64(AESGCM(material).encrypt(iv, nonce, None)),
-            "iv": b64(iv), "encryptionAlgorithm": "RSAES_OAEP_SHA_256"}
+    return secure_import_fields(tok, material, nonce, iv)
 
 
 def test_post_import_token(ic):

@@ -15,6 +15,7 @@ def assert_key_shape(k, extractable=False, name=None):
     assert k["state"] == 1
     assert k["extractable"] is extractable
     assert isinstance(k["crn"], str) and k["crn"].startswith("crn:v1:") and k["crn"].endswith(":key:" + k["id"])
+    assert len(k["crn"].split(":")) == 10, k["crn"]
     assert k["keyRingID"] == "default" or isinstance(k["keyRingID"], str)
     assert RFC3339.match(k["creationDate"]), k["creationDate"]
     assert RFC3339.match(k["lastUpdateDate"]), k
@@ -334,6 +335,9 @@ def test_list_search(kp, listing):
     assert ids(kp.list_keys({"search": "exact:beta"}, ring=ring)) == set()
     notalpha = ids(kp.list_keys({"search": "not:alpha"}, ring=ring))
     assert notalpha == {keys[n]["id"] for n in ("beta", "std1", "std2")}
+    assert ids(kp.list_keys({"search": "escape:alpha"}, ring=ring)) == a
+    assert ids(kp.list_keys({"search": "not:exact:" + keys["beta"]["name"]}, ring=ring)) == {
+        keys[n]["id"] for n in ("alpha1", "alpha2", "std1", "std2")}
     # UUID search finds that key (first)
     got = kp.list_keys({"search": keys["std1"]["id"]}, ring=ring)
     assert got and got[0]["id"] == keys["std1"]["id"]
@@ -363,6 +367,7 @@ def test_list_filter(kp, listing):
 @pytest.mark.parametrize("params", [{"filter": "garbage"}, {"filter": "nosuchprop=1"},
                                     {"filter": "state=abc"}, {"filter": 'creationDate=gt:"yesterday"'},
                                     {"filter": "state=1", "state": "1"},
+                                    {"filter": "state=1 state=2 state=3 state=5"},  # > 3 per property
                                     {"filter": "extractable=true", "extractable": "true"}])
 def test_list_bad_filter(kp, params):
     assert_kp_error(kp.get("/api/v2/keys", params=params), 400)

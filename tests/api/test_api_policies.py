@@ -351,6 +351,11 @@ def test_key_create_import_access(server_factory):
     assert_kp_error(c.create_key_resp(extractable=False, payload=b64(os.urandom(32))), 409,
                     "KEY_CREATE_IMPORT_ACCESS_ERR")
     c.root_key()
+    # ... while a secure import (import token) is still allowed
+    check_status(c.post("/api/v2/import_token", {"expiration": 600, "maxAllowedRetrievals": 1}), 200, 201)
+    tok = check_status(c.get("/api/v2/import_token"), 200).json()
+    from api_helpers import secure_import_fields
+    check_status(c.create_key_resp(extractable=False, **secure_import_fields(tok, os.urandom(32))), 201)
     # disabling the policy lifts every restriction
     check_status(put_ipol(c, "keyCreateImportAccess", {"enabled": False}), 204)
     check_status(c.create_key_resp(extractable=True, payload=b64(os.urandom(20))), 201)
