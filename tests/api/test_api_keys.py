@@ -627,3 +627,16 @@ def test_versions_deleted_key_all_states(kp):
     r = kp.get(f"/api/v2/keys/{k['id']}/versions", params={"allKeyStates": "true"})
     check_status(r, 200)
     assert len(r.json()["resources"]) == 1
+
+
+def test_list_default_limit_200(server_factory):
+    from concurrent.futures import ThreadPoolExecutor
+    srv = server_factory()
+    c = srv.client()
+    with ThreadPoolExecutor(8) as ex:
+        list(ex.map(lambda i: srv.client().root_key(name=f"bulk-{i:03d}"), range(205)))
+    body = check_status(c.get("/api/v2/keys"), 200).json()
+    assert len(body["resources"]) == 200 and body["metadata"]["collectionTotal"] == 200
+    assert len(c.list_keys({"limit": "5000"})) == 205
+    assert len(c.list_keys({"limit": "10", "offset": "200"})) == 5
+    assert c.head("/api/v2/keys").headers["Key-Total"] == "205"

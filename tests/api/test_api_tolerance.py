@@ -224,3 +224,9 @@ def test_method_not_allowed(kp):
     assert r.status_code in (404, 405), describe(r)
     r = kp.req("DELETE", "/api/v2/keys")
     assert r.status_code in (404, 405), describe(r)
+
+
+def test_options_and_odd_methods(kp):
+    for method in ("OPTIONS", "TRACE", "CONNECT", "PROPFIND"):
+        r = kp.req(method, "/api/v2/keys")
+        assert r.status_code < 500, describe(r)
