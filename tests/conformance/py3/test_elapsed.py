@@ -19,6 +19,11 @@ def _iso(dt):
     return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+# Timestamps have second precision, so a rule of N seconds may hold for up to N+1 s:
+# waits for "allowed again" use N + 1.2 s.
+AFTER = 3.2
+
+
 @pytest.fixture
 def short():
     """Every time rule set to 2 s."""
@@ -31,20 +36,19 @@ def short():
 def test_rotate_allowed_again_after_interval(short):
     kp, inst = short.client(), short.instance
     k = create(kp, inst)
-    time.sleep(2.2)
     kp.rotate_key(id=k["id"], bluemix_instance=inst)
     expect_error(lambda: kp.rotate_key(id=k["id"], bluemix_instance=inst), 409, "KEY_ROTATION_NOT_PERMITTED")
-    time.sleep(2.2)
+    time.sleep(AFTER)
     assert kp.rotate_key(id=k["id"], bluemix_instance=inst).get_status_code() == 204
 
 
 def test_enable_allowed_after_cooldown(short):
     kp, inst = short.client(), short.instance
     k = create(kp, inst)
-    time.sleep(2.2)
+    time.sleep(AFTER)
     kp.disable_key(id=k["id"], bluemix_instance=inst)
     expect_error(lambda: kp.enable_key(id=k["id"], bluemix_instance=inst), 409, "REQ_TOO_EARLY_ERR")
-    time.sleep(2.2)
+    time.sleep(AFTER)
     assert kp.enable_key(id=k["id"], bluemix_instance=inst).get_status_code() == 204
     assert meta(kp, inst, k["id"])["state"] == 1
 
@@ -54,7 +58,7 @@ def test_purge_allowed_after_delay(short):
     k = create(kp, inst)
     kp.delete_key(id=k["id"], bluemix_instance=inst)
     expect_error(lambda: kp.purge_key(id=k["id"], bluemix_instance=inst), 409, "REQ_TOO_EARLY_ERR")
-    time.sleep(2.2)
+    time.sleep(AFTER)
     assert meta(kp, inst, k["id"])["purgeAllowed"] is True
     assert kp.purge_key(id=k["id"], bluemix_instance=inst).get_status_code() in (200, 204)
     expect_error(lambda: kp.get_key(id=k["id"], bluemix_instance=inst), 404, "KEY_NOT_FOUND_ERR")
@@ -64,7 +68,7 @@ def test_restore_window(short):
     kp, inst = short.client(), short.instance
     k = create(kp, inst)
     kp.delete_key(id=k["id"], bluemix_instance=inst)
-    time.sleep(4.5)
+    time.sleep(4 + AFTER - 2)
     assert meta(kp, inst, k["id"])["restoreAllowed"] is False
     expect_error(lambda: kp.restore_key(id=k["id"], bluemix_instance=inst), 400, "KEY_RESTORE_EXPIRED")
 
@@ -77,7 +81,7 @@ def test_dual_auth_approval_expires(short):
         "metadata": {"collectionType": "application/vnd.ibm.kms.policy+json", "collectionTotal": 1},
         "resources": [{"type": "application/vnd.ibm.kms.policy+json", "dualAuthDelete": {"enabled": True}}]})
     kp.set_key_for_deletion(id=k["id"], bluemix_instance=inst)
-    time.sleep(2.5)
+    time.sleep(AFTER)
     expect_error(lambda: kp2.delete_key(id=k["id"], bluemix_instance=inst), 409, "AUTHORIZATIONS_NOT_MET")
     assert meta(kp, inst, k["id"])["dualAuthDelete"].get("keySetForDeletion", False) is False
 
