@@ -38,6 +38,12 @@ def test_create_root_key_default_representation(kp, inst):
     assert inst in k["crn"]
     assert k["dualAuthDelete"]["enabled"] is False
     assert k["deleted"] is False
+    assert k["algorithmType"] in ("AES", "Deprecated")
+    assert k["algorithmMetadata"]["bitLength"] == "256"  # a string (§6.1)
+    assert k["algorithmBitSize"] == 256
+    assert k["algorithmMode"] in ("CBC_PAD", "Deprecated")
+    assert RFC3339_Z.match(k["lastUpdateDate"]), k["lastUpdateDate"]
+    assert k["createdBy"]
 
 
 def test_create_standard_key_representation_has_payload(kp, inst):
@@ -311,7 +317,10 @@ def test_delete_representation_then_410(kp, inst):
     assert d["deleted"] is True
     assert RFC3339_Z.match(d["deletionDate"])
     assert d["restoreAllowed"] is True
-    assert "restoreExpirationDate" in d and "purgeAllowedFrom" in d and "purgeScheduledOn" in d
+    for f in ("restoreExpirationDate", "purgeAllowedFrom", "purgeScheduledOn", "deletionDate"):
+        assert RFC3339_Z.match(d[f]), (f, d.get(f))  # never +0000 offsets (§4)
+    assert d["deletedBy"]
+    assert d["purgeAllowed"] is True  # --purge-delay 0
     e = expect_error(lambda: kp.delete_key(id=k["id"], bluemix_instance=inst), 410, "KEY_DELETED_ERR")
     # GET still works on a deleted key and shows state 5.
     assert meta(kp, inst, k["id"])["state"] == 5
@@ -412,3 +421,22 @@ def test_versions_of_deleted_key_with_all_key_states(kp, inst):
 def test_versions_bad_limit(kp, inst):
     k = create(kp, inst)
     expect_error(lambda: kp.get_key_versions(id=k["id"], bluemix_instance=inst, limit=0), 400, "INVALID_QUERY_PARAM_ERR")
+
+
+def test_list_default_limit_200(fresh_server):
+    s = fresh_server
+    kp, inst = s.client(), s.instance
+    tok = s.token()
+    import requests
+    sess = requests.Session()
+    sess.headers.update({"Authorization": "Bearer " + tok, "Bluemix-Instance": inst})
+    for i in range(205):
+        r = sess.post(s.url + "/api/v2/keys", data=key_body(f"bulk-{i:03d}").getvalue())
+        assert r.status_code == 201, r.text
+    doc = J(kp.get_keys(bluemix_instance=inst))
+    assert len(doc["resources"]) == 200 and doc["metadata"]["collectionTotal"] == 200
+    assert kp.get_key_collection_metadata(bluemix_instance=inst).get_headers()["Key-Total"] == "205"
+    doc = J(kp.get_keys(bluemix_instance=inst, limit=5000))
+    assert len(doc["resources"]) == 205
+    doc = J(kp.get_keys(bluemix_instance=inst, offset=200))
+    assert len(doc["resources"]) == 5
