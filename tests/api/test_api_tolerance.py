@@ -230,3 +230,18 @@ def test_options_and_odd_methods(kp):
     for method in ("OPTIONS", "TRACE", "CONNECT", "PROPFIND"):
         r = kp.req(method, "/api/v2/keys")
         assert r.status_code < 500, describe(r)
+
+
+def test_plain_json_flag(server_factory):
+    """--plain-json: every JSON body is application/json (for PY3 callers that want dicts)."""
+    c = server_factory(extra=["--plain-json"]).client()
+    r = check_status(c.create_key_resp(), 201)
+    assert JSON_CT.match(r.headers["content-type"]), describe(r)
+    kid = r.json()["resources"][0]["id"]
+    r = check_status(c.wrap_resp(kid, b"x"), 200)
+    assert JSON_CT.match(r.headers["content-type"]), describe(r)
+    r = check_status(c.unwrap_resp(kid, r.json()["ciphertext"]), 200)
+    assert JSON_CT.match(r.headers["content-type"]), describe(r)
+    c.delete_key(kid)
+    r = check_status(c.post(f"/api/v2/keys/{kid}/restore"), 201)
+    assert JSON_CT.match(r.headers["content-type"]), describe(r)
