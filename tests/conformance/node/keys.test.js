@@ -289,3 +289,25 @@ describe('node client: short-lived tokens', () => {
     }
   });
 });
+
+describe('node client: construction from the environment', () => {
+  it('KeyProtectV2.newInstance reads IBM_KEY_PROTECT_API_* variables', async () => {
+    const s = await new h.Server().start();
+    const saved = { ...process.env };
+    try {
+      process.env.IBM_KEY_PROTECT_API_URL = s.info.url;
+      process.env.IBM_KEY_PROTECT_API_AUTH_TYPE = 'iam';
+      process.env.IBM_KEY_PROTECT_API_APIKEY = s.info.apikey;
+      process.env.IBM_KEY_PROTECT_API_AUTH_URL = s.info.iam_url;
+      const c = h.KeyProtectV2.newInstance({});
+      c.getHttpClient().defaults.httpAgent = new (require('node:http').Agent)({ keepAlive: false });
+      const r = await c.createKey({ bluemixInstance: s.instance, body: keyBody(uniq('env'), false) });
+      assert.equal(r.status, 201);
+      const g = await c.getKey({ id: r.result.resources[0].id, bluemixInstance: s.instance });
+      assert.equal(g.result.resources[0].id, r.result.resources[0].id);
+    } finally {
+      for (const k of Object.keys(process.env)) if (!(k in saved)) delete process.env[k];
+      await s.stop();
+    }
+  });
+});

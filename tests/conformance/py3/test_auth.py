@@ -104,3 +104,34 @@ def test_second_admin_is_a_working_admin(kp2, inst):
     assert res.get_status_code() == 201
     k = J(res)["resources"][0]
     assert k["state"] == 1
+
+
+def test_new_instance_from_environment(server, monkeypatch):
+    """§9.1: IbmKeyProtectApiV2.new_instance() configured through IBM_KEY_PROTECT_API_* variables."""
+    from keyprotect.ibm_key_protect_api_v2 import IbmKeyProtectApiV2
+    monkeypatch.setenv("IBM_KEY_PROTECT_API_URL", server.url)
+    monkeypatch.setenv("IBM_KEY_PROTECT_API_AUTH_TYPE", "iam")
+    monkeypatch.setenv("IBM_KEY_PROTECT_API_APIKEY", server.info["apikey"])
+    monkeypatch.setenv("IBM_KEY_PROTECT_API_AUTH_URL", server.iam_url)
+    kp = IbmKeyProtectApiV2.new_instance()
+    k = J(kp.create_key(bluemix_instance=server.instance, key_create_body=key_body(uniq("env"))))["resources"][0]
+    assert J(kp.get_key(id=k["id"], bluemix_instance=server.instance))["resources"][0]["id"] == k["id"]
+
+
+def test_bearer_token_authenticator_and_trailing_slash(server):
+    from ibm_cloud_sdk_core.authenticators import BearerTokenAuthenticator
+    from keyprotect.ibm_key_protect_api_v2 import IbmKeyProtectApiV2
+    kp = IbmKeyProtectApiV2(authenticator=BearerTokenAuthenticator(bearer_token=server.token()))
+    kp.set_service_url(server.url + "/")
+    res = kp.get_keys(bluemix_instance=server.instance)
+    assert res.get_status_code() == 200
+
+
+def test_iam_url_with_identity_token_suffix(server):
+    """PYCORE trims a url already ending in /identity/token."""
+    from ibm_cloud_sdk_core.authenticators import IAMAuthenticator
+    from keyprotect.ibm_key_protect_api_v2 import IbmKeyProtectApiV2
+    kp = IbmKeyProtectApiV2(authenticator=IAMAuthenticator(apikey=server.info["apikey"],
+                                                           url=server.iam_url + "/identity/token"))
+    kp.set_service_url(server.url)
+    assert kp.get_keys(bluemix_instance=server.instance).get_status_code() == 200
