@@ -58,7 +58,7 @@ class Server:
             pytest.fail(f"keyhold binary not found at {binary} (set KEYHOLD_BIN or run cargo build)")
         if self.data_dir is None:
             self.data_dir = tempfile.mkdtemp(prefix="keyhold-conf-py3-")
-        self.stderr_path = os.path.join(self.data_dir, "..", os.path.basename(self.data_dir) + ".stderr.log")
+        self.stderr_path = os.path.abspath(self.data_dir.rstrip("/")) + ".stderr.log"
         self._stderr = open(self.stderr_path, "wb")
         cmd = [str(binary), "serve", "--dev", "--listen", "127.0.0.1:0", "--data-dir", self.data_dir] + self.extra_flags
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._stderr, stdin=subprocess.DEVNULL)
@@ -107,6 +107,8 @@ class Server:
             self._stderr.close()
         if self.data_dir and not self.keep_data:
             shutil.rmtree(self.data_dir, ignore_errors=True)
+        if self.stderr_path and os.path.exists(self.stderr_path):
+            os.unlink(self.stderr_path)
 
     # -- conveniences -----------------------------------------------------
     @property

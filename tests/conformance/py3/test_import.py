@@ -72,7 +72,7 @@ def test_import_token_bad_params(kp, inst, kw):
     expect_error(lambda: kp.post_import_token(bluemix_instance=inst, **kw), 400)
 
 
-@pytest.mark.parametrize("size", [16, 32])
+@pytest.mark.parametrize("size", [16, 24, 32])
 def test_secure_import(fresh_server, size):
     kp, inst = fresh_server.client(), fresh_server.instance
     _post_token(kp, inst, expiration=600, max_allowed_retrievals=2)
@@ -131,3 +131,20 @@ def test_secure_import_payload_not_for_token_key(fresh_server):
         assert e.code == 400, describe(e)
     else:
         pytest.fail("key material encrypted to a foreign RSA key was accepted")
+
+
+def test_rotate_secure_imported_key_with_secure_payload(fresh_server):
+    kp, inst = fresh_server.client(), fresh_server.instance
+    _post_token(kp, inst, max_allowed_retrievals=3)
+    k = create(kp, inst, **secure_import_fields(_get_token(kp, inst), os.urandom(32)))
+    old = wrap(kp, inst, k["id"], b"before secure rotate")
+    from kh3 import body
+    expect_error(lambda: kp.rotate_key(id=k["id"], bluemix_instance=inst), 400, "KEY_PAYLOAD_REQ_ERR")
+    res = kp.rotate_key(id=k["id"], bluemix_instance=inst,
+                        key_action_rotate_body=body(secure_import_fields(_get_token(kp, inst), os.urandom(32))))
+    assert res.get_status_code() == 204
+    u = unwrap(kp, inst, k["id"], old["ciphertext"])
+    assert unb64(u["plaintext"]) == b"before secure rotate"
+    assert "rewrappedKeyVersion" in u
+    w = wrap(kp, inst, k["id"], b"after")
+    assert unb64(unwrap(kp, inst, k["id"], w["ciphertext"])["plaintext"]) == b"after"
