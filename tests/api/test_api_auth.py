@@ -172,11 +172,11 @@ def test_token_from_another_server_401(server, server_factory):
 
 
 def test_expired_token_401(server_factory):
-    srv = server_factory(extra=["--token-lifetime", "1"])
+    srv = server_factory(extra=["--token-lifetime", "3"])
     tok = srv.token()
     ok = _kms(srv, {"Bluemix-Instance": srv.instance_id, "Authorization": "Bearer " + tok})
     check_status(ok, 200)
-    time.sleep(2.5)
+    time.sleep(4.5)
     r = _kms(srv, {"Bluemix-Instance": srv.instance_id, "Authorization": "Bearer " + tok})
     assert_kp_error(r, 401, "UNAUTHORIZED_ERR", reasons_optional=True)
 
