@@ -67,6 +67,36 @@ fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
     serde_json::from_str(s).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
+/// The JSON document of the one row `sql` selects, if any.
+fn doc<T: serde::de::DeserializeOwned>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Option<T>> {
+    let text: Option<String> = conn
+        .query_row(sql, params, |r| r.get(0))
+        .optional()
+        .map_err(db_err)?;
+    text.map(|d| from_json(&d)).transpose()
+}
+
+/// The JSON documents of every row `sql` selects.
+fn docs<T: serde::de::DeserializeOwned>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<T>> {
+    let mut stmt = conn.prepare(sql).map_err(db_err)?;
+    let rows = stmt
+        .query_map(params, |r| r.get::<_, String>(0))
+        .map_err(db_err)?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(from_json(&row.map_err(db_err)?)?);
+    }
+    Ok(out)
+}
+
 /// The state a list query sees: expired Active/Suspended keys are Deactivated.
 const EFFECTIVE_STATE: &str = "(CASE WHEN state IN (1,2) AND expiration IS NOT NULL AND expiration <= :now THEN 3 ELSE state END)";
 
@@ -250,14 +280,11 @@ impl Store for SqliteStore {
     }
 
     fn get_instance(&self, id: &str) -> Result<Option<Instance>> {
-        let doc: Option<String> = self
-            .conn()?
-            .query_row("SELECT doc FROM instances WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map_err(db_err)?;
-        doc.map(|d| from_json(&d)).transpose()
+        doc(
+            &*self.conn()?,
+            "SELECT doc FROM instances WHERE id = ?1",
+            [id],
+        )
     }
 
     fn put_api_key(&self, k: &ApiKeyRecord) -> Result<()> {
@@ -334,16 +361,11 @@ impl Store for SqliteStore {
     }
 
     fn get_key(&self, instance_id: &str, key_id: &str) -> Result<Option<KeyRecord>> {
-        let doc: Option<String> = self
-            .conn()?
-            .query_row(
-                "SELECT doc FROM keys WHERE instance_id = ?1 AND id = ?2",
-                [instance_id, key_id],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(db_err)?;
-        doc.map(|d| from_json(&d)).transpose()
+        doc(
+            &*self.conn()?,
+            "SELECT doc FROM keys WHERE instance_id = ?1 AND id = ?2",
+            [instance_id, key_id],
+        )
     }
 
     fn key_id_for_alias(&self, instance_id: &str, alias: &str) -> Result<Option<String>> {
@@ -490,31 +512,19 @@ impl Store for SqliteStore {
     }
 
     fn get_ring(&self, instance_id: &str, ring_id: &str) -> Result<Option<KeyRing>> {
-        let doc: Option<String> = self
-            .conn()?
-            .query_row(
-                "SELECT doc FROM key_rings WHERE instance_id = ?1 AND id = ?2",
-                [instance_id, ring_id],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(db_err)?;
-        doc.map(|d| from_json(&d)).transpose()
+        doc(
+            &*self.conn()?,
+            "SELECT doc FROM key_rings WHERE instance_id = ?1 AND id = ?2",
+            [instance_id, ring_id],
+        )
     }
 
     fn list_rings(&self, instance_id: &str) -> Result<Vec<KeyRing>> {
-        let conn = self.conn()?;
-        let mut stmt = conn
-            .prepare("SELECT doc FROM key_rings WHERE instance_id = ?1 ORDER BY id")
-            .map_err(db_err)?;
-        let rows = stmt
-            .query_map([instance_id], |r| r.get::<_, String>(0))
-            .map_err(db_err)?;
-        let mut out = Vec::new();
-        for row in rows {
-            out.push(from_json(&row.map_err(db_err)?)?);
-        }
-        Ok(out)
+        docs(
+            &*self.conn()?,
+            "SELECT doc FROM key_rings WHERE instance_id = ?1 ORDER BY id",
+            [instance_id],
+        )
     }
 
     fn delete_ring(&self, instance_id: &str, ring_id: &str, force: bool) -> Result<()> {
@@ -584,16 +594,11 @@ impl Store for SqliteStore {
         key_id: &str,
         crn: &str,
     ) -> Result<Option<Registration>> {
-        let doc: Option<String> = self
-            .conn()?
-            .query_row(
-                "SELECT doc FROM registrations WHERE instance_id = ?1 AND key_id = ?2 AND crn = ?3",
-                [instance_id, key_id, crn],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(db_err)?;
-        doc.map(|d| from_json(&d)).transpose()
+        doc(
+            &*self.conn()?,
+            "SELECT doc FROM registrations WHERE instance_id = ?1 AND key_id = ?2 AND crn = ?3",
+            [instance_id, key_id, crn],
+        )
     }
 
     fn delete_registration(&self, instance_id: &str, key_id: &str, crn: &str) -> Result<()> {
@@ -679,20 +684,11 @@ impl Store for SqliteStore {
     }
 
     fn instance_policies(&self, instance_id: &str) -> Result<Vec<InstancePolicy>> {
-        let conn = self.conn()?;
-        let mut stmt = conn
-            .prepare(
-                "SELECT doc FROM instance_policies WHERE instance_id = ?1 ORDER BY policy_type",
-            )
-            .map_err(db_err)?;
-        let rows = stmt
-            .query_map([instance_id], |r| r.get::<_, String>(0))
-            .map_err(db_err)?;
-        let mut out = Vec::new();
-        for row in rows {
-            out.push(from_json(&row.map_err(db_err)?)?);
-        }
-        Ok(out)
+        docs(
+            &*self.conn()?,
+            "SELECT doc FROM instance_policies WHERE instance_id = ?1 ORDER BY policy_type",
+            [instance_id],
+        )
     }
 
     fn put_import_token(&self, token: &ImportToken) -> Result<()> {
@@ -706,16 +702,11 @@ impl Store for SqliteStore {
     }
 
     fn get_import_token(&self, instance_id: &str) -> Result<Option<ImportToken>> {
-        let doc: Option<String> = self
-            .conn()?
-            .query_row(
-                "SELECT doc FROM import_tokens WHERE instance_id = ?1",
-                [instance_id],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(db_err)?;
-        doc.map(|d| from_json(&d)).transpose()
+        doc(
+            &*self.conn()?,
+            "SELECT doc FROM import_tokens WHERE instance_id = ?1",
+            [instance_id],
+        )
     }
 
     fn retrieve_import_token(&self, instance_id: &str) -> Result<Option<(ImportToken, bool)>> {

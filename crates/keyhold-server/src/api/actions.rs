@@ -2,15 +2,15 @@
 //! older `POST /keys/{id}?action={action}` (keyprotect-api.md §5.1).
 
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use keyhold_core::{Error, Reason, Result};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::body::{self, base64_field, encode};
-use super::ctx::{Ctx, RawBody};
+use super::body::{self, base64_field, encode, MaterialIn};
+use super::ctx::{Ctx, PathArgs, RawBody};
 use super::error::{ApiError, OpContext};
 use super::keys::{import_material, key_envelope, query_pairs, restore_inner};
 use super::{blocking, no_content, reply, run, wants_representation, AppState, Body};
@@ -20,14 +20,6 @@ struct CryptoIn {
     plaintext: Option<String>,
     ciphertext: Option<String>,
     aad: Option<Vec<String>>,
-}
-
-#[derive(Deserialize, Default)]
-struct RotateIn {
-    payload: Option<String>,
-    encryptednonce: Option<String>,
-    iv: Option<String>,
-    encryptionalgorithm: Option<String>,
 }
 
 fn crypto_body(bytes: &Bytes, required: bool) -> Result<CryptoIn> {
@@ -110,8 +102,8 @@ async fn dispatch(
         }
         "rotate" => {
             run("Key could not be rotated", async move {
-                let r: RotateIn = match body::parse(&bytes)? {
-                    None => RotateIn::default(),
+                let r: MaterialIn = match body::parse(&bytes)? {
+                    None => MaterialIn::default(),
                     Some(v) => body::typed(v)?,
                 };
                 let material = import_material(r.payload, r.encryptednonce, r.iv, r.encryptionalgorithm)?;
@@ -164,7 +156,7 @@ pub async fn path_action(
     State(st): State<AppState>,
     ctx: Ctx,
     headers: HeaderMap,
-    Path((id, action)): Path<(String, String)>,
+    PathArgs((id, action)): PathArgs<(String, String)>,
     RawBody(bytes): RawBody,
 ) -> Response {
     if action == "restore" {
@@ -181,7 +173,7 @@ pub async fn query_action(
     State(st): State<AppState>,
     ctx: Ctx,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    PathArgs(id): PathArgs<String>,
     RawQuery(q): RawQuery,
     RawBody(bytes): RawBody,
 ) -> Response {

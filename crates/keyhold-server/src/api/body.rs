@@ -25,6 +25,28 @@ fn lowercase_keys(v: Value) -> Value {
     }
 }
 
+/// A rotation policy as keys and key policies carry it.
+#[derive(serde::Deserialize)]
+pub struct RotationIn {
+    pub enabled: Option<bool>,
+    pub interval_month: Option<i64>,
+}
+
+/// A dual-authorization-delete policy as keys and key policies carry it.
+#[derive(serde::Deserialize)]
+pub struct DualAuthIn {
+    pub enabled: Option<bool>,
+}
+
+/// Key material sent with rotate (and, by legacy clients, restore).
+#[derive(serde::Deserialize, Default)]
+pub struct MaterialIn {
+    pub payload: Option<String>,
+    pub encryptednonce: Option<String>,
+    pub iv: Option<String>,
+    pub encryptionalgorithm: Option<String>,
+}
+
 /// `None` for an empty or `null` body.
 pub fn parse(bytes: &Bytes) -> Result<Option<Value>> {
     let text = bytes.as_ref();

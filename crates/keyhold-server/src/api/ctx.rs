@@ -118,3 +118,25 @@ impl FromRequest<AppState> for RawBody {
         }
     }
 }
+
+/// Path parameters, refused in the Key Protect error shape when they are not
+/// valid (percent-decoded) UTF-8.
+pub struct PathArgs<T>(pub T);
+
+impl<T> FromRequestParts<AppState> for PathArgs<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, st).await {
+            Ok(axum::extract::Path(v)) => Ok(PathArgs(v)),
+            Err(_) => Err(Error::new(
+                Reason::InvalidField,
+                "The request path holds an identifier that is not valid UTF-8",
+            )
+            .into()),
+        }
+    }
+}

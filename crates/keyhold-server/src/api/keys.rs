@@ -1,7 +1,7 @@
 //! Key resource routes: create, list, count, get, metadata, patch, delete,
 //! restore, purge, versions.
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use keyhold_core::list::{self, ListKeys};
@@ -11,7 +11,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::body::{self, base64_field};
-use super::ctx::{Ctx, RawBody};
+use super::body::{DualAuthIn, RotationIn};
+use super::ctx::{Ctx, PathArgs, RawBody};
 use super::error::OpContext;
 use super::render::{self, KEY_TYPE};
 use super::{blocking, no_content, reply, run, wants_representation, AppState, Body};
@@ -45,17 +46,6 @@ pub(crate) fn key_ring_header(headers: &HeaderMap) -> Option<String> {
         .map(str::trim)
         .filter(|v| !v.is_empty())
         .map(str::to_string)
-}
-
-#[derive(Deserialize)]
-struct RotationIn {
-    enabled: Option<bool>,
-    interval_month: Option<i64>,
-}
-
-#[derive(Deserialize)]
-struct DualAuthIn {
-    enabled: Option<bool>,
 }
 
 /// One key resource of a create body; names are lower-cased by [`body::parse`].
@@ -273,11 +263,15 @@ async fn get_inner(st: AppState, ctx: Ctx, id: String, with_payload: bool) -> su
     Ok(reply(&st, StatusCode::OK, Body::Json, &body))
 }
 
-pub async fn get(State(st): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> Response {
+pub async fn get(State(st): State<AppState>, ctx: Ctx, PathArgs(id): PathArgs<String>) -> Response {
     run("Key could not be retrieved", get_inner(st, ctx, id, true)).await
 }
 
-pub async fn metadata(State(st): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> Response {
+pub async fn metadata(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    PathArgs(id): PathArgs<String>,
+) -> Response {
     run(
         "Key metadata could not be retrieved",
         get_inner(st, ctx, id, false),
@@ -289,7 +283,7 @@ pub async fn patch(
     State(st): State<AppState>,
     ctx: Ctx,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    PathArgs(id): PathArgs<String>,
     RawBody(bytes): RawBody,
 ) -> Response {
     run("Key could not be updated", async move {
@@ -328,7 +322,7 @@ pub async fn delete(
     State(st): State<AppState>,
     ctx: Ctx,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    PathArgs(id): PathArgs<String>,
     RawQuery(q): RawQuery,
 ) -> Response {
     run("Key could not be deleted", async move {
@@ -370,17 +364,26 @@ pub(crate) async fn restore_inner(st: AppState, ctx: Ctx, id: String) -> super::
 pub async fn restore(
     State(st): State<AppState>,
     ctx: Ctx,
-    Path(id): Path<String>,
-    RawBody(_bytes): RawBody,
+    PathArgs(id): PathArgs<String>,
+    RawBody(bytes): RawBody,
 ) -> Response {
-    run("Key could not be restored", restore_inner(st, ctx, id)).await
+    run("Key could not be restored", async move {
+        // Legacy clients may send the imported material again; it is not needed,
+        // but whatever is sent must be JSON.
+        if let Some(v) = body::parse(&bytes)? {
+            let m: body::MaterialIn = body::typed(v)?;
+            import_material(m.payload, m.encryptednonce, m.iv, m.encryptionalgorithm)?;
+        }
+        restore_inner(st, ctx, id).await
+    })
+    .await
 }
 
 pub async fn purge(
     State(st): State<AppState>,
     ctx: Ctx,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    PathArgs(id): PathArgs<String>,
 ) -> Response {
     run("Key could not be purged", async move {
         let instance_id = ctx.instance.id.clone();
@@ -402,7 +405,7 @@ pub async fn purge(
 pub async fn versions(
     State(st): State<AppState>,
     ctx: Ctx,
-    Path(id): Path<String>,
+    PathArgs(id): PathArgs<String>,
     RawQuery(q): RawQuery,
 ) -> Response {
     run("Key versions could not be retrieved", async move {

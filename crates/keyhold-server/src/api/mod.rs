@@ -220,6 +220,12 @@ async fn envelope(State(st): State<AppState>, req: Request, next: Next) -> Respo
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let method = req.method().clone();
+    let has_body = req.headers().contains_key("transfer-encoding")
+        || req
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0");
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -247,6 +253,12 @@ async fn envelope(State(st): State<AppState>, req: Request, next: Next) -> Respo
             op: "The request could not be routed",
         }
         .into_response();
+    }
+    if has_body && (resp.status().is_client_error() || resp.status().is_server_error()) {
+        // The body may be unread (refused before parsing): say so rather than
+        // leave the client to find a dropped keep-alive connection.
+        resp.headers_mut()
+            .insert("connection", HeaderValue::from_static("close"));
     }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("correlation-id", v.clone());

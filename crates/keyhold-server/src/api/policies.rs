@@ -1,6 +1,6 @@
 //! Key policies and instance policies.
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use keyhold_core::model::{InstancePolicyData, InstancePolicyType, KeyCreateImportAccess};
@@ -8,8 +8,8 @@ use keyhold_core::{Error, Reason, Result};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::body;
-use super::ctx::{Ctx, RawBody};
+use super::body::{self, DualAuthIn, RotationIn};
+use super::ctx::{Ctx, PathArgs, RawBody};
 use super::keys::query_pairs;
 use super::render::{self, POLICY_TYPE};
 use super::{blocking, no_content, reply, run, AppState, Body};
@@ -30,17 +30,6 @@ fn policy_param(q: &Option<String>, allowed: &[&'static str]) -> Result<Option<&
             .map(Some)
             .ok_or_else(|| Error::invalid_query("policy", &allowed.join(", "))),
     }
-}
-
-#[derive(Deserialize)]
-struct RotationIn {
-    enabled: Option<bool>,
-    interval_month: Option<i64>,
-}
-
-#[derive(Deserialize)]
-struct DualAuthIn {
-    enabled: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -93,7 +82,7 @@ fn parse_key_policies(resources: Vec<Value>, only: Option<&str>) -> Result<Vec<K
 pub async fn put_key_policies(
     State(st): State<AppState>,
     ctx: Ctx,
-    Path(id): Path<String>,
+    PathArgs(id): PathArgs<String>,
     RawQuery(q): RawQuery,
     RawBody(bytes): RawBody,
 ) -> Response {
@@ -119,7 +108,7 @@ pub async fn put_key_policies(
 pub async fn get_key_policies(
     State(st): State<AppState>,
     ctx: Ctx,
-    Path(id): Path<String>,
+    PathArgs(id): PathArgs<String>,
     RawQuery(q): RawQuery,
 ) -> Response {
     run("Key policies could not be retrieved", async move {

@@ -1,6 +1,6 @@
 //! Registrations, aliases, key rings and import tokens.
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use keyhold_core::list;
@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::body;
-use super::ctx::{Ctx, RawBody};
+use super::ctx::{Ctx, PathArgs, RawBody};
 use super::keys::{query_flag, query_pairs};
 use super::render;
 use super::{blocking, no_content, reply, run, AppState, Body};
@@ -102,7 +102,7 @@ async fn list_registrations(
 pub async fn list_key_registrations(
     State(st): State<AppState>,
     ctx: Ctx,
-    Path(id): Path<String>,
+    PathArgs(id): PathArgs<String>,
     RawQuery(q): RawQuery,
 ) -> Response {
     run(
@@ -231,7 +231,7 @@ async fn write_registration(
 pub async fn create_registration(
     State(st): State<AppState>,
     ctx: Ctx,
-    Path((id, crn)): Path<(String, String)>,
+    PathArgs((id, crn)): PathArgs<(String, String)>,
     RawBody(bytes): RawBody,
 ) -> Response {
     run(
@@ -244,7 +244,7 @@ pub async fn create_registration(
 pub async fn update_registration(
     State(st): State<AppState>,
     ctx: Ctx,
-    Path((id, crn)): Path<(String, String)>,
+    PathArgs((id, crn)): PathArgs<(String, String)>,
     RawBody(bytes): RawBody,
 ) -> Response {
     run(
@@ -257,7 +257,7 @@ pub async fn update_registration(
 pub async fn replace_registration(
     State(st): State<AppState>,
     ctx: Ctx,
-    Path((id, crn)): Path<(String, String)>,
+    PathArgs((id, crn)): PathArgs<(String, String)>,
     RawBody(bytes): RawBody,
 ) -> Response {
     run(
@@ -270,7 +270,7 @@ pub async fn replace_registration(
 pub async fn delete_registration(
     State(st): State<AppState>,
     ctx: Ctx,
-    Path((id, crn)): Path<(String, String)>,
+    PathArgs((id, crn)): PathArgs<(String, String)>,
 ) -> Response {
     run("Registration could not be deleted", async move {
         st.0.authz.authorize(
@@ -292,7 +292,7 @@ pub async fn delete_registration(
 pub async fn registration_action(
     State(st): State<AppState>,
     ctx: Ctx,
-    Path(id): Path<String>,
+    PathArgs(id): PathArgs<String>,
     RawQuery(q): RawQuery,
     RawBody(bytes): RawBody,
 ) -> Response {
@@ -337,13 +337,12 @@ pub async fn registration_action(
 pub async fn create_alias(
     State(st): State<AppState>,
     ctx: Ctx,
-    Path((id, alias)): Path<(String, String)>,
+    PathArgs((id, alias)): PathArgs<(String, String)>,
 ) -> Response {
     run("Key alias could not be created", async move {
         let instance_id = ctx.instance.id.clone();
-        let principal = ctx.principal.clone();
         let alias_name = alias.clone();
-        let key = blocking(&st, move |svc| svc.add_alias(&instance_id, &id, &alias_name, &principal)).await?;
+        let key = blocking(&st, move |svc| svc.add_alias(&instance_id, &id, &alias_name)).await?;
         let body = render::collection(
             "application/vnd.ibm.kms.alias+json",
             vec![json!({"keyId": key.id, "alias": alias, "createdBy": ctx.principal.id, "creationDate": timefmt::format(key.updated_at)})],
@@ -357,7 +356,7 @@ pub async fn create_alias(
 pub async fn delete_alias(
     State(st): State<AppState>,
     ctx: Ctx,
-    Path((id, alias)): Path<(String, String)>,
+    PathArgs((id, alias)): PathArgs<(String, String)>,
 ) -> Response {
     run("Key alias could not be deleted", async move {
         let instance_id = ctx.instance.id.clone();
@@ -370,7 +369,7 @@ pub async fn delete_alias(
 pub async fn create_ring(
     State(st): State<AppState>,
     ctx: Ctx,
-    Path(ring): Path<String>,
+    PathArgs(ring): PathArgs<String>,
     RawBody(_bytes): RawBody,
 ) -> Response {
     run("Key ring could not be created", async move {
@@ -416,7 +415,7 @@ pub async fn list_rings(State(st): State<AppState>, ctx: Ctx, RawQuery(q): RawQu
 pub async fn delete_ring(
     State(st): State<AppState>,
     ctx: Ctx,
-    Path(ring): Path<String>,
+    PathArgs(ring): PathArgs<String>,
     RawQuery(q): RawQuery,
 ) -> Response {
     run("Key ring could not be deleted", async move {

@@ -16,7 +16,7 @@ mod tests;
 
 use std::sync::Arc;
 
-use keyhold_core::model::{Instance, KeyRecord};
+use keyhold_core::model::{Instance, KeyRecord, KeyVersion};
 use keyhold_core::rules::TimingRules;
 use keyhold_core::timefmt::{self, Timestamp};
 use keyhold_core::validate::is_uuid;
@@ -30,6 +30,18 @@ pub use policies::{cidr_contains, parse_cidr, InstancePolicyInput, KeyPolicyInpu
 pub use resources::RegistrationInput;
 
 use cache::KeyCache;
+
+/// What a key change writes besides bumping the record.
+pub(crate) enum KeyWrite {
+    /// The change turned out to be a no-op: write nothing.
+    Nothing,
+    Record,
+    Version(KeyVersion),
+    Alias {
+        alias: String,
+        add: bool,
+    },
+}
 
 /// How many times a compare-and-swap write is retried under contention.
 const CAS_ATTEMPTS: usize = 8;
@@ -153,18 +165,48 @@ impl Service {
         id_or_alias: &str,
         mut change: impl FnMut(&mut KeyRecord, Timestamp) -> Result<()>,
     ) -> Result<KeyRecord> {
+        self.modify_key_with(instance_id, id_or_alias, |key, now| {
+            change(key, now).map(|_| KeyWrite::Record)
+        })
+    }
+
+    /// [`Service::modify_key`] for changes that write more than the record: a new
+    /// version or an alias row, in the same transaction.
+    pub(crate) fn modify_key_with(
+        &self,
+        instance_id: &str,
+        id_or_alias: &str,
+        mut change: impl FnMut(&mut KeyRecord, Timestamp) -> Result<KeyWrite>,
+    ) -> Result<KeyRecord> {
         for _ in 0..CAS_ATTEMPTS {
             let mut key = self.resolve_key(instance_id, id_or_alias)?;
             let now = self.now();
-            change(&mut key, now)?;
+            let write = change(&mut key, now)?;
+            if matches!(write, KeyWrite::Nothing) {
+                return Ok(key);
+            }
             key.revision += 1;
             key.updated_at = now;
-            match self.store.update_key(&key, None) {
+            let written = match &write {
+                KeyWrite::Nothing | KeyWrite::Record => self.store.update_key(&key, None),
+                KeyWrite::Version(v) => self.store.update_key(&key, Some(v)),
+                KeyWrite::Alias { alias, add } => self.store.update_key_alias(&key, alias, *add),
+            };
+            match written {
                 Ok(()) => {
+                    if let KeyWrite::Alias { alias, add: false } = &write {
+                        self.cache.drop_alias(instance_id, alias);
+                    }
                     self.cache.invalidate(instance_id, &key.id);
                     return Ok(key);
                 }
                 Err(StoreError::Conflict) => continue,
+                Err(StoreError::Duplicate) => {
+                    return Err(Error::new(
+                        Reason::DuplicateResource,
+                        "The alias is already in use in this instance",
+                    ))
+                }
                 Err(e) => return Err(store_err(e)),
             }
         }

@@ -6,7 +6,7 @@ use keyhold_core::validate::{self, MAX_ALIASES_PER_KEY};
 use keyhold_core::{Error, Reason, Result};
 use keyhold_store::{RegistrationQuery, StoreError};
 
-use super::{store_err, Service, CAS_ATTEMPTS};
+use super::{store_err, KeyWrite, Service};
 use crate::auth::Principal;
 
 /// Fields of a registration write; `None` leaves a field as it is (PATCH).
@@ -86,21 +86,12 @@ impl Service {
         self.cache.clear();
     }
 
-    pub fn add_alias(
-        &self,
-        instance_id: &str,
-        id: &str,
-        alias: &str,
-        by: &Principal,
-    ) -> Result<KeyRecord> {
+    pub fn add_alias(&self, instance_id: &str, id: &str, alias: &str) -> Result<KeyRecord> {
         validate::alias(alias)?;
-        let _ = by;
-        for _ in 0..CAS_ATTEMPTS {
-            let mut key = self.resolve_key(instance_id, id)?;
-            let now = self.now();
-            rules::check_state(&key, KeyAction::Alias, now)?;
+        self.modify_key_with(instance_id, id, |key, now| {
+            rules::check_state(key, KeyAction::Alias, now)?;
             if key.aliases.iter().any(|a| a == alias) {
-                return Ok(key);
+                return Ok(KeyWrite::Nothing);
             }
             if key.aliases.len() >= MAX_ALIASES_PER_KEY {
                 return Err(Error::new(
@@ -109,29 +100,15 @@ impl Service {
                 ));
             }
             key.aliases.push(alias.to_string());
-            key.revision += 1;
-            key.updated_at = now;
-            match self.store.update_key_alias(&key, alias, true) {
-                Ok(()) => {
-                    self.cache.invalidate(instance_id, &key.id);
-                    return Ok(key);
-                }
-                Err(StoreError::Conflict) => continue,
-                Err(StoreError::Duplicate) => {
-                    return Err(Error::new(
-                        Reason::DuplicateResource,
-                        format!("The alias '{alias}' is already in use in this instance"),
-                    ))
-                }
-                Err(e) => return Err(store_err(e)),
-            }
-        }
-        Err(store_err(StoreError::Conflict))
+            Ok(KeyWrite::Alias {
+                alias: alias.to_string(),
+                add: true,
+            })
+        })
     }
 
     pub fn remove_alias(&self, instance_id: &str, id: &str, alias: &str) -> Result<()> {
-        for _ in 0..CAS_ATTEMPTS {
-            let mut key = self.resolve_key(instance_id, id)?;
+        self.modify_key_with(instance_id, id, |key, _| {
             if !key.aliases.iter().any(|a| a == alias) {
                 return Err(Error::new(
                     Reason::AliasNotFound,
@@ -139,19 +116,12 @@ impl Service {
                 ));
             }
             key.aliases.retain(|a| a != alias);
-            key.revision += 1;
-            key.updated_at = self.now();
-            match self.store.update_key_alias(&key, alias, false) {
-                Ok(()) => {
-                    self.cache.drop_alias(instance_id, alias);
-                    self.cache.invalidate(instance_id, &key.id);
-                    return Ok(());
-                }
-                Err(StoreError::Conflict) => continue,
-                Err(e) => return Err(store_err(e)),
-            }
-        }
-        Err(store_err(StoreError::Conflict))
+            Ok(KeyWrite::Alias {
+                alias: alias.to_string(),
+                add: false,
+            })
+        })
+        .map(|_| ())
     }
 
     pub fn list_registrations(
