@@ -140,7 +140,7 @@ async fn dispatch(
             })
             .await
         }
-        "restore" => run("Key could not be restored", restore_inner(st, ctx, id)).await,
+        "restore" => run("Key could not be restored", restore_inner(st, ctx, id, bytes)).await,
         other => {
             let err = Error::invalid_query(
                 "action",

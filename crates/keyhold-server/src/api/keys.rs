@@ -348,7 +348,18 @@ pub async fn delete(
     .await
 }
 
-pub(crate) async fn restore_inner(st: AppState, ctx: Ctx, id: String) -> super::ApiResult {
+/// Restores a deleted key. Legacy clients may send the imported material again;
+/// it is not needed, but whatever is sent must be well-formed.
+pub(crate) async fn restore_inner(
+    st: AppState,
+    ctx: Ctx,
+    id: String,
+    bytes: axum::body::Bytes,
+) -> super::ApiResult {
+    if let Some(v) = body::parse(&bytes)? {
+        let m: body::MaterialIn = body::typed(v)?;
+        import_material(m.payload, m.encryptednonce, m.iv, m.encryptionalgorithm)?;
+    }
     let instance_id = ctx.instance.id.clone();
     let key = blocking(&st, move |svc| svc.restore_key(&instance_id, &id))
         .await
@@ -367,15 +378,10 @@ pub async fn restore(
     PathArgs(id): PathArgs<String>,
     RawBody(bytes): RawBody,
 ) -> Response {
-    run("Key could not be restored", async move {
-        // Legacy clients may send the imported material again; it is not needed,
-        // but whatever is sent must be JSON.
-        if let Some(v) = body::parse(&bytes)? {
-            let m: body::MaterialIn = body::typed(v)?;
-            import_material(m.payload, m.encryptednonce, m.iv, m.encryptionalgorithm)?;
-        }
-        restore_inner(st, ctx, id).await
-    })
+    run(
+        "Key could not be restored",
+        restore_inner(st, ctx, id, bytes),
+    )
     .await
 }
 
