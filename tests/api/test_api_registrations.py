@@ -252,3 +252,48 @@ def test_prevent_key_deletion(kp, svc, acct):
                    "resources": [{"preventKeyDeletion": False}]})
     check_status(r, 200, 204)
     kp.delete_key(k["id"], force=True)
+
+
+def test_service_id_has_reader_access_only(kp, svc):
+    """A storage service's service-to-service authorization to Key Protect grants Reader (IBM Cloud
+    s2s authorizations; DESIGN §1: principals are checked against roles). Appendix B: Reader may
+    list/read metadata, wrap/unwrap/rewrap and list registrations; everything else needs
+    ReaderPlus/Writer/Manager/KeyPurge. KP answers a missing permission with 401 UNAUTHORIZED_ERR
+    (§2.1) — 403 is accepted too."""
+    root, std = kp.root_key(), kp.standard_key()
+    w = kp.wrap(root["id"], b"x")
+    # allowed for Reader
+    for r in (svc.get("/api/v2/keys"), svc.head("/api/v2/keys"), svc.get(f"/api/v2/keys/{root['id']}/metadata"),
+              svc.get(f"/api/v2/keys/{root['id']}/versions"), svc.get("/api/v2/key_rings"),
+              svc.action(root["id"], "wrap", {}), svc.action(root["id"], "unwrap", {"ciphertext": w["ciphertext"]}),
+              svc.action(root["id"], "rewrap", {"ciphertext": w["ciphertext"]}),
+              svc.get(f"/api/v2/keys/{root['id']}/registrations"), svc.get("/api/v2/keys/registrations")):
+        check_status(r, 200)
+    # not allowed for Reader
+    denied = [
+        ("create key (W)", svc.create_key_resp()),
+        ("standard key payload (R+)", svc.get(f"/api/v2/keys/{std['id']}")),
+        ("rotate (W)", svc.action(root["id"], "rotate")),
+        ("disable (M)", svc.action(root["id"], "disable")),
+        ("set key policy (M)", svc.put(f"/api/v2/keys/{root['id']}/policies",
+                                       {"metadata": {"collectionType": "application/vnd.ibm.kms.policy+json",
+                                                     "collectionTotal": 1},
+                                        "resources": [{"type": "application/vnd.ibm.kms.policy+json",
+                                                       "rotation": {"enabled": True, "interval_month": 3}}]})),
+        ("instance policies (M)", svc.get("/api/v2/instance/policies")),
+        ("import token (W)", svc.post("/api/v2/import_token", {"expiration": 600})),
+        ("create ring (W)", svc.post(f"/api/v2/key_rings/{uniq('svcring')}")),
+        ("create alias (W)", svc.post(f"/api/v2/keys/{root['id']}/aliases/{uniq('svcal')}")),
+        ("patch key (M)", svc.patch(f"/api/v2/keys/{root['id']}", {"keyRingID": "default"})),
+        ("delete key (M)", svc.delete(f"/api/v2/keys/{root['id']}")),
+    ]
+    wrong = []
+    for what, r in denied:
+        if r.status_code not in (401, 403):
+            wrong.append(f"{what}: {r.status_code}{describe(r, 200)}")
+        else:
+            assert_kp_error(r, (401, 403), ("UNAUTHORIZED_ERR", "FORBIDDEN_ERR", "RESOURCE_OWNER_ERR"),
+                            reasons_optional=True)
+    assert not wrong, "service ID exceeded Reader:\n" + "\n".join(wrong)
+    md = kp.metadata(root["id"])
+    assert md["state"] == 1 and md["keyVersion"]["id"] == root["keyVersion"]["id"]
