@@ -263,7 +263,7 @@ class Server:
 
 
 def start_server(data_dir: Path | None = None, fast=True, extra=(), listen="127.0.0.1:0",
-                 wait=True, base_tmp: Path | None = None) -> Server:
+                 wait=True, base_tmp: Path | None = None, env: dict | None = None) -> Server:
     if data_dir is None:
         data_dir = Path(tempfile.mkdtemp(prefix="keyhold-api-", dir=base_tmp))
     binary = keyhold_bin()
@@ -273,9 +273,10 @@ def start_server(data_dir: Path | None = None, fast=True, extra=(), listen="127.
     if fast:
         args += FAST_RULES
     args += list(extra)
-    env = dict(os.environ)
-    env.setdefault("RUST_BACKTRACE", "1")
-    srv = Server(data_dir, args, env=env)
+    full_env = dict(os.environ)
+    full_env.setdefault("RUST_BACKTRACE", "1")
+    full_env.update(env or {})
+    srv = Server(data_dir, args, env=full_env)
     if wait:
         srv.wait_ready()
     return srv

@@ -27,10 +27,10 @@ def _servers():
 
 @pytest.fixture(scope="session")
 def server_factory(_servers, tmp_path_factory):
-    def make(fast=True, extra=(), data_dir=None, listen="127.0.0.1:0", wait=True) -> Server:
+    def make(fast=True, extra=(), data_dir=None, listen="127.0.0.1:0", wait=True, env=None) -> Server:
         if data_dir is None:
             data_dir = tmp_path_factory.mktemp("keyhold-data")
-        srv = start_server(Path(data_dir), fast=fast, extra=extra, listen=listen, wait=wait)
+        srv = start_server(Path(data_dir), fast=fast, extra=extra, listen=listen, wait=wait, env=env)
         _servers.append(srv)
         return srv
     return make
