@@ -218,3 +218,29 @@ def test_401_on_every_kind_of_endpoint(server):
         assert r.status_code == 401, f"{method} {path}{describe(r)}"
         if method != "HEAD":
             assert_kp_error(r, 401, "UNAUTHORIZED_ERR", reasons_optional=True)
+
+
+def test_refresh_token_is_not_a_bearer_token(server):
+    body = _token_resp(server, "/oidc/token", {"grant_type": APIKEY_GRANT, "apikey": server.apikey}).json()
+    r = _kms(server, {"Bluemix-Instance": server.instance_id, "Authorization": "Bearer " + body["refresh_token"]})
+    assert_kp_error(r, 401, "UNAUTHORIZED_ERR", reasons_optional=True)
+
+
+def test_access_token_is_not_a_refresh_token(server):
+    body = _token_resp(server, "/oidc/token", {"grant_type": APIKEY_GRANT, "apikey": server.apikey}).json()
+    _assert_iam_error(_token_resp(server, "/oidc/token", {"grant_type": "refresh_token",
+                                                          "refresh_token": body["access_token"]}))
+
+
+@pytest.mark.parametrize("path", ["/identity/token", "/oidc/token"])
+def test_token_endpoint_odd_requests(server, path):
+    url = server.iam_url + path
+    r = requests.post(url, json={"grant_type": APIKEY_GRANT, "apikey": server.apikey}, timeout=30)
+    assert 400 <= r.status_code < 500 or r.status_code == 200, describe(r)
+    r = requests.post(url, data=b"grant_type=" + b"%" * 10, timeout=30,
+                      headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert 400 <= r.status_code < 500, describe(r)
+    r = requests.get(url, timeout=30)
+    assert r.status_code in (400, 404, 405), describe(r)
+    for key in (" " + server.apikey, server.apikey + "\n", server.apikey.upper(), server.apikey[:-1]):
+        _assert_iam_error(_token_resp(server, path, {"grant_type": APIKEY_GRANT, "apikey": key}))
