@@ -364,6 +364,30 @@ def test_list_filter(kp, listing):
     assert len(kp.list_keys({"filter": "expirationDate=none"}, ring=ring)) == 5
 
 
+def test_list_filter_go_client_forms(kp, listing):
+    """keyprotect-go-client FilterQueryBuilder output: leading space, `state=a,b` comma lists,
+    RFC3339Nano dates in double quotes, `prop="date"` for equality (listkeys.go)."""
+    ring, keys = listing
+    assert ids(kp.list_keys({"filter": " state=1,2"}, ring=ring)) == {
+        keys[n]["id"] for n in ("alpha1", "alpha2", "beta", "std1", "std2")}
+    assert ids(kp.list_keys({"filter": " state=2,5 extractable=false"}, ring=ring)) == {
+        keys["beta"]["id"], keys["gone"]["id"]}
+    assert len(kp.list_keys({"filter": ' creationDate=gte:"2000-01-01T00:00:00.123456789Z"'}, ring=ring)) == 5
+    assert kp.list_keys({"filter": ' creationDate=lt:"2000-01-01T00:00:00.5Z"'}, ring=ring) == []
+    created = keys["beta"]["creationDate"]
+    eq = kp.list_keys({"filter": f' creationDate="{created}"', "state": "0,1,2,3,5"}, ring=ring)
+    assert keys["beta"]["id"] in ids(eq) and all(k["creationDate"] == created for k in eq)
+
+
+def test_list_search_go_client_trailing_comma(kp, listing):
+    """keyprotect-go-client ListKeys sends search as fmt.Sprint(search, ",") — i.e. with a trailing
+    comma (listkeys.go); the service must treat "alpha," like "alpha"."""
+    ring, keys = listing
+    a = {keys["alpha1"]["id"], keys["alpha2"]["id"]}
+    assert ids(kp.list_keys({"search": "alpha,"}, ring=ring)) == a
+    assert ids(kp.list_keys({"search": "exact:" + keys["beta"]["name"] + ","}, ring=ring)) == {keys["beta"]["id"]}
+
+
 @pytest.mark.parametrize("params", [{"filter": "garbage"}, {"filter": "nosuchprop=1"},
                                     {"filter": "state=abc"}, {"filter": 'creationDate=gt:"yesterday"'},
                                     {"filter": "state=1", "state": "1"},
