@@ -245,3 +245,25 @@ def test_plain_json_flag(server_factory):
     c.delete_key(kid)
     r = check_status(c.post(f"/api/v2/keys/{kid}/restore"), 201)
     assert JSON_CT.match(r.headers["content-type"]), describe(r)
+
+
+@pytest.mark.parametrize("sent", ["2099-01-01T00:00:00.123456789Z", "2099-01-01T02:00:00+02:00",
+                                  "2098-12-31T19:00:00-05:00", "2099-01-01T00:00:00.5+00:00"])
+def test_expiration_date_go_time_formats(kp, sent):
+    """Go marshals time.Time as RFC3339Nano with the value's zone offset (keys.go `Expiration
+    *time.Time json:"expirationDate"`): accept fractions and offsets; answer in UTC `...Z`."""
+    r = kp.create_key_resp(expirationDate=sent)
+    check_status(r, 201)
+    got = r.json()["resources"][0]["expirationDate"]
+    assert got in ("2099-01-01T00:00:00Z",), got
+
+
+def test_go_client_create_body(kp):
+    """The exact body keyprotect-go-client CreateKeyWithAliases marshals (keys.go Key struct)."""
+    body = {"metadata": {"collectionType": "application/vnd.ibm.kms.key+json", "collectionTotal": 1},
+            "resources": [{"name": uniq("go"), "type": "application/vnd.ibm.kms.key+json", "Tags": ["a"],
+                           "aliases": [uniq("goal")], "extractable": False, "description": "from go"}]}
+    r = kp.post("/api/v2/keys", raw=json.dumps(body, separators=(",", ":")).encode(), headers={"Content-Type": None})
+    check_status(r, 201)
+    k = r.json()["resources"][0]
+    assert k["tags"] == ["a"] and k["aliases"] == body["resources"][0]["aliases"]
