@@ -297,3 +297,20 @@ def test_service_id_has_reader_access_only(kp, svc):
     assert not wrong, "service ID exceeded Reader:\n" + "\n".join(wrong)
     md = kp.metadata(root["id"])
     assert md["state"] == 1 and md["keyVersion"]["id"] == root["keyVersion"]["id"]
+
+
+def test_crn_query_pre_url_encoded(kp, svc, acct):
+    """`urlEncodedResourceCRNQuery` is documented as a URL-encoded CRN (KPDOCS CRN query examples
+    show the encoded form) and the SDKs' own samples pass the already-encoded value, which the SDK
+    encodes again (Node unit test: 'crn%3Av1%3Abluemix%3A...%3A*%3A*'). The service must accept
+    both the plain and the pre-encoded form."""
+    from urllib.parse import quote
+    k = kp.root_key()
+    a = crn(acct, "inst1", "enc-a")
+    register(svc, k["id"], a)
+    plain = crn(acct, "inst1", "*")
+    encoded = quote(plain, safe="*")
+    for form in (plain, encoded):
+        for path in (None, k["id"]):
+            got = regs(kp, path, {"urlEncodedResourceCRNQuery": form})["resources"]
+            assert [r["resourceCrn"] for r in got] == [a], (form, path)
