@@ -119,6 +119,8 @@ def test_put_both_policies_in_one_request(kp):
     (None, _NO, ("NO_BODY_ERR", "BAD_BODY_ERR")),
     ("dualAuthDelete", policy_envelope({"type": POLICY_TYPE, "dualAuthDelete": {"enabled": "yes"}}), None),
     ("dualAuthDelete", policy_envelope({"type": POLICY_TYPE, "dualAuthDelete": {}}), None),
+    # Go omits interval_month when 0 (omitempty): "interval_month is missing"
+    ("rotation", policy_envelope({"type": POLICY_TYPE, "rotation": {}}), ("INVALID_FIELD_ERR", "BAD_BODY_ERR")),
 ])
 def test_key_policy_put_errors(kp, policy, body, code):
     k = kp.root_key()
@@ -371,3 +373,14 @@ def test_allowed_ip_blocks_other_addresses(server_factory):
     else:
         # refusing a policy that would lock out the caller is acceptable too
         assert_kp_error(r, (400, 403, 409))
+
+
+def test_put_policy_prefer_minimal_still_has_body(kp):
+    """keyprotect-go-client SetPolicy sends `Prefer: return=minimal` (or representation) and reads
+    resources[0] of the answer (policy.go) — a 200 must carry the policy either way (§4.2)."""
+    k = kp.root_key()
+    for prefer in ("return=minimal", "return=representation"):
+        r = kp.put(f"/api/v2/keys/{k['id']}/policies", policy_envelope(rotation_res(4, enabled=None)),
+                   headers={"Prefer": prefer})
+        check_status(r, 200)
+        assert r.json()["resources"][0]["rotation"]["interval_month"] == 4, describe(r)

@@ -267,3 +267,14 @@ def test_go_client_create_body(kp):
     check_status(r, 201)
     k = r.json()["resources"][0]
     assert k["tags"] == ["a"] and k["aliases"] == body["resources"][0]["aliases"]
+
+
+def test_delete_with_json_body_tolerated(kp):
+    """Some keyprotect-go-client versions send DELETE /key_rings/{id} with a JSON body
+    `{"Force":false}` (key_rings.go@123cd0c); a body on DELETE must not break the call."""
+    ring = kp.create_ring()
+    r = kp.delete(f"/api/v2/key_rings/{ring}", raw=b'{"Force":false}', headers={"Content-Type": "application/json"})
+    check_status(r, 204)
+    k = kp.root_key()
+    r = kp.delete(f"/api/v2/keys/{k['id']}", raw=b"null")
+    check_status(r, 200, 204)
