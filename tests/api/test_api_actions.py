@@ -419,7 +419,7 @@ def expired_keys(kp):
     """Several keys that expire ~3 s from now, each with a ciphertext made before expiry."""
     exp = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=3)
     keys = []
-    for _ in range(len(ACTIONS) + 4):
+    for _ in range(len(ACTIONS) + 5):
         k = kp.root_key(expirationDate=_rfc3339(exp))
         assert k["expirationDate"] == _rfc3339(exp)
         assert k["state"] == 1
@@ -450,6 +450,16 @@ def test_expired_key_unwrap_and_rewrap_values(kp, expired_keys):
     check_status(kp.action(k["id"], "rewrap", {"ciphertext": ct}), 200)
     assert_kp_error(kp.action(k["id"], "enable"), 409, "KEY_ACTION_INVALID_STATE_ERR")
     assert_kp_error(kp.action(k["id"], "wrap", {}, form="query"), 409, "KEY_ACTION_INVALID_STATE_ERR")
+
+
+def test_expired_key_rotation_keeps_it_deactivated(kp, expired_keys):
+    k, ct = expired_keys[-4]
+    check_status(kp.action(k["id"], "rotate"), 204)
+    md = kp.metadata(k["id"])
+    assert md["state"] == 3 and md["keyVersion"]["id"] != k["keyVersion"]["id"]
+    assert_kp_error(kp.wrap_resp(k["id"], b"x"), 409, "KEY_ACTION_INVALID_STATE_ERR")
+    u = kp.unwrap(k["id"], ct)
+    assert unb64(u["plaintext"]) == b"pre-expiry" and u["rewrappedKeyVersion"]["id"] == md["keyVersion"]["id"]
 
 
 def test_expired_deleted_key_cannot_be_restored(kp, expired_keys):
