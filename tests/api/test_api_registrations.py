@@ -314,3 +314,30 @@ def test_crn_query_pre_url_encoded(kp, svc, acct):
         for path in (None, k["id"]):
             got = regs(kp, path, {"urlEncodedResourceCRNQuery": form})["resources"]
             assert [r["resourceCrn"] for r in got] == [a], (form, path)
+
+
+def test_register_twice_no_duplicates(kp, svc, acct):
+    k = kp.root_key()
+    c = crn(acct, "i", "twice")
+    register(svc, k["id"], c)
+    r = svc.post(f"/api/v2/keys/{k['id']}/registrations/{crn_path(c)}", reg_body(desc="again"))
+    assert r.status_code in (200, 201, 204, 409), describe(r)
+    if r.status_code == 409:
+        assert_kp_error(r, 409)
+    assert [x["resourceCrn"] for x in regs(kp, k["id"])["resources"]] == [c]
+
+
+def test_register_on_deleted_key(kp, svc, acct):
+    k = kp.root_key()
+    kp.delete_key(k["id"])
+    r = svc.post(f"/api/v2/keys/{k['id']}/registrations/{crn_path(crn(acct, 'i', 'late'))}", reg_body())
+    assert_kp_error(r, (410, 422), ("KEY_DELETED_ERR", "KEY_INVALID_STATE_ERR"))
+
+
+def test_registration_ops_on_unknown_registration(kp, svc, acct):
+    k = kp.root_key()
+    c = crn_path(crn(acct, "i", "never"))
+    # (PUT "replace" may legitimately create, so it is not checked here)
+    for method, body in (("PATCH", reg_body()), ("DELETE", _NO)):
+        r = svc.req(method, f"/api/v2/keys/{k['id']}/registrations/{c}", body)
+        assert_kp_error(r, 404)
