@@ -664,3 +664,16 @@ def test_list_default_limit_200(server_factory):
     assert len(c.list_keys({"limit": "5000"})) == 205
     assert len(c.list_keys({"limit": "10", "offset": "200"})) == 5
     assert c.head("/api/v2/keys").headers["Key-Total"] == "205"
+
+
+def test_dates_move_with_changes(kp):
+    import time as _t
+    k = kp.root_key()
+    assert "lastRotateDate" not in k or k["lastRotateDate"] is None
+    _t.sleep(1.1)
+    kp.rotate(k["id"])
+    md = kp.metadata(k["id"])
+    assert md["lastRotateDate"] > k["creationDate"]
+    assert md["lastUpdateDate"] > k["lastUpdateDate"]
+    assert md["keyVersion"]["creationDate"] > k["keyVersion"]["creationDate"]
+    assert md["creationDate"] == k["creationDate"]

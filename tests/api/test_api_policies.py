@@ -331,6 +331,26 @@ def test_instance_dual_auth_applies_to_new_keys(server_factory):
     assert c.metadata(old["id"])["dualAuthDelete"]["enabled"] is False
     assert_kp_error(c.delete(f"/api/v2/keys/{new['id']}"), 409, "AUTHORIZATIONS_NOT_MET")
     c.delete_key(old["id"])
+    # keys_with_policy_overrides exists to override the instance policy for one key
+    r = c.create_key_resp(path="/api/v2/keys_with_policy_overrides", dualAuthDelete={"enabled": False})
+    o = check_status(r, 201).json()["resources"][0]
+    assert o["dualAuthDelete"]["enabled"] is False, describe(r)
+    c.delete_key(o["id"])
+
+
+def test_instance_rotation_policy_applies_to_new_root_keys(server_factory):
+    c = server_factory().client()
+    check_status(put_ipol(c, "rotation", {"enabled": True, "attributes": {"interval_month": 5}}), 204)
+    k = c.root_key()
+    md = c.metadata(k["id"])
+    assert md.get("rotation", {}).get("interval_month") == 5, md
+    # a per-key override wins
+    r = c.create_key_resp(path="/api/v2/keys_with_policy_overrides", rotation={"enabled": True, "interval_month": 2})
+    o = check_status(r, 201).json()["resources"][0]
+    assert c.metadata(o["id"])["rotation"]["interval_month"] == 2
+    # standard keys never get a rotation policy
+    s = c.standard_key()
+    assert c.metadata(s["id"]).get("rotation", {}).get("enabled", False) is False
 
 
 def test_key_create_import_access(server_factory):
