@@ -38,6 +38,7 @@ def test_create_list_delete_ring(rkp):
     ring = uniq("ring")
     r = rkp.post(f"/api/v2/key_rings/{ring}")
     check_status(r, 201)
+    assert r.content == b"", "§6.12: 201, no body"
     body = list_rings(rkp, {"totalCount": "true"})
     assert body["metadata"]["totalCount"] >= 2
     mine = [x for x in body["resources"] if x["id"] == ring]

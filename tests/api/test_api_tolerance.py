@@ -278,3 +278,21 @@ def test_delete_with_json_body_tolerated(kp):
     k = kp.root_key()
     r = kp.delete(f"/api/v2/keys/{k['id']}", raw=b"null")
     check_status(r, 200, 204)
+
+
+def test_204_answers_have_no_body(kp, kp2):
+    k = kp.root_key()
+    rs = [kp.action(k["id"], "rotate"), kp.action(k["id"], "disable"), kp.action(k["id"], "enable"),
+          kp.action(k["id"], "sync"), kp.delete(f"/api/v2/key_rings/{kp.create_ring()}"),
+          kp.put("/api/v2/instance/policies",
+                 {"metadata": {"collectionType": POLICY_TYPE, "collectionTotal": 1},
+                  "resources": [{"policy_type": "metrics", "policy_data": {"enabled": False}}]},
+                 params={"policy": "metrics"})]
+    al = uniq("nb")
+    check_status(kp.post(f"/api/v2/keys/{k['id']}/aliases/{al}"), 200, 201)
+    rs.append(kp.delete(f"/api/v2/keys/{k['id']}/aliases/{al}"))
+    rs.append(kp.delete(f"/api/v2/keys/{k['id']}", headers={"Prefer": "return=minimal"}))
+    for r in rs:
+        check_status(r, 204)
+        assert r.content == b"", describe(r)
+        assert "content-type" not in {h.lower() for h in r.headers} or r.headers.get("content-length") == "0", describe(r)
