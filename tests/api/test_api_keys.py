@@ -677,3 +677,18 @@ def test_dates_move_with_changes(kp):
     assert md["lastUpdateDate"] > k["lastUpdateDate"]
     assert md["keyVersion"]["creationDate"] > k["keyVersion"]["creationDate"]
     assert md["creationDate"] == k["creationDate"]
+
+
+def test_create_field_limits_inclusive(kp):
+    """The documented limits are inclusive: name 2 and 90 chars, description 240, 30 tags of 30 chars."""
+    for name in ("ab", "n" * 90):
+        check_status(kp.create_key_resp(name=name), 201)
+    k = check_status(kp.create_key_resp(description="d" * 240, tags=[f"{i:02d}" + "t" * 28 for i in range(30)]), 201)
+    res = k.json()["resources"][0]
+    assert len(res["description"]) == 240 and len(res["tags"]) == 30
+
+
+def test_rotate_imported_requires_payload_query_form(kp):
+    k = check_status(kp.create_key_resp(payload=b64(os.urandom(16))), 201).json()["resources"][0]
+    assert_kp_error(kp.action(k["id"], "rotate", form="query"), 400, "KEY_PAYLOAD_REQ_ERR")
+    check_status(kp.action(k["id"], "rotate", {"payload": b64(os.urandom(16))}, form="query"), 204)
