@@ -26,6 +26,9 @@ struct Cli {
 enum Command {
     /// Run the Key Protect v2 API server.
     Serve(ServeArgs),
+    /// Load-test a Keyhold server, OpenBao's transit engine or a baseline endpoint
+    /// (throughput, latency percentiles, error counts).
+    Bench(keyhold_bench::BenchArgs),
 }
 
 #[derive(Args)]
@@ -119,6 +122,7 @@ fn main() -> ExitCode {
         )
         .init();
     match cli.command {
+        Command::Bench(args) => keyhold_bench::main(args),
         Command::Serve(args) => {
             if !args.dev {
                 eprintln!("keyhold: only --dev deployments exist so far (the key ceremony and IAM will add production mode); run `keyhold serve --dev`");
