@@ -5,7 +5,7 @@ use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use keyhold_core::model::{KeyRecord, KeyVersion};
+use keyhold_core::model::{InstancePolicy, KeyRecord, KeyVersion};
 use lru::LruCache;
 
 /// A key as the crypto path needs it: metadata plus every version's blob.
@@ -88,6 +88,45 @@ impl KeyCache {
     pub fn drop_alias(&self, instance_id: &str, alias: &str) {
         if let Ok(mut aliases) = self.aliases.lock() {
             aliases.pop(&(instance_id.to_string(), alias.to_string()));
+        }
+    }
+}
+
+/// Per-node cache of each instance's policies (consulted by every key creation).
+pub(crate) struct PolicyCache {
+    entries: Mutex<std::collections::HashMap<String, Arc<Vec<InstancePolicy>>>>,
+    generation: AtomicU64,
+}
+
+impl PolicyCache {
+    pub fn new() -> Self {
+        PolicyCache {
+            entries: Mutex::new(std::collections::HashMap::new()),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    pub fn get(&self, instance_id: &str) -> Option<Arc<Vec<InstancePolicy>>> {
+        self.entries.lock().ok()?.get(instance_id).cloned()
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Caches policies read at `loaded_at`, unless they changed since.
+    pub fn put(&self, instance_id: &str, policies: Arc<Vec<InstancePolicy>>, loaded_at: u64) {
+        if let Ok(mut entries) = self.entries.lock() {
+            if self.generation.load(Ordering::SeqCst) == loaded_at {
+                entries.insert(instance_id.to_string(), policies);
+            }
+        }
+    }
+
+    pub fn forget(&self, instance_id: &str) {
+        if let Ok(mut entries) = self.entries.lock() {
+            self.generation.fetch_add(1, Ordering::SeqCst);
+            entries.remove(instance_id);
         }
     }
 }

@@ -84,10 +84,7 @@ pub(crate) fn check_interval(interval: Option<i64>) -> Result<u8> {
 
 impl Service {
     fn check_create_access(&self, instance_id: &str, c: &CreateKey) -> Result<()> {
-        let policies = self
-            .store
-            .instance_policies(instance_id)
-            .map_err(store_err)?;
+        let policies = self.instance_policies(instance_id)?;
         let Some(access) = policies
             .iter()
             .find(|p| p.policy_type == InstancePolicyType::KeyCreateImportAccess && p.enabled)
@@ -126,10 +123,7 @@ impl Service {
         by: &Principal,
         now: Timestamp,
     ) -> Result<(Option<RotationPolicy>, Option<DualAuthPolicy>)> {
-        let policies = self
-            .store
-            .instance_policies(instance_id)
-            .map_err(store_err)?;
+        let policies = self.instance_policies(instance_id)?;
         let mut rotation = None;
         let mut dual = None;
         for p in policies.iter().filter(|p| p.enabled) {

@@ -29,7 +29,7 @@ pub use keys::{CreateKey, ImportMaterial, PolicyOverrides};
 pub use policies::{cidr_contains, parse_cidr, InstancePolicyInput, KeyPolicyInput};
 pub use resources::RegistrationInput;
 
-use cache::KeyCache;
+use cache::{KeyCache, PolicyCache};
 
 /// What a key change writes besides bumping the record.
 pub(crate) enum KeyWrite {
@@ -51,6 +51,7 @@ pub struct Service {
     pub(crate) unit: Arc<dyn CryptoUnit>,
     pub(crate) rules: TimingRules,
     cache: KeyCache,
+    policy_cache: PolicyCache,
 }
 
 pub(crate) fn store_err(e: StoreError) -> Error {
@@ -109,6 +110,7 @@ impl Service {
             unit,
             rules,
             cache: KeyCache::new(100_000),
+            policy_cache: PolicyCache::new(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! Key policies (rotation, dualAuthDelete) and the six instance policies.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use keyhold_core::model::{
     DualAuthPolicy, InstancePolicy, InstancePolicyData, InstancePolicyType, KeyRecord, PolicyMeta,
@@ -196,26 +197,39 @@ impl Service {
                 }
             })
             .collect();
-        self.store
+        let written = self
+            .store
             .put_instance_policies(instance_id, &policies)
-            .map_err(store_err)
+            .map_err(store_err);
+        self.policy_cache.forget(instance_id);
+        written
     }
 
     /// The networks an enabled allowedIP policy admits; `None` when requests are not restricted.
     pub fn allowed_networks(&self, instance_id: &str) -> Result<Option<Vec<(IpAddr, u8)>>> {
         let policies = self.instance_policies(instance_id)?;
-        Ok(policies
-            .into_iter()
-            .find_map(|p| match (p.enabled, p.data) {
-                (true, InstancePolicyData::AllowedIp { allowed_ip }) => {
-                    Some(allowed_ip.iter().filter_map(|c| parse_cidr(c)).collect())
-                }
-                _ => None,
-            }))
+        Ok(policies.iter().find_map(|p| match (p.enabled, &p.data) {
+            (true, InstancePolicyData::AllowedIp { allowed_ip }) => {
+                Some(allowed_ip.iter().filter_map(|c| parse_cidr(c)).collect())
+            }
+            _ => None,
+        }))
     }
 
-    pub fn instance_policies(&self, instance_id: &str) -> Result<Vec<InstancePolicy>> {
-        self.store.instance_policies(instance_id).map_err(store_err)
+    /// The instance's policies; cached, since every key creation consults them.
+    pub fn instance_policies(&self, instance_id: &str) -> Result<Arc<Vec<InstancePolicy>>> {
+        if let Some(p) = self.policy_cache.get(instance_id) {
+            return Ok(p);
+        }
+        let generation = self.policy_cache.generation();
+        let policies = Arc::new(
+            self.store
+                .instance_policies(instance_id)
+                .map_err(store_err)?,
+        );
+        self.policy_cache
+            .put(instance_id, policies.clone(), generation);
+        Ok(policies)
     }
 }
 
