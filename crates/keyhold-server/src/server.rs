@@ -5,7 +5,10 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum_server::tls_rustls::RustlsConfig;
+// Responses go out as header and body writes; without TCP_NODELAY, Nagle's
+// algorithm and delayed ACKs would stall keep-alive clients for ~40 ms.
+use axum_server::accept::NoDelayAcceptor;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use axum_server::Handle;
 
 use crate::api::{router, AppState};
@@ -99,7 +102,10 @@ pub async fn serve_dev(cfg: ServerConfig) -> Result<(), String> {
     let header_timeout = cfg.request_timeout;
     match tls {
         Some(tls) => {
-            let mut server = axum_server::from_tcp_rustls(listener, tls).handle(handle);
+            let acceptor = RustlsAcceptor::new(tls)
+                .handshake_timeout(header_timeout)
+                .acceptor(NoDelayAcceptor::new());
+            let mut server = axum_server::from_tcp(listener).acceptor(acceptor).handle(handle);
             server
                 .http_builder()
                 .http1()
@@ -108,7 +114,9 @@ pub async fn serve_dev(cfg: ServerConfig) -> Result<(), String> {
             server.serve(make).await
         }
         None => {
-            let mut server = axum_server::from_tcp(listener).handle(handle);
+            let mut server = axum_server::from_tcp(listener)
+                .acceptor(NoDelayAcceptor::new())
+                .handle(handle);
             server
                 .http_builder()
                 .http1()
