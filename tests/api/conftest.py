@@ -62,4 +62,8 @@ def _server_still_alive(request):
     yield
     if "server" in request.fixturenames:
         srv = request.getfixturevalue("server")
-        assert srv.alive(), f"keyhold server died; stderr tail:\n{srv.stderr_tail()}"
+        if not srv.alive():
+            rc = srv.proc.returncode
+            how = {-9: "killed by SIGKILL (from outside the suite?)", -15: "killed by SIGTERM (from outside the suite?)",
+                   -6: "aborted (SIGABRT)", 101: "panicked (exit 101)"}.get(rc, f"exit status {rc}")
+            raise AssertionError(f"keyhold server died: {how}; stderr tail:\n{srv.stderr_tail()}")
