@@ -294,3 +294,16 @@ def test_alias_on_deleted_key(kp):
     kp.delete_key(k["id"])
     r = kp.post(f"/api/v2/keys/{k['id']}/aliases/{uniq('late')}")
     assert_kp_error(r, (409, 410))
+
+
+def test_purge_frees_alias_and_ring(kp):
+    ring = kp.create_ring()
+    al = uniq("purged")
+    k = kp.root_key(ring=ring, aliases=[al])
+    kp.delete_key(k["id"])
+    assert kp.get_key(al)["state"] == 5, "a deleted key is still reachable by its alias"
+    check_status(kp.delete(f"/api/v2/keys/{k['id']}/purge"), 200, 204)
+    assert_kp_error(kp.get(f"/api/v2/keys/{al}"), 404, "KEY_NOT_FOUND_ERR")
+    other = kp.root_key()
+    check_status(kp.post(f"/api/v2/keys/{other['id']}/aliases/{al}"), 200, 201)
+    check_status(kp.delete(f"/api/v2/key_rings/{ring}"), 204)
