@@ -145,8 +145,15 @@ def test_token_endpoint_large_body(server):
     assert r.status_code in (400, 413), describe(r)
 
 
-def test_non_loopback_without_tls_refused(tmp_path):
-    srv = start_server(tmp_path / "d", listen="0.0.0.0:0", wait=False)
+def test_ipv6_loopback_plain_http_allowed(server_factory):
+    srv = server_factory(listen="[::1]:0")
+    assert srv.info["url"].startswith("http://[::1]:"), srv.info
+    check_status(srv.client().get("/api/v2/keys"), 200)
+
+
+@pytest.mark.parametrize("listen", ["0.0.0.0:0", "[::]:0"])
+def test_non_loopback_without_tls_refused(tmp_path, listen):
+    srv = start_server(tmp_path / "d", listen=listen, wait=False)
     try:
         rc = srv.proc.wait(timeout=30)
     except Exception:
