@@ -438,11 +438,19 @@ async fn setup(plan: &Plan) -> Result<Workload, String> {
     }
     // One probe of the measured request, so that a wrong set-up fails loudly here rather
     // than as a run full of errors.
-    let (method, path, body) = wl.request(0, 0);
-    must(&mut conn, "probe request", method, &path, &wl.headers, body).await?;
-    if wl.mix == Mix::WrapUnwrap {
-        let (method, path, body) = wl.request(0, 1);
-        must(&mut conn, "probe request", method, &path, &wl.headers, body).await?;
+    let probes = if wl.mix == Mix::WrapUnwrap { 2 } else { 1 };
+    for i in 0..probes {
+        let (method, path, body) = wl.request(0, i);
+        let (status, answer) = conn
+            .send(method, &path, &wl.headers, body)
+            .await
+            .map_err(|e| format!("set-up, probe request: {e}"))?;
+        if !(200..300).contains(&status) {
+            return Err(format!(
+                "set-up, probe request {path}: HTTP {status}: {}",
+                String::from_utf8_lossy(&answer)
+            ));
+        }
     }
     Ok(wl)
 }
@@ -674,5 +682,139 @@ mod tests {
         assert_eq!(v["metadata"]["collectionTotal"], 1);
         assert_eq!(v["resources"][0]["name"], "k1");
         assert_eq!(v["resources"][0]["extractable"], false);
+    }
+}
+
+/// Runs against a minimal hand-written HTTP/1.1 server on loopback.
+#[cfg(test)]
+mod loopback_tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    struct Server {
+        url: String,
+        requests: Arc<AtomicUsize>,
+        connections: Arc<AtomicUsize>,
+    }
+
+    /// Answers every request with 200, except every `fail_every`-th (counting from 1)
+    /// with 500. Keeps connections alive.
+    async fn server(fail_every: usize) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let requests = Arc::new(AtomicUsize::new(0));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (req, conns) = (requests.clone(), connections.clone());
+        tokio::spawn(async move {
+            loop {
+                let (mut sock, _) = listener.accept().await.unwrap();
+                conns.fetch_add(1, Ordering::SeqCst);
+                let req = req.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        let n = match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        buf.extend_from_slice(&chunk[..n]);
+                        // GET requests only: no body to skip.
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            buf.drain(..end + 4);
+                            let k = req.fetch_add(1, Ordering::SeqCst) + 1;
+                            let status = if k % fail_every == 0 {
+                                "500 Internal Server Error"
+                            } else {
+                                "200 OK"
+                            };
+                            let answer =
+                                format!("HTTP/1.1 {status}\r\ncontent-length: 2\r\n\r\nok");
+                            if sock.write_all(answer.as_bytes()).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        Server {
+            url,
+            requests,
+            connections,
+        }
+    }
+
+    fn baseline_plan(url: &str, extra: &[&str]) -> Plan {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: BenchArgs,
+        }
+        let mut argv = vec!["bench", "--target", "baseline", "--url", url, "--quiet"];
+        argv.extend_from_slice(extra);
+        Cli::try_parse_from(argv).unwrap().args.plan().unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn counts_every_answer_and_keeps_connections_alive() {
+        let s = server(5).await;
+        let plan = baseline_plan(
+            &s.url,
+            &["--requests", "50", "--warmup", "0s", "--connections", "2"],
+        );
+        let report = run(plan).await.unwrap();
+        let sum = &report.summary;
+        // The set-up probe was request 1; the measured ones are 2..=51, of which
+        // 5, 10, .., 50 failed.
+        assert_eq!(s.requests.load(Ordering::SeqCst), 51);
+        assert_eq!(sum.requests, 50);
+        assert_eq!(sum.ok, 40);
+        assert_eq!(sum.errors, 10);
+        assert_eq!(sum.status.get("500"), Some(&10));
+        assert_eq!(sum.status.get("200"), Some(&40));
+        assert!(sum.latency_ms.is_some());
+        // One connection for set-up, one per task: all kept alive.
+        assert_eq!(s.connections.load(Ordering::SeqCst), 3);
+        let json = report.to_json();
+        assert_eq!(json["errors"], 10);
+        assert_eq!(json["mix"], "health");
+        assert!(report.to_table().contains("500: 10"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn open_loop_sends_the_asked_rate() {
+        let s = server(usize::MAX).await;
+        let plan = baseline_plan(
+            &s.url,
+            &[
+                "--rate",
+                "200",
+                "--duration",
+                "500ms",
+                "--warmup",
+                "0s",
+                "-c",
+                "4",
+            ],
+        );
+        let report = run(plan).await.unwrap();
+        // 200/s for 0.5 s: 100 due slots, each sent even if late.
+        let n = report.summary.requests;
+        assert!((99..=101).contains(&n), "{n} requests");
+        assert_eq!(report.summary.errors, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dead_server_is_a_set_up_error() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        drop(listener);
+        let plan = baseline_plan(&url, &["--requests", "5"]);
+        let err = run(plan).await.unwrap_err();
+        assert!(err.contains("connect"), "{err}");
     }
 }
