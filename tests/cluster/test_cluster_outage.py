@@ -1,0 +1,205 @@
+"""MUST SHOW (3) of issue #5: PostgreSQL stopped mid-run.
+
+While clients keep writing through both nodes, PostgreSQL is stopped (fast shutdown, and
+in a second run an immediate one, like a crash). Then:
+- every request to either node answers 503 with reason SERVICE_UNAVAILABLE_ERR in the Key
+  Protect error envelope, and every call returns in < 5 s (no hang);
+- when PostgreSQL is started again, both nodes serve again within 10 s, without restart;
+- no acknowledged write is lost: every key whose create was answered 201 exists on both
+  nodes, every acknowledged rotation is a version, every acknowledged wrap unwraps.
+"""
+import os
+import threading
+import time
+from collections import Counter
+
+import pytest
+import requests
+
+from cluster_helpers import CROSS_NODE_BOUND, assert_kp_error, check_status, describe, reason_code, unb64
+
+FAIL_FAST = 5.0      # every call answers within this during the outage
+RECOVERY = 10.0      # both nodes serve again within this after PostgreSQL is back
+OUTAGE_SECS = 4.0
+
+
+class Writer(threading.Thread):
+    """Creates keys, rotates its own key and wraps through one node until stopped."""
+
+    def __init__(self, node, base_key):
+        super().__init__(daemon=True)
+        self.node = node
+        self.client = node.client()
+        self.client.timeout = 15  # longer than FAIL_FAST: a hang shows as a slow answer, not an exception
+        self.base = base_key
+        self.stop_ev = threading.Event()
+        self.created: list[str] = []        # 201-acknowledged key ids
+        self.rotations_acked = 0
+        self.rotations_unsure = 0           # answered 503 or failed: may or may not have happened
+        self.wraps: list[tuple] = []        # (ciphertext, plaintext) acknowledged
+        self.answers: list[tuple] = []      # (op, status, reason, seconds)
+        self.bad: list[str] = []
+
+    def _call(self, op, fn, ok):
+        t0 = time.monotonic()
+        try:
+            r = fn()
+        except Exception as e:  # noqa: BLE001
+            self.bad.append(f"{self.node.name} {op}: exception after {time.monotonic() - t0:.1f} s: {e!r}")
+            return None
+        dt = time.monotonic() - t0
+        self.answers.append((op, r.status_code, reason_code(r), dt))
+        if dt >= FAIL_FAST:
+            self.bad.append(f"{self.node.name} {op}: answered after {dt:.1f} s (>= {FAIL_FAST} s){describe(r)}")
+        if r.status_code == 503:
+            if reason_code(r) != "SERVICE_UNAVAILABLE_ERR":
+                self.bad.append(f"{self.node.name} {op}: 503 without SERVICE_UNAVAILABLE_ERR{describe(r)}")
+            return r
+        if r.status_code not in ok:
+            self.bad.append(f"{self.node.name} {op}: unexpected {r.status_code}{describe(r)}")
+        return r
+
+    def run(self):
+        i = 0
+        while not self.stop_ev.is_set():
+            i += 1
+            r = self._call("create", lambda: self.client.create_key_resp(), (201,))
+            if r is not None and r.status_code == 201:
+                self.created.append(r.json()["resources"][0]["id"])
+            pt = os.urandom(32)
+            r = self._call("wrap", lambda: self.client.wrap_resp(self.base, pt), (200,))
+            if r is not None and r.status_code == 200:
+                self.wraps.append((r.json()["ciphertext"], pt))
+            if i % 3 == 0:
+                r = self._call("rotate", lambda: self.client.action(self.base, "rotate"), (204,))
+                if r is not None and r.status_code == 204:
+                    self.rotations_acked += 1
+                else:
+                    self.rotations_unsure += 1
+            time.sleep(0.02)
+
+
+def _probe(client, base, ct):
+    """Calls that all need the store; each returns (name, response or exception, seconds)."""
+    calls = [
+        ("create", lambda: client.create_key_resp()),
+        ("get", lambda: client.get_key_resp(base)),
+        ("list", lambda: client.get("/api/v2/keys")),
+        ("wrap", lambda: client.wrap_resp(base, os.urandom(32))),
+        ("unwrap", lambda: client.unwrap_resp(base, ct)),
+        ("rotate", lambda: client.action(base, "rotate")),
+        ("versions", lambda: client.get(f"/api/v2/keys/{base}/versions")),
+        ("instance policies", lambda: client.get("/api/v2/instance/policies")),
+    ]
+    out = []
+    for name, fn in calls:
+        t0 = time.monotonic()
+        try:
+            r = fn()
+        except Exception as e:  # noqa: BLE001
+            r = e
+        out.append((name, r, time.monotonic() - t0))
+    return out
+
+
+@pytest.mark.parametrize("how", ["stop", "crash"])
+def test_postgres_outage_fails_fast_and_recovers(start_cluster, pg_ctl, how):
+    cl = start_cluster()
+    n1, n2 = cl.nodes
+    c1, c2 = cl.clients()
+    for c in (c1, c2):
+        c.timeout = 15
+    probe_key = c1.root_key()
+    dek = os.urandom(32)
+    probe_ct = c2.wrap(probe_key["id"], dek)["ciphertext"]
+
+    writers = [Writer(n, c.root_key()["id"]) for n, c in ((n1, c1), (n2, c2))]
+    for w in writers:
+        w.start()
+    time.sleep(2.0)
+    assert all(w.created for w in writers), "writers made no progress before the outage: " + \
+        "; ".join(b for w in writers for b in w.bad[:3])
+
+    # --- PostgreSQL goes away -------------------------------------------------------------
+    pg_ctl(how)
+    try:
+        time.sleep(CROSS_NODE_BOUND + 0.2)  # cached state may serve for at most the bound
+        problems = []
+        for c in (c1, c2):
+            for name, r, dt in _probe(c, probe_key["id"], probe_ct):
+                if isinstance(r, Exception):
+                    problems.append(f"{c.name} {name}: exception after {dt:.1f} s: {r!r}")
+                    continue
+                if dt >= FAIL_FAST:
+                    problems.append(f"{c.name} {name}: took {dt:.1f} s (>= {FAIL_FAST} s){describe(r)}")
+                try:
+                    assert_kp_error(r, 503, "SERVICE_UNAVAILABLE_ERR")
+                except AssertionError as e:
+                    problems.append(f"{c.name} {name} during the outage: {e}")
+        time.sleep(max(0.0, OUTAGE_SECS - CROSS_NODE_BOUND - 0.2))
+    finally:
+        pg_ctl("start")
+    t_back = time.monotonic()
+
+    # --- PostgreSQL is back: both nodes serve again by themselves --------------------------------
+    recovered = {}
+    last = {}
+    while len(recovered) < 2 and time.monotonic() - t_back < RECOVERY + 5:
+        for c in (c1, c2):
+            if c.name in recovered:
+                continue
+            try:
+                r = c.create_key_resp()
+                last[c.name] = r
+                if r.status_code == 201:
+                    recovered[c.name] = time.monotonic() - t_back
+            except Exception as e:  # noqa: BLE001
+                last[c.name] = e
+        time.sleep(0.1)
+    time.sleep(1.0)  # the writers see the recovery too
+    for w in writers:
+        w.stop_ev.set()
+    for w in writers:
+        w.join(60)
+        assert not w.is_alive(), f"writer on {w.node.name} hung"
+    assert n1.alive() and n2.alive(), "a node exited during the outage:\n" + n1.stderr_tail() + n2.stderr_tail()
+
+    summary = "; ".join(
+        f"{w.node.name}: {dict(Counter((op, st) for op, st, _, _ in w.answers))}, "
+        f"max {max((a[3] for a in w.answers), default=0):.2f} s" for w in writers)
+    print(f"\noutage ({how}): recovered after {recovered}; writers: {summary}")
+
+    assert not problems, f"during the outage ({how}):\n" + "\n".join(problems)
+    for c in (c1, c2):
+        assert c.name in recovered, (f"{c.name} did not serve again within {RECOVERY + 5:.0f} s after PostgreSQL "
+                                     f"came back; last answer: "
+                                     f"{describe(last[c.name]) if isinstance(last.get(c.name), requests.Response) else last.get(c.name)!r}")
+        assert recovered[c.name] <= RECOVERY, f"{c.name} took {recovered[c.name]:.1f} s to recover (> {RECOVERY} s)"
+    bad = [b for w in writers for b in w.bad]
+    assert not bad, f"{len(bad)} bad answers seen by the writers (first 5):\n" + "\n".join(bad[:5])
+    saw_503 = sum(1 for w in writers for a in w.answers if a[1] == 503)
+    assert saw_503 > 0, "the writers never saw a 503 although PostgreSQL was down for seconds"
+
+    # --- no acknowledged write was lost ---------------------------------------------------------
+    time.sleep(CROSS_NODE_BOUND)
+    acked = [k for w in writers for k in w.created]
+    for c in (c1, c2):
+        listed = c.list_key_ids()
+        missing = [k for k in acked if k not in listed]
+        assert not missing, f"{len(missing)} of {len(acked)} acknowledged keys missing on {c.name}: {missing[:5]}"
+        for kid in acked[:: max(1, len(acked) // 20)]:
+            r = check_status(c.get_key_resp(kid), 200)
+            assert r.json()["resources"][0]["state"] == 1, describe(r)
+    for w in writers:
+        for c in (c1, c2):
+            v = [x["id"] for x in c.versions(w.base)]
+            assert len(v) == len(set(v)), f"duplicate versions on {c.name}: {v}"
+            lo, hi = 1 + w.rotations_acked, 1 + w.rotations_acked + w.rotations_unsure
+            assert lo <= len(v) <= hi, (f"{w.base} on {c.name}: {len(v)} versions; acknowledged rotations say "
+                                        f"{lo}, at most {hi} with the unanswered ones")
+            for ct, pt in w.wraps[:: max(1, len(w.wraps) // 25)]:
+                assert unb64(c.unwrap(w.base, ct)["plaintext"]) == pt
+    for c in (c1, c2):
+        assert unb64(c.unwrap(probe_key["id"], probe_ct)["plaintext"]) == dek
+    for n in cl.nodes:
+        n.stop()
