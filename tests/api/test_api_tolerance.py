@@ -296,3 +296,22 @@ def test_204_answers_have_no_body(kp, kp2):
         check_status(r, 204)
         assert r.content == b"", describe(r)
         assert "content-type" not in {h.lower() for h in r.headers} or r.headers.get("content-length") == "0", describe(r)
+
+
+def test_node_and_py3_exact_no_body_headers(kp):
+    """Appendix A: NODE restore sends `Content-Type: …key_action_restore+json`, `Accept:
+    application/vnd.ibm.kms.key+json` and no body; NODE rotate `…key_action_rotate+json` + empty body;
+    PY3 rotate sends `Accept: */*`; PY3 `?action=disable` sends `…key_action+json` and `{}`."""
+    k = kp.root_key()
+    check_status(kp.post(f"/api/v2/keys/{k['id']}/actions/rotate", raw=b"",
+                         headers={"Content-Type": "application/vnd.ibm.kms.key_action_rotate+json", "Accept": "*/*"}), 204)
+    check_status(kp.post(f"/api/v2/keys/{k['id']}", raw=b"{}", params={"action": "disable"},
+                         headers={"Content-Type": "application/vnd.ibm.kms.key_action+json"}), 204)
+    check_status(kp.post(f"/api/v2/keys/{k['id']}/actions/enable", raw=b"",
+                         headers={"Content-Type": "application/json", "Accept": "application/json, text/plain, */*"}), 204)
+    kp.delete_key(k["id"])
+    r = kp.post(f"/api/v2/keys/{k['id']}/restore", raw=b"",
+                headers={"Content-Type": "application/vnd.ibm.kms.key_action_restore+json",
+                         "Accept": "application/vnd.ibm.kms.key+json"})
+    check_status(r, 201)
+    assert r.json()["resources"][0]["state"] == 1
