@@ -267,6 +267,39 @@ def test_simultaneous_rotations_one_wins(default_rules_cluster, per_node):
             assert_kp_error(n.client().action(k["id"], "rotate"), 409, "KEY_ROTATION_NOT_PERMITTED")
 
 
+def test_simultaneous_rotations_all_allowed_each_makes_one_version(cluster):
+    """With --rotate-min-interval 0 the rules allow every rotation: 4 simultaneous rotations
+    over both nodes all succeed and add exactly 4 distinct versions."""
+    for _ in range(5):
+        k = cluster.nodes[0].client().root_key()
+        clients = [n.client() for n in cluster.nodes for _ in range(2)]
+        for c in clients:
+            check_status(c.get_key_resp(k["id"]), 200)
+        res = _race([lambda c=c: c.action(k["id"], "rotate") for c in clients])
+        ctx = _show(res)
+        assert all(isinstance(r, requests.Response) and r.status_code == 204 for r in res), \
+            f"a rotation the rules allow was refused or failed{ctx}"
+        for n in cluster.nodes:
+            v = [x["id"] for x in n.client().versions(k["id"])]
+            assert len(v) == 5 and len(set(v)) == 5, f"{n.name}: 1 + 4 rotations gave versions {v}"
+
+
+def test_action_cooldown_holds_across_nodes(default_rules_cluster):
+    """Default 30 s cooldown: a disable on node 1 makes an immediate enable on node 2 (and
+    node 1) 409 REQ_TOO_EARLY_ERR; simultaneous enables on both nodes are all refused."""
+    n1, n2 = default_rules_cluster.nodes
+    k = n1.client().root_key()
+    check_status(n1.client().action(k["id"], "disable"), 204)
+    clients = [n.client() for n in (n1, n2) for _ in range(2)]
+    for c in clients:
+        check_status(c.get_key_resp(k["id"]), 200)
+    res = _race([lambda c=c: c.action(k["id"], "enable") for c in clients])
+    for r in res:
+        assert isinstance(r, requests.Response), _show(res)
+        assert_kp_error(r, 409, "REQ_TOO_EARLY_ERR")
+    assert n2.client().get_key_resp(k["id"]).json()["resources"][0]["state"] == 2
+
+
 # --- import-token retrievals -----------------------------------------------------------------
 
 def test_import_token_retrievals_race(cluster):
@@ -347,14 +380,17 @@ def test_dual_auth_unset_races_delete(cluster):
     a1 = cluster.nodes[0].client()
     b2 = cluster.nodes[1].client(cluster.info["second_apikey"])
     outcomes = Counter()
-    for _ in range(8):
+    for i in range(12):
         k = _dual_auth_key(cluster)
         check_status(a1.action(k["id"], "setKeyForDeletion"), 204)
         time.sleep(CROSS_NODE_BOUND)
         check_status(a1.get_key_resp(k["id"]), 200)
         check_status(b2.get_key_resp(k["id"]), 200)
-        unset, dele = _race([lambda: a1.action(k["id"], "unsetKeyForDeletion"),
-                             lambda: b2.delete_key_resp(k["id"])])
+        # vary which side starts first by a few milliseconds, so both orders occur
+        lag = (i % 4) * 0.004
+        d_unset, d_delete = (lag, 0.0) if i % 2 else (0.0, lag)
+        unset, dele = _race([lambda: (time.sleep(d_unset), a1.action(k["id"], "unsetKeyForDeletion"))[1],
+                             lambda: (time.sleep(d_delete), b2.delete_key_resp(k["id"]))[1]])
         ctx = _show([unset, dele])
         assert isinstance(unset, requests.Response) and isinstance(dele, requests.Response), ctx
         state = a1.get_key_resp(k["id"]).json()["resources"][0]["state"]

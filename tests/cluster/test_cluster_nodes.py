@@ -216,3 +216,83 @@ def test_key_dual_auth_policy_on_node1_enforced_on_node2_within_bound(cluster):
     elapsed, res, hist = poll_until(lambda: b2.delete_key_resp(k["id"]), ok, CROSS_NODE_BOUND)
     _assert_within_bound(elapsed, res, hist, "setKeyForDeletion on node 1 -> second admin deletes on node 2")
     assert_kp_error(c1.wrap_resp(k["id"], os.urandom(32)), 410, "KEY_DELETED_ERR")
+
+
+# --- start-up: migrations are safe when several nodes start at once ----------------------------
+
+def test_several_nodes_join_at_once(start_cluster, _all_nodes):
+    """Node 1 is up; nodes 2..5 start at the same moment on the same data dir and URL (each
+    runs the start-up migrations): all come up as the same deployment and serve."""
+    from cluster_helpers import start_node
+    c = start_cluster(n=1)
+    n1 = c[0]
+    joiners = [start_node(f"node{i}", n1.data_dir, n1.args[n1.args.index("--store") + 1], wait=False)
+               for i in range(2, 6)]
+    _all_nodes.extend(joiners)
+    for j in joiners:
+        j.wait_ready()
+        assert j.info["instance_id"] == n1.info["instance_id"] and j.info["apikey"] == n1.info["apikey"]
+    k = joiners[-1].client().root_key()
+    for nd in [n1] + joiners:
+        w = nd.client().wrap(k["id"], os.urandom(32))
+        assert w["keyVersion"]["id"]
+    for nd in [n1] + joiners:
+        nd.stop()
+
+
+def test_simultaneous_first_start_on_one_empty_schema(pg_url, keyhold_has_store, tmp_path_factory, psql,
+                                                      _all_nodes):
+    """Four nodes started at the same moment on one EMPTY schema (explicit ?schema=): the
+    concurrent start-up migrations must not break any of them -- all come up and serve.
+
+    One store needs one master key, so the four data dirs get a copy of the master key a
+    throwaway seed server generated (on another schema); nothing else is shared up front."""
+    import shutil
+    import uuid
+    from cluster_helpers import start_node
+    seed_dir = tmp_path_factory.mktemp("keyhold-seed")
+    seed = start_node("seed", seed_dir, pg_url)
+    _all_nodes.append(seed)
+    seed.stop()
+    assert (seed_dir / "master.key").exists(), f"no master.key in {seed_dir}: {list(seed_dir.iterdir())}"
+    schema = f"race_{uuid.uuid4().hex[:10]}"
+    sep = "&" if "?" in pg_url else "?"
+    url = f"{pg_url}{sep}schema={schema}"
+    dirs = []
+    for _ in range(4):
+        d = tmp_path_factory.mktemp("keyhold-race")
+        shutil.copy2(seed_dir / "master.key", d / "master.key")
+        dirs.append(d)
+    nodes = [start_node(f"racer{i}", d, url, wait=False) for i, d in enumerate(dirs)]
+    _all_nodes.extend(nodes)
+    for nd in nodes:
+        nd.wait_ready()
+    ids = set()
+    for nd in nodes:
+        k = nd.client().root_key()
+        ids.add(k["id"])
+        w = nd.client().wrap(k["id"], os.urandom(32))
+        assert w["keyVersion"]["id"]
+    assert len(ids) == 4
+    rows = psql(f"select count(*) from information_schema.tables where table_schema = '{schema}'")
+    assert rows and int(rows[0][0]) > 0, f"no tables in schema {schema}"
+    for nd in nodes:
+        nd.stop()
+
+
+def test_node_stops_cleanly_on_sigterm(start_cluster):
+    """A node of a cluster stopped with SIGTERM exits 0 without a panic, and the other node
+    keeps serving (nodes are stateless; stopping one is routine behind a load balancer)."""
+    import signal
+    c = start_cluster()
+    n1, n2 = c.nodes
+    k = n1.client().root_key()
+    n2.proc.send_signal(signal.SIGTERM)
+    rc = n2.proc.wait(15)
+    n2.stop()
+    tail = n2.stderr_tail(20000)
+    assert "panicked" not in tail, f"node2 panicked while stopping (exit {rc}):\n" + \
+        "\n".join(l for l in tail.splitlines() if "panicked" in l or "keyhold" in l)[:3000]
+    assert rc == 0, f"node2 exit status after SIGTERM: {rc}"
+    check_status(n1.client().wrap_resp(k["id"], os.urandom(32)), 200)
+    n1.stop()
