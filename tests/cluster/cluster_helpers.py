@@ -146,7 +146,7 @@ class Node:
         if not self._ready.wait(timeout) or self.first_line is None:
             self.stop(signal.SIGKILL)
             raise RuntimeError(f"{self.name}: keyhold did not print its ready line within {timeout}s; "
-                               f"args={self.args}\nexit={self.proc.poll()}\nstderr tail:\n{self.stderr_tail()}")
+                               f"args={self.args}\nexit={self.proc.poll()}\nstderr (without backtrace frames):\n{self.stderr_summary()}")
         try:
             self.info = json.loads(self.first_line)
         except ValueError:
@@ -160,6 +160,19 @@ class Node:
             return self.log_path.read_bytes()[-n:].decode("utf-8", "replace")
         except OSError:
             return ""
+
+    def stderr_summary(self, n=3000):
+        """The stderr without backtrace frames and per-request log lines: what went wrong."""
+        import re
+        try:
+            text = self.log_path.read_bytes().decode("utf-8", "replace")
+        except OSError:
+            return ""
+        frame = re.compile(r"^\s+(\d+: |at )")
+        keep = [line for line in text.splitlines()
+                if line.strip() and not frame.match(line) and '"message":"request"' not in line
+                and "already exists, skipping" not in line]
+        return "\n".join(keep)[-n:]
 
     @property
     def url(self):

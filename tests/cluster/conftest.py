@@ -121,5 +121,5 @@ def _postgres_running_and_nodes_alive(request, _all_nodes):
         how = {0: "exit 0 (graceful: a SIGTERM/SIGINT from outside the suite?)", -9: "SIGKILL from outside the suite",
                -6: "aborted (SIGABRT)", 101: "panicked (exit 101)"}
         msgs = [f"{n.name} ({n.data_dir}): {how.get(n.proc.returncode, f'exit {n.proc.returncode}')}; "
-                f"stderr tail:\n{n.stderr_tail(1500)}" for n in dead]
+                f"stderr (without backtrace frames):\n{n.stderr_summary(1500)}" for n in dead]
         raise AssertionError("keyhold node died during the test:\n" + "\n".join(msgs))
