@@ -79,6 +79,17 @@ def test_aad_is_length_prefixed(kp):
     assert_kp_error(kp.unwrap_resp(k["id"], w["ciphertext"], aad=["abc"]), (400, 422))
 
 
+def test_aad_with_control_characters(kp):
+    """AAD items are arbitrary JSON strings (§6.5); they are never stored, so NUL and other control
+    characters have no reason to be refused."""
+    k = kp.root_key()
+    for aad in (["a\x00b"], ["\x00"], ["tab\there", "new\nline", "\x7f\x01"]):
+        w = check_status(kp.wrap_resp(k["id"], b"x", aad=aad), 200).json()
+        assert unb64(kp.unwrap(k["id"], w["ciphertext"], aad=aad)["plaintext"]) == b"x"
+        assert_kp_error(kp.unwrap_resp(k["id"], w["ciphertext"], aad=[a.replace("\x00", "") for a in aad] + ["z"]),
+                        (400, 422))
+
+
 def test_wrap_aad_limits(kp):
     k = kp.root_key()
     w = kp.wrap(k["id"], b"x", aad=["a" * 255])

@@ -12,8 +12,9 @@ SETTINGS = settings(max_examples=40, deadline=None, derandomize=False,
 
 deks = st.binary(min_size=1, max_size=7500)
 # ≤ 255 characters; kept ≤ 255 UTF-8 bytes too, since the reference service (Go) counts bytes
-aad_item = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=0, max_size=255).map(
-    lambda s: s.encode()[:255].decode("utf-8", "ignore"))
+# (NUL is left out here; it has its own test in test_api_actions.py)
+aad_item = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+                   min_size=0, max_size=255).map(lambda s: s.encode()[:255].decode("utf-8", "ignore"))
 aads = st.one_of(st.none(), st.lists(aad_item, max_size=6))
 
 
