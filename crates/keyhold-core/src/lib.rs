@@ -3,6 +3,7 @@
 //! Everything here is deterministic given its inputs (time is passed in), so the
 //! rules of the key lifecycle can be unit-tested exhaustively.
 
+pub mod access;
 pub mod envelope;
 pub mod error;
 pub mod list;

@@ -63,6 +63,8 @@ pub enum FilterValue {
     Time(Timestamp),
     Bool(bool),
     State(KeyState),
+    /// `state=1,2`: any of these.
+    States(Vec<KeyState>),
     /// The keyword `none`: the property is unset.
     Absent,
 }
@@ -180,6 +182,8 @@ fn parse_search(raw: &str) -> Result<Search> {
             break;
         }
     }
+    // The Go client joins search terms with a trailing comma.
+    let rest = rest.trim_end_matches(',');
     if !s.in_alias && !s.in_name {
         s.in_alias = true;
         s.in_name = true;
@@ -262,12 +266,23 @@ fn parse_filter(raw: &str) -> Result<Vec<Filter>> {
             _ if value == "none" => FilterValue::Absent,
             FilterField::Extractable => FilterValue::Bool(parse_bool("filter", value)?),
             FilterField::State => {
-                let n: u8 = value
-                    .parse()
-                    .map_err(|_| bad("a state of 0, 1, 2, 3 or 5"))?;
-                FilterValue::State(
-                    KeyState::try_from(n).map_err(|_| bad("a state of 0, 1, 2, 3 or 5"))?,
-                )
+                let states: Vec<KeyState> = value
+                    .split(',')
+                    .map(|v| {
+                        v.trim()
+                            .parse::<u8>()
+                            .ok()
+                            .and_then(|n| KeyState::try_from(n).ok())
+                            .ok_or_else(|| {
+                                bad("states of 0, 1, 2, 3 or 5 (comma-separated with =)")
+                            })
+                    })
+                    .collect::<Result<_>>()?;
+                match states.as_slice() {
+                    [one] => FilterValue::State(*one),
+                    _ if op == Op::Eq => FilterValue::States(states),
+                    _ => return Err(bad("a single state with lt, lte, gt or gte")),
+                }
             }
             _ => FilterValue::Time(
                 timefmt::parse(value).ok_or_else(|| bad("dates in RFC 3339 format"))?,
@@ -399,6 +414,12 @@ mod tests {
         );
         assert_eq!(q.filters.len(), 2);
         assert_eq!(q.filters[1].value, FilterValue::Absent);
+        let q = ListKeys::from_query([("filter", " state=1,2")], None).unwrap();
+        assert_eq!(
+            q.filters[0].value,
+            FilterValue::States(vec![KeyState::Active, KeyState::Suspended])
+        );
+        assert!(ListKeys::from_query([("filter", "state=lt:1,2")], None).is_err());
         let s = ListKeys::from_query([("search", "escape:not:x")], None)
             .unwrap()
             .search

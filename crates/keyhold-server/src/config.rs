@@ -10,6 +10,8 @@ use keyhold_core::rules::TimingRules;
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// `sqlite://PATH` or `postgres://…`; SQLite in the data directory when unset.
+    pub store: Option<String>,
     pub tls: Option<TlsFiles>,
     pub rules: TimingRules,
     /// Lifetime of issued access tokens.
@@ -37,6 +39,7 @@ impl ServerConfig {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir,
+            store: None,
             tls: None,
             rules: TimingRules::default(),
             token_lifetime: Duration::from_secs(3600),

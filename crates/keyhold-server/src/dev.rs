@@ -11,7 +11,7 @@ use std::sync::Arc;
 use keyhold_core::model::Instance;
 use keyhold_core::timefmt;
 use keyhold_crypto::{Binding, CryptoUnit, Purpose, SoftUnit};
-use keyhold_store::{ApiKeyRecord, SqliteStore, Store};
+use keyhold_store::{ApiKeyRecord, PostgresStore, SqliteStore, Store};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -107,10 +107,12 @@ fn signing_key(store: &dyn Store, unit: &dyn CryptoUnit) -> Result<Zeroizing<Vec
     let blob = unit
         .wrap_material(&binding, &pkcs8)
         .map_err(|e| e.to_string())?;
-    store
-        .put_setting(SIGNING_KEY_SETTING, &blob)
+    // Nodes starting together agree on one key: the first one stored.
+    let stored = store
+        .put_setting_if_absent(SIGNING_KEY_SETTING, &blob)
         .map_err(|e| e.to_string())?;
-    Ok(pkcs8)
+    unit.unwrap_material(&binding, &stored)
+        .map_err(|e| format!("cannot open the token signing key: {e}"))
 }
 
 fn instance(store: &dyn Store) -> Result<Instance, String> {
@@ -123,18 +125,23 @@ fn instance(store: &dyn Store) -> Result<Instance, String> {
             return Ok(i);
         }
     }
-    let i = Instance {
+    let candidate = Instance {
         id: uuid::Uuid::new_v4().to_string(),
         name: "dev".into(),
         account_id: DEV_ACCOUNT.into(),
         region: "local".into(),
         created_at: timefmt::now(),
     };
-    store.put_instance(&i).map_err(|e| e.to_string())?;
-    store
-        .put_setting(INSTANCE_SETTING, i.id.as_bytes())
+    store.put_instance(&candidate).map_err(|e| e.to_string())?;
+    // Nodes starting together agree on one instance: the first one recorded.
+    let id = store
+        .put_setting_if_absent(INSTANCE_SETTING, candidate.id.as_bytes())
         .map_err(|e| e.to_string())?;
-    Ok(i)
+    let id = String::from_utf8(id).map_err(|_| "corrupt dev instance id".to_string())?;
+    store
+        .get_instance(&id)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("dev instance {id} is missing from the store"))
 }
 
 /// Returns `existing` if the store knows it, else a new API key for the principal.
@@ -169,6 +176,77 @@ fn api_key(
     Ok(key.to_string())
 }
 
+/// Opens the store `url` names (`sqlite://PATH` or `postgres://…[?schema=NAME]`),
+/// or SQLite in the data directory. Without a schema, a PostgreSQL deployment
+/// keeps its tables in a schema named after the data directory, so nodes given
+/// the same directory form one deployment and others stay apart.
+pub fn open_store(dir: &Path, url: Option<&str>) -> Result<Arc<dyn Store>, String> {
+    let opened: Arc<dyn Store> = match url {
+        None => Arc::new(
+            SqliteStore::open(&dir.join("keyhold.db"))
+                .map_err(|e| format!("cannot open the store: {e}"))?,
+        ),
+        Some(u) if u.starts_with("sqlite://") => Arc::new(
+            SqliteStore::open(Path::new(&u["sqlite://".len()..]))
+                .map_err(|e| format!("cannot open the store: {e}"))?,
+        ),
+        Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
+            let (url, schema) = split_schema(u);
+            let schema = match schema {
+                Some(s) => s,
+                None => {
+                    let canonical =
+                        fs::canonicalize(dir).map_err(|e| io_err("cannot resolve", dir, e))?;
+                    let digest = aws_lc_rs::digest::digest(
+                        &aws_lc_rs::digest::SHA256,
+                        canonical.to_string_lossy().as_bytes(),
+                    );
+                    let hex: String = digest.as_ref()[..6]
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect();
+                    format!("keyhold_dev_{hex}")
+                }
+            };
+            Arc::new(
+                PostgresStore::open(&url, &schema)
+                    .map_err(|e| format!("cannot open the PostgreSQL store: {e}"))?,
+            )
+        }
+        Some(_) => {
+            return Err(
+                "--store must be sqlite://PATH or postgres://USER@HOST:PORT/DB[?schema=NAME]"
+                    .into(),
+            )
+        }
+    };
+    Ok(opened)
+}
+
+/// Takes our own `schema=` parameter out of a PostgreSQL URL.
+fn split_schema(url: &str) -> (String, Option<String>) {
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_string(), None);
+    };
+    let mut schema = None;
+    let rest: Vec<&str> = query
+        .split('&')
+        .filter(|kv| match kv.strip_prefix("schema=") {
+            Some(s) => {
+                schema = Some(s.to_string());
+                false
+            }
+            None => !kv.is_empty(),
+        })
+        .collect();
+    let url = if rest.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", rest.join("&"))
+    };
+    (url, schema)
+}
+
 pub fn dev_json_path(dir: &Path) -> PathBuf {
     dir.join("dev.json")
 }
@@ -176,6 +254,7 @@ pub fn dev_json_path(dir: &Path) -> PathBuf {
 /// Opens (or creates) the dev deployment in `dir`. `url` is filled in by the caller.
 pub fn open(
     dir: &Path,
+    store_url: Option<&str>,
     token_lifetime: i64,
     cache_entries: usize,
 ) -> Result<DevDeployment, String> {
@@ -184,10 +263,7 @@ pub fn open(
         .map_err(|e| io_err("cannot secure", dir, e))?;
     let master = load_or_create_master_key(dir)?;
     let unit: Arc<dyn CryptoUnit> = Arc::new(SoftUnit::new(master, cache_entries));
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&dir.join("keyhold.db"))
-            .map_err(|e| format!("cannot open the store: {e}"))?,
-    );
+    let store = open_store(dir, store_url)?;
     let pkcs8 = signing_key(store.as_ref(), unit.as_ref())?;
     let tokens = Arc::new(TokenService::new(&pkcs8, token_lifetime).map_err(|e| e.to_string())?);
     let instance = instance(store.as_ref())?;

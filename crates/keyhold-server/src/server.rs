@@ -22,11 +22,17 @@ const AUTO_PURGE_EVERY: Duration = Duration::from_secs(60);
 /// Serves the dev deployment until SIGINT/SIGTERM.
 pub async fn serve_dev(cfg: ServerConfig) -> Result<(), String> {
     cfg.check_transport()?;
-    let deployment = dev::open(
-        &cfg.data_dir,
+    // Opening the store blocks (and the PostgreSQL client runs its own runtime).
+    let (dir, store, lifetime, entries) = (
+        cfg.data_dir.clone(),
+        cfg.store.clone(),
         cfg.token_lifetime.as_secs() as i64,
         cfg.key_cache_entries,
-    )?;
+    );
+    let deployment =
+        tokio::task::spawn_blocking(move || dev::open(&dir, store.as_deref(), lifetime, entries))
+            .await
+            .map_err(|e| format!("start-up failed: {e}"))??;
     let listener = TcpListener::bind(cfg.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;
@@ -105,7 +111,9 @@ pub async fn serve_dev(cfg: ServerConfig) -> Result<(), String> {
             let acceptor = RustlsAcceptor::new(tls)
                 .handshake_timeout(header_timeout)
                 .acceptor(NoDelayAcceptor::new());
-            let mut server = axum_server::from_tcp(listener).acceptor(acceptor).handle(handle);
+            let mut server = axum_server::from_tcp(listener)
+                .acceptor(acceptor)
+                .handle(handle);
             server
                 .http_builder()
                 .http1()

@@ -5,6 +5,8 @@
 //! bumps `revision` and writes it back; the write fails with
 //! [`StoreError::Conflict`] if someone else wrote in between.
 
+mod postgres;
+mod query;
 mod sqlite;
 
 use keyhold_core::list::ListKeys;
@@ -12,6 +14,7 @@ use keyhold_core::model::{
     ImportToken, Instance, InstancePolicy, KeyRecord, KeyRing, KeyVersion, Registration,
 };
 use keyhold_core::timefmt::Timestamp;
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -28,6 +31,9 @@ pub enum StoreError {
     /// The store cannot be reached or written now.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The store refused a value (e.g. text it cannot represent).
+    #[error("value refused by the store: {0}")]
+    Rejected(String),
     /// Stored data could not be read back (a bug or corruption).
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
@@ -59,7 +65,36 @@ pub struct RegistrationQuery {
     pub offset: u64,
 }
 
+/// A change another node made that this node's caches must honour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Key {
+        instance_id: String,
+        key_id: String,
+    },
+    InstancePolicies {
+        instance_id: String,
+    },
+    /// Anything may have changed (e.g. keys moved between rings).
+    Everything,
+    /// Change notices may be missed from now on: caches must not be trusted.
+    Lost,
+    /// Notices flow again (after a [`Change::Lost`]); drop what was cached meanwhile.
+    Resumed,
+}
+
+/// Receives [`Change`]s from a shared store's notification channel.
+pub type ChangeListener = std::sync::Arc<dyn Fn(Change) + Send + Sync>;
+
 pub trait Store: Send + Sync + 'static {
+    /// Starts delivering other nodes' changes to `listener`; returns false for a
+    /// store only one node uses (nothing to watch). A watching store first
+    /// reports [`Change::Lost`] until its channel is up.
+    fn watch(&self, listener: ChangeListener) -> bool {
+        let _ = listener;
+        false
+    }
+
     fn put_instance(&self, instance: &Instance) -> Result<()>;
     fn get_instance(&self, id: &str) -> Result<Option<Instance>>;
 
@@ -68,6 +103,9 @@ pub trait Store: Send + Sync + 'static {
 
     fn get_setting(&self, name: &str) -> Result<Option<Vec<u8>>>;
     fn put_setting(&self, name: &str, value: &[u8]) -> Result<()>;
+    /// Stores `value` unless the setting exists; returns the value that won, so
+    /// nodes starting together agree on one.
+    fn put_setting_if_absent(&self, name: &str, value: &[u8]) -> Result<Vec<u8>>;
 
     /// Inserts a new key with its first version and aliases (Duplicate if an alias is taken).
     fn insert_key(&self, key: &KeyRecord, version: &KeyVersion) -> Result<()>;

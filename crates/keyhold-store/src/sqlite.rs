@@ -5,15 +5,15 @@
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-use keyhold_core::list::{FilterField, FilterValue, ListKeys, Op, SortField};
+use keyhold_core::list::ListKeys;
 use keyhold_core::model::{
     ImportToken, Instance, InstancePolicy, KeyRecord, KeyRing, KeyState, KeyVersion, Registration,
 };
 use keyhold_core::timefmt::Timestamp;
-use keyhold_core::validate::is_uuid;
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, ErrorCode, OptionalExtension, Transaction};
 
+use crate::query::{crn_like, list_where, now_placeholder, order_and_page, Dialect, Param};
 use crate::{ApiKeyRecord, RegistrationQuery, Result, Store, StoreError};
 
 const SCHEMA: &str = r#"
@@ -97,115 +97,14 @@ fn docs<T: serde::de::DeserializeOwned>(
     Ok(out)
 }
 
-/// The state a list query sees: expired Active/Suspended keys are Deactivated.
-const EFFECTIVE_STATE: &str = "(CASE WHEN state IN (1,2) AND expiration IS NOT NULL AND expiration <= :now THEN 3 ELSE state END)";
-
-fn sort_column(f: SortField) -> &'static str {
-    match f {
-        SortField::Id => "id",
-        SortField::State => EFFECTIVE_STATE,
-        SortField::Extractable => "extractable",
-        SortField::Imported => "imported",
-        SortField::CreationDate => "created_at",
-        SortField::LastUpdateDate => "updated_at",
-        SortField::LastRotateDate => "rotated_at",
-        SortField::DeletionDate => "deleted_at",
-        SortField::ExpirationDate => "expiration",
-    }
-}
-
-fn filter_column(f: FilterField) -> &'static str {
-    match f {
-        FilterField::CreationDate => "created_at",
-        FilterField::DeletionDate => "deleted_at",
-        FilterField::ExpirationDate => "expiration",
-        FilterField::LastRotateDate => "rotated_at",
-        FilterField::LastUpdateDate => "updated_at",
-        FilterField::Extractable => "extractable",
-        FilterField::State => EFFECTIVE_STATE,
-    }
-}
-
-/// Builds `WHERE …` for a key list; parameters are positional after `:now`.
-fn list_where(instance_id: &str, q: &ListKeys, now: Timestamp) -> (String, Vec<(String, Value)>) {
-    let mut clauses = vec!["instance_id = :inst".to_string()];
-    let mut params: Vec<(String, Value)> = vec![
-        (":inst".into(), Value::Text(instance_id.into())),
-        (":now".into(), Value::Integer(now)),
-    ];
-    let mut n = 0;
-    let mut bind = |params: &mut Vec<(String, Value)>, v: Value| {
-        n += 1;
-        let name = format!(":p{n}");
-        params.push((name.clone(), v));
-        name
-    };
-    let states: Vec<String> = q
-        .states
+fn sqlite_params(params: &[Param]) -> Vec<Value> {
+    params
         .iter()
-        .map(|s| (u8::from(*s)).to_string())
-        .collect();
-    clauses.push(format!("{EFFECTIVE_STATE} IN ({})", states.join(",")));
-    if let Some(e) = q.extractable {
-        clauses.push(format!("extractable = {}", e as i64));
-    }
-    if let Some(ring) = &q.key_ring {
-        let p = bind(&mut params, Value::Text(ring.clone()));
-        clauses.push(format!("key_ring = {p}"));
-    }
-    for f in &q.filters {
-        let col = filter_column(f.field);
-        let clause = match &f.value {
-            FilterValue::Absent => format!("{col} IS NULL"),
-            v => {
-                let value = match v {
-                    FilterValue::Time(t) => Value::Integer(*t),
-                    FilterValue::Bool(b) => Value::Integer(*b as i64),
-                    FilterValue::State(s) => Value::Integer(u8::from(*s) as i64),
-                    FilterValue::Absent => Value::Null,
-                };
-                let p = bind(&mut params, value);
-                let op = match f.op {
-                    Op::Eq => "=",
-                    Op::Lt => "<",
-                    Op::Lte => "<=",
-                    Op::Gt => ">",
-                    Op::Gte => ">=",
-                };
-                format!("{col} {op} {p}")
-            }
-        };
-        clauses.push(clause);
-    }
-    if let Some(s) = &q.search {
-        let p = bind(&mut params, Value::Text(s.text.clone()));
-        let mut parts = Vec::new();
-        if s.in_name {
-            parts.push(if s.exact {
-                format!("name = {p}")
-            } else {
-                format!("instr(lower(name), lower({p})) > 0")
-            });
-        }
-        if s.in_alias {
-            let m = if s.exact {
-                format!("a.alias = {p}")
-            } else {
-                format!("instr(lower(a.alias), lower({p})) > 0")
-            };
-            parts.push(format!("EXISTS (SELECT 1 FROM aliases a WHERE a.instance_id = keys.instance_id AND a.key_id = keys.id AND {m})"));
-        }
-        if is_uuid(&s.text) {
-            parts.push(format!("id = lower({p})"));
-        }
-        let any = parts.join(" OR ");
-        clauses.push(if s.not {
-            format!("NOT ({any})")
-        } else {
-            format!("({any})")
-        });
-    }
-    (clauses.join(" AND "), params)
+        .map(|p| match p {
+            Param::Text(t) => Value::Text(t.clone()),
+            Param::Int(n) => Value::Integer(*n),
+        })
+        .collect()
 }
 
 impl SqliteStore {
@@ -224,6 +123,9 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(db_err)?;
         conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(db_err)?;
+        // CRNs are case-sensitive; so must LIKE be.
+        conn.pragma_update(None, "case_sensitive_like", "ON")
             .map_err(db_err)?;
         conn.execute_batch(SCHEMA).map_err(db_err)?;
         Ok(SqliteStore {
@@ -337,6 +239,19 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn put_setting_if_absent(&self, name: &str, value: &[u8]) -> Result<Vec<u8>> {
+        let conn = self.conn()?;
+        conn.execute(
+            "INSERT OR IGNORE INTO settings (name, value) VALUES (?1, ?2)",
+            params![name, value],
+        )
+        .map_err(db_err)?;
+        conn.query_row("SELECT value FROM settings WHERE name = ?1", [name], |r| {
+            r.get(0)
+        })
+        .map_err(db_err)
+    }
+
     fn insert_key(&self, key: &KeyRecord, version: &KeyVersion) -> Result<()> {
         let mut conn = self.conn()?;
         let tx = conn.transaction().map_err(db_err)?;
@@ -424,46 +339,26 @@ impl Store for SqliteStore {
     }
 
     fn list_keys(&self, instance_id: &str, q: &ListKeys, now: Timestamp) -> Result<Vec<KeyRecord>> {
-        let (clause, params) = list_where(instance_id, q, now);
-        let order: Vec<String> = q
-            .sort
-            .iter()
-            .map(|(f, desc)| format!("{} {}", sort_column(*f), if *desc { "DESC" } else { "ASC" }))
-            .chain(std::iter::once("id ASC".to_string()))
-            .collect();
+        let w = list_where(Dialect::Sqlite, instance_id, q, now);
         let sql = format!(
-            "SELECT doc FROM keys WHERE {clause} ORDER BY {} LIMIT {} OFFSET {}",
-            order.join(", "),
-            q.limit,
-            q.offset.min(i64::MAX as u64)
+            "SELECT doc FROM keys WHERE {} {}",
+            w.clause,
+            order_and_page(q, &now_placeholder(Dialect::Sqlite))
         );
-        let conn = self.conn()?;
-        let mut stmt = conn.prepare(&sql).map_err(db_err)?;
-        let named: Vec<(&str, &dyn rusqlite::ToSql)> = params
-            .iter()
-            .map(|(n, v)| (n.as_str(), v as &dyn rusqlite::ToSql))
-            .collect();
-        let rows = stmt
-            .query_map(named.as_slice(), |r| r.get::<_, String>(0))
-            .map_err(db_err)?;
-        let mut out = Vec::new();
-        for row in rows {
-            out.push(from_json(&row.map_err(db_err)?)?);
-        }
-        Ok(out)
+        docs(
+            &*self.conn()?,
+            &sql,
+            params_from_iter(sqlite_params(&w.params)),
+        )
     }
 
     fn count_keys(&self, instance_id: &str, q: &ListKeys, now: Timestamp) -> Result<u64> {
-        let (clause, params) = list_where(instance_id, q, now);
-        let conn = self.conn()?;
-        let named: Vec<(&str, &dyn rusqlite::ToSql)> = params
-            .iter()
-            .map(|(n, v)| (n.as_str(), v as &dyn rusqlite::ToSql))
-            .collect();
-        let n: i64 = conn
+        let w = list_where(Dialect::Sqlite, instance_id, q, now);
+        let n: i64 = self
+            .conn()?
             .query_row(
-                &format!("SELECT count(*) FROM keys WHERE {clause}"),
-                named.as_slice(),
+                &format!("SELECT count(*) FROM keys WHERE {}", w.clause),
+                params_from_iter(sqlite_params(&w.params)),
                 |r| r.get(0),
             )
             .map_err(db_err)?;
@@ -628,18 +523,8 @@ impl Store for SqliteStore {
             params.push(Value::Text(k.clone()));
         }
         if let Some(p) = &q.crn_pattern {
-            // GLOB is case-sensitive like CRNs; escape its own metacharacters.
-            let glob: String = p
-                .chars()
-                .map(|c| match c {
-                    '*' => "*".to_string(),
-                    '?' => "[?]".to_string(),
-                    '[' => "[[]".to_string(),
-                    c => c.to_string(),
-                })
-                .collect();
-            clauses.push("crn GLOB ?".into());
-            params.push(Value::Text(glob));
+            clauses.push("crn LIKE ? ESCAPE '\\'".into());
+            params.push(Value::Text(crn_like(p)));
         }
         if let Some(p) = q.prevent_key_deletion {
             clauses.push("prevent_deletion = ?".into());

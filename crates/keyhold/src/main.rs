@@ -48,6 +48,11 @@ struct ServeArgs {
     /// Where the store, the dev master key and dev.json live.
     #[arg(long, default_value = "keyhold-data", env = "KEYHOLD_DATA_DIR")]
     data_dir: PathBuf,
+    /// The store: sqlite://PATH, or postgres://USER@HOST:PORT/DB[?schema=NAME] for several
+    /// nodes over one PostgreSQL (nodes given the same --data-dir and URL form one
+    /// deployment). Default: SQLite in --data-dir.
+    #[arg(long, env = "KEYHOLD_STORE", value_name = "URL")]
+    store: Option<String>,
     /// TLS certificate chain (PEM). Required with --tls-key for any non-loopback address.
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -93,6 +98,7 @@ struct ServeArgs {
 fn config(a: ServeArgs) -> ServerConfig {
     let mut cfg = ServerConfig::dev_defaults(a.data_dir);
     cfg.listen = a.listen;
+    cfg.store = a.store;
     cfg.tls = match (a.tls_cert, a.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
         _ => None,

@@ -5,6 +5,7 @@ use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use keyhold_core::access::Permission;
 use keyhold_core::{Error, Reason, Result};
 use serde::Deserialize;
 use serde_json::json;
@@ -57,6 +58,7 @@ async fn dispatch(
     match action {
         "wrap" => {
             run("Key could not be wrapped", async move {
+                ctx.require(Permission::Wrap)?;
                 let c = crypto_body(&bytes, false)?;
                 let plaintext = c
                     .plaintext
@@ -74,6 +76,7 @@ async fn dispatch(
         }
         "unwrap" => {
             run("Key could not be unwrapped", async move {
+                ctx.require(Permission::Wrap)?;
                 let c = crypto_body(&bytes, true)?;
                 let ciphertext = ciphertext_of(&c)?;
                 let aad = c.aad.unwrap_or_default();
@@ -89,6 +92,7 @@ async fn dispatch(
         }
         "rewrap" => {
             run("Key could not be rewrapped", async move {
+                ctx.require(Permission::Wrap)?;
                 let c = crypto_body(&bytes, true)?;
                 let ciphertext = ciphertext_of(&c)?;
                 let aad = c.aad.unwrap_or_default();
@@ -102,6 +106,7 @@ async fn dispatch(
         }
         "rotate" => {
             run("Key could not be rotated", async move {
+                ctx.require(Permission::Rotate)?;
                 let r: MaterialIn = match body::parse(&bytes)? {
                     None => MaterialIn::default(),
                     Some(v) => body::typed(v)?,
@@ -125,6 +130,11 @@ async fn dispatch(
             };
             let action = action.to_string();
             run(op, async move {
+                ctx.require(match action.as_str() {
+                    "enable" | "disable" => Permission::EnableDisable,
+                    "sync" => Permission::Sync,
+                    _ => Permission::AuthorizeDeletion,
+                })?;
                 // These actions take no body; whatever was sent must still be JSON-ish.
                 let _ = body::parse(&bytes)?;
                 let principal = ctx.principal.clone();

@@ -7,18 +7,35 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
+use keyhold_core::access::{Permission, Roles};
 use keyhold_core::model::Instance;
 use keyhold_core::{Error, Reason};
 
 use super::error::ApiError;
 use super::AppState;
-use crate::auth::{Access, Principal};
+use crate::auth::Principal;
 use crate::service::cidr_contains;
 
 /// The caller and the instance the request is scoped to, authorized.
 pub struct Ctx {
     pub principal: Principal,
     pub instance: Arc<Instance>,
+    /// The caller's service roles on the instance.
+    pub roles: Roles,
+}
+
+impl Ctx {
+    /// Refuses the request unless the caller's roles grant `p`.
+    pub fn require(&self, p: Permission) -> Result<(), Error> {
+        if p.allowed(self.roles) {
+            Ok(())
+        } else {
+            Err(Error::new(
+                Reason::Unauthorized,
+                "The caller's roles do not allow this action",
+            ))
+        }
+    }
 }
 
 fn bearer(parts: &Parts) -> Option<&str> {
@@ -60,9 +77,8 @@ impl FromRequestParts<AppState> for Ctx {
             .instance(instance_id)
             .await?
             .ok_or_else(Error::unauthorized)?;
-        st.0.authz
-            .authorize(&principal, &instance.account_id, Access::Manage)?;
-        if let Some(networks) = st.allowed_networks(&instance.id).await?.as_ref() {
+        let roles = st.0.authz.roles(&principal, &instance)?;
+        if let Some(networks) = &st.instance_policies(&instance.id).await?.allowed_networks {
             let peer = parts
                 .extensions
                 .get::<ConnectInfo<SocketAddr>>()
@@ -74,6 +90,7 @@ impl FromRequestParts<AppState> for Ctx {
         Ok(Ctx {
             principal,
             instance,
+            roles,
         })
     }
 }
@@ -130,6 +147,13 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, ApiError> {
+        if parts.uri.path().to_ascii_lowercase().contains("%00") {
+            return Err(Error::new(
+                Reason::InvalidField,
+                "The request path holds a NUL character",
+            )
+            .into());
+        }
         match axum::extract::Path::<T>::from_request_parts(parts, st).await {
             Ok(axum::extract::Path(v)) => Ok(PathArgs(v)),
             Err(_) => Err(Error::new(

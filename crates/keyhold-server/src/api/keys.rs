@@ -4,6 +4,7 @@
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use keyhold_core::access::Permission;
 use keyhold_core::list::{self, ListKeys};
 use keyhold_core::timefmt;
 use keyhold_core::{Error, Result};
@@ -22,6 +23,10 @@ use crate::service::{CreateKey, ImportMaterial, PolicyOverrides};
 pub(crate) fn query_pairs(raw: &Option<String>) -> Result<Vec<(String, String)>> {
     match raw {
         None => Ok(vec![]),
+        Some(q) if q.to_ascii_lowercase().contains("%00") => Err(Error::new(
+            keyhold_core::Reason::InvalidQueryParam,
+            "The query string holds a NUL character",
+        )),
         Some(q) => serde_urlencoded::from_str::<Vec<(String, String)>>(q).map_err(|_| {
             Error::new(
                 keyhold_core::Reason::InvalidQueryParam,
@@ -170,6 +175,7 @@ async fn create_inner(
     bytes: axum::body::Bytes,
     with_overrides: bool,
 ) -> super::ApiResult {
+    ctx.require(Permission::CreateKey)?;
     let request = parse_create(&bytes, key_ring_header(&headers), with_overrides)?;
     let instance_id = ctx.instance.id.clone();
     let principal = ctx.principal.clone();
@@ -222,6 +228,7 @@ pub async fn list(
     RawQuery(q): RawQuery,
 ) -> Response {
     run("Keys could not be listed", async move {
+        ctx.require(Permission::ListKeys)?;
         let query = list_query(&q, &headers)?;
         let instance_id = ctx.instance.id.clone();
         let keys = blocking(&st, move |svc| svc.list_keys(&instance_id, &query)).await?;
@@ -243,6 +250,7 @@ pub async fn count(
     RawQuery(q): RawQuery,
 ) -> Response {
     run("Keys could not be counted", async move {
+        ctx.require(Permission::ListKeys)?;
         let query = list_query(&q, &headers)?;
         let instance_id = ctx.instance.id.clone();
         let n = blocking(&st, move |svc| svc.count_keys(&instance_id, &query)).await?;
@@ -256,9 +264,17 @@ pub async fn count(
 }
 
 async fn get_inner(st: AppState, ctx: Ctx, id: String, with_payload: bool) -> super::ApiResult {
+    ctx.require(Permission::ReadKeyMetadata)?;
+    // A standard key's payload is for ReaderPlus and up; a Reader may not read the key at all.
+    let may_read_payload = ctx.require(Permission::ReadKeyPayload).is_ok();
     let instance_id = ctx.instance.id.clone();
-    let (key, payload) =
-        blocking(&st, move |svc| svc.get_key(&instance_id, &id, with_payload)).await?;
+    let (key, payload) = blocking(&st, move |svc| {
+        svc.get_key(&instance_id, &id, with_payload && may_read_payload)
+    })
+    .await?;
+    if with_payload && key.extractable && !may_read_payload {
+        ctx.require(Permission::ReadKeyPayload)?;
+    }
     let body = key_envelope(&st, &ctx, &[(key, payload.as_ref().map(|p| p.as_slice()))]);
     Ok(reply(&st, StatusCode::OK, Body::Json, &body))
 }
@@ -287,6 +303,7 @@ pub async fn patch(
     RawBody(bytes): RawBody,
 ) -> Response {
     run("Key could not be updated", async move {
+        ctx.require(Permission::DeleteRestorePatch)?;
         #[derive(Deserialize)]
         struct PatchIn {
             keyringid: Option<String>,
@@ -326,6 +343,7 @@ pub async fn delete(
     RawQuery(q): RawQuery,
 ) -> Response {
     run("Key could not be deleted", async move {
+        ctx.require(Permission::DeleteRestorePatch)?;
         let pairs = query_pairs(&q)?;
         let force = query_flag(&pairs, "force")?;
         let instance_id = ctx.instance.id.clone();
@@ -356,6 +374,7 @@ pub(crate) async fn restore_inner(
     id: String,
     bytes: axum::body::Bytes,
 ) -> super::ApiResult {
+    ctx.require(Permission::DeleteRestorePatch)?;
     if let Some(v) = body::parse(&bytes)? {
         let m: body::MaterialIn = body::typed(v)?;
         import_material(m.payload, m.encryptednonce, m.iv, m.encryptionalgorithm)?;
@@ -392,6 +411,7 @@ pub async fn purge(
     PathArgs(id): PathArgs<String>,
 ) -> Response {
     run("Key could not be purged", async move {
+        ctx.require(Permission::Purge)?;
         let instance_id = ctx.instance.id.clone();
         let key = blocking(&st, move |svc| svc.purge_key(&instance_id, &id)).await?;
         if wants_representation(&headers) {
@@ -415,6 +435,7 @@ pub async fn versions(
     RawQuery(q): RawQuery,
 ) -> Response {
     run("Key versions could not be retrieved", async move {
+        ctx.require(Permission::ReadKeyMetadata)?;
         let pairs = query_pairs(&q)?;
         let mut limit = 200u32;
         let mut offset = 0u64;

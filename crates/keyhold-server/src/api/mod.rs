@@ -14,7 +14,6 @@ mod resources;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -35,10 +34,7 @@ pub(crate) type ApiResult = std::result::Result<Response, ApiError>;
 
 use crate::auth::token::TokenService;
 use crate::auth::Authorizer;
-use crate::service::Service;
-
-/// The networks an instance's allowedIP policy admits; `None` when unrestricted.
-pub(crate) type AllowedNetworks = Option<Vec<(IpAddr, u8)>>;
+use crate::service::{InstancePolicies, Service};
 
 #[derive(Clone)]
 pub struct AppState(pub Arc<AppInner>);
@@ -54,9 +50,6 @@ pub struct AppInner {
     pub port: u16,
     /// Instances never change under a running node yet, so they are cached for good.
     instances: RwLock<HashMap<String, Arc<Instance>>>,
-    /// Per instance, the networks its allowedIP policy admits (`None`: unrestricted).
-    /// Dropped whenever the instance's policies change.
-    allowed_networks: RwLock<HashMap<String, Arc<AllowedNetworks>>>,
 }
 
 impl AppState {
@@ -76,35 +69,19 @@ impl AppState {
             request_timeout: cfg.request_timeout,
             port,
             instances: RwLock::new(HashMap::new()),
-            allowed_networks: RwLock::new(HashMap::new()),
         }))
     }
 
-    pub(crate) async fn allowed_networks(
+    /// The instance's policies: from the node's cache without blocking, else loaded.
+    pub(crate) async fn instance_policies(
         &self,
         instance_id: &str,
-    ) -> Result<Arc<AllowedNetworks>, Error> {
-        if let Some(n) = self
-            .0
-            .allowed_networks
-            .read()
-            .ok()
-            .and_then(|m| m.get(instance_id).cloned())
-        {
-            return Ok(n);
+    ) -> Result<Arc<InstancePolicies>, Error> {
+        if let Some(p) = self.0.svc.cached_instance_policies(instance_id) {
+            return Ok(p);
         }
         let id = instance_id.to_string();
-        let nets = Arc::new(blocking(self, move |svc| svc.allowed_networks(&id)).await?);
-        if let Ok(mut m) = self.0.allowed_networks.write() {
-            m.insert(instance_id.to_string(), nets.clone());
-        }
-        Ok(nets)
-    }
-
-    pub(crate) fn forget_instance_policies(&self, instance_id: &str) {
-        if let Ok(mut m) = self.0.allowed_networks.write() {
-            m.remove(instance_id);
-        }
+        blocking(self, move |svc| svc.instance_policies(&id)).await
     }
 
     pub(crate) async fn instance(&self, id: &str) -> Result<Option<Arc<Instance>>, Error> {

@@ -3,6 +3,7 @@
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use keyhold_core::access::Permission;
 use keyhold_core::model::{InstancePolicyData, InstancePolicyType, KeyCreateImportAccess};
 use keyhold_core::{Error, Reason, Result};
 use serde::Deserialize;
@@ -87,6 +88,7 @@ pub async fn put_key_policies(
     RawBody(bytes): RawBody,
 ) -> Response {
     run("Key policies could not be set", async move {
+        ctx.require(Permission::ManagePolicies)?;
         let only = policy_param(&q, &["rotation", "dualAuthDelete"])?;
         let inputs = parse_key_policies(body::resources(body::parse(&bytes)?)?, only)?;
         let instance_id = ctx.instance.id.clone();
@@ -112,6 +114,7 @@ pub async fn get_key_policies(
     RawQuery(q): RawQuery,
 ) -> Response {
     run("Key policies could not be retrieved", async move {
+        ctx.require(Permission::ManagePolicies)?;
         let only = policy_param(&q, &["rotation", "dualAuthDelete"])?;
         let instance_id = ctx.instance.id.clone();
         let (key, _) = blocking(&st, move |svc| svc.get_key(&instance_id, &id, false)).await?;
@@ -279,6 +282,7 @@ pub async fn put_instance_policies(
     RawBody(bytes): RawBody,
 ) -> Response {
     run("Instance policies could not be set", async move {
+        ctx.require(Permission::ManagePolicies)?;
         let only = policy_param(&q, &INSTANCE_POLICIES)?;
         let resources = body::resources(body::parse(&bytes)?)?;
         if only.is_some() && resources.len() != 1 {
@@ -312,7 +316,6 @@ pub async fn put_instance_policies(
             svc.set_instance_policies(&instance_id, &principal, inputs)
         })
         .await?;
-        st.forget_instance_policies(&ctx.instance.id);
         Ok(no_content())
     })
     .await
@@ -324,10 +327,11 @@ pub async fn get_instance_policies(
     RawQuery(q): RawQuery,
 ) -> Response {
     run("Instance policies could not be retrieved", async move {
+        ctx.require(Permission::ManagePolicies)?;
         let only = policy_param(&q, &INSTANCE_POLICIES)?;
-        let instance_id = ctx.instance.id.clone();
-        let policies = blocking(&st, move |svc| svc.instance_policies(&instance_id)).await?;
+        let policies = st.instance_policies(&ctx.instance.id).await?;
         let resources = policies
+            .list
             .iter()
             .filter(|p| only.is_none_or(|o| o == p.policy_type.name()))
             .map(render::instance_policy)
@@ -344,11 +348,9 @@ pub async fn get_instance_policies(
 
 pub async fn allowed_ip_port(State(st): State<AppState>, ctx: Ctx) -> Response {
     run("Allowed IP port could not be retrieved", async move {
-        let instance_id = ctx.instance.id.clone();
-        let policies = blocking(&st, move |svc| svc.instance_policies(&instance_id)).await?;
-        let active = policies
-            .iter()
-            .any(|p| p.policy_type == InstancePolicyType::AllowedIp && p.enabled);
+        ctx.require(Permission::ManagePolicies)?;
+        let policies = st.instance_policies(&ctx.instance.id).await?;
+        let active = policies.allowed_networks.is_some();
         let resources = if active {
             vec![json!({"private_endpoint_port": st.0.port})]
         } else {

@@ -15,8 +15,9 @@ use super::ctx::{Ctx, PathArgs, RawBody};
 use super::keys::{query_flag, query_pairs};
 use super::render;
 use super::{blocking, no_content, reply, run, AppState, Body};
-use crate::auth::Access;
+use crate::auth::require_service;
 use crate::service::RegistrationInput;
+use keyhold_core::access::Permission;
 
 const REGISTRATION_TYPE: &str = "application/vnd.ibm.kms.registration+json";
 
@@ -33,6 +34,24 @@ fn page_params(pairs: &[(String, String)], default_limit: u32, max: u32) -> Resu
     Ok((limit, offset))
 }
 
+/// Decodes `%XX` escapes; `None` for a malformed escape or non-UTF-8 result.
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok().filter(|s| !s.contains('\0'))
+}
+
 fn registration_query(q: &Option<String>, all_keys: bool) -> Result<(RegistrationQuery, bool)> {
     let pairs = query_pairs(q)?;
     let (limit, offset) = page_params(&pairs, 200, 5000)?;
@@ -44,6 +63,19 @@ fn registration_query(q: &Option<String>, all_keys: bool) -> Result<(Registratio
     for (k, v) in &pairs {
         match k.as_str() {
             "urlEncodedResourceCRNQuery" if !v.is_empty() => {
+                // Clients may encode the CRN themselves before the query is encoded.
+                let decoded;
+                let v = if v.contains('%') {
+                    decoded = percent_decode(v).ok_or_else(|| {
+                        Error::invalid_query(
+                            "urlEncodedResourceCRNQuery",
+                            "a (URL-encoded) CRN, optionally with * wildcards",
+                        )
+                    })?;
+                    &decoded
+                } else {
+                    v
+                };
                 if all_keys {
                     keyhold_core::validate::crn_query_all_keys(v)?;
                 } else if !v.starts_with("crn:") || v.len() > 1024 {
@@ -52,7 +84,7 @@ fn registration_query(q: &Option<String>, all_keys: bool) -> Result<(Registratio
                         "a CRN, optionally with * wildcards",
                     ));
                 }
-                query.crn_pattern = Some(v.clone());
+                query.crn_pattern = Some(v.to_string());
             }
             "preventKeyDeletion" if !v.is_empty() => {
                 query.prevent_key_deletion = Some(list::parse_bool("preventKeyDeletion", v)?)
@@ -69,6 +101,7 @@ async fn list_registrations(
     key: Option<String>,
     q: Option<String>,
 ) -> super::ApiResult {
+    ctx.require(Permission::Registrations)?;
     let (query, with_total) = registration_query(&q, key.is_none())?;
     let instance_id = ctx.instance.id.clone();
     let (regs, total, names) = blocking(&st, move |svc| {
@@ -195,11 +228,8 @@ async fn write_registration(
     bytes: axum::body::Bytes,
     mode: RegistrationWrite,
 ) -> super::ApiResult {
-    st.0.authz.authorize(
-        &ctx.principal,
-        &ctx.instance.account_id,
-        Access::ServiceToService,
-    )?;
+    ctx.require(Permission::Registrations)?;
+    require_service(&ctx.principal)?;
     let input = registration_input(&bytes, matches!(mode, RegistrationWrite::Replace))?;
     let instance_id = ctx.instance.id.clone();
     let principal = ctx.principal.clone();
@@ -273,11 +303,8 @@ pub async fn delete_registration(
     PathArgs((id, crn)): PathArgs<(String, String)>,
 ) -> Response {
     run("Registration could not be deleted", async move {
-        st.0.authz.authorize(
-            &ctx.principal,
-            &ctx.instance.account_id,
-            Access::ServiceToService,
-        )?;
+        ctx.require(Permission::Registrations)?;
+        require_service(&ctx.principal)?;
         let instance_id = ctx.instance.id.clone();
         blocking(&st, move |svc| {
             svc.delete_registration(&instance_id, &id, &crn)
@@ -297,11 +324,8 @@ pub async fn registration_action(
     RawBody(bytes): RawBody,
 ) -> Response {
     run("Registrations could not be deactivated", async move {
-        st.0.authz.authorize(
-            &ctx.principal,
-            &ctx.instance.account_id,
-            Access::ServiceToService,
-        )?;
+        ctx.require(Permission::Registrations)?;
+        require_service(&ctx.principal)?;
         let pairs = query_pairs(&q)?;
         if pairs
             .iter()
@@ -340,6 +364,7 @@ pub async fn create_alias(
     PathArgs((id, alias)): PathArgs<(String, String)>,
 ) -> Response {
     run("Key alias could not be created", async move {
+        ctx.require(Permission::Aliases)?;
         let instance_id = ctx.instance.id.clone();
         let alias_name = alias.clone();
         let key = blocking(&st, move |svc| svc.add_alias(&instance_id, &id, &alias_name)).await?;
@@ -359,6 +384,7 @@ pub async fn delete_alias(
     PathArgs((id, alias)): PathArgs<(String, String)>,
 ) -> Response {
     run("Key alias could not be deleted", async move {
+        ctx.require(Permission::Aliases)?;
         let instance_id = ctx.instance.id.clone();
         blocking(&st, move |svc| svc.remove_alias(&instance_id, &id, &alias)).await?;
         Ok(no_content())
@@ -373,6 +399,7 @@ pub async fn create_ring(
     RawBody(_bytes): RawBody,
 ) -> Response {
     run("Key ring could not be created", async move {
+        ctx.require(Permission::CreateKeyRing)?;
         let instance_id = ctx.instance.id.clone();
         let principal = ctx.principal.clone();
         blocking(&st, move |svc| {
@@ -386,6 +413,7 @@ pub async fn create_ring(
 
 pub async fn list_rings(State(st): State<AppState>, ctx: Ctx, RawQuery(q): RawQuery) -> Response {
     run("Key rings could not be listed", async move {
+        ctx.require(Permission::ListKeyRings)?;
         let pairs = query_pairs(&q)?;
         let (limit, offset) = page_params(&pairs, 100, 5000)?;
         let total = query_flag(&pairs, "totalCount")?;
@@ -419,6 +447,7 @@ pub async fn delete_ring(
     RawQuery(q): RawQuery,
 ) -> Response {
     run("Key ring could not be deleted", async move {
+        ctx.require(Permission::DeleteKeyRing)?;
         let force = query_flag(&query_pairs(&q)?, "force")?;
         let instance_id = ctx.instance.id.clone();
         blocking(&st, move |svc| svc.delete_ring(&instance_id, &ring, force)).await?;
@@ -433,6 +462,7 @@ pub async fn create_import_token(
     RawBody(bytes): RawBody,
 ) -> Response {
     run("Import token could not be created", async move {
+        ctx.require(Permission::ImportToken)?;
         #[derive(Deserialize, Default)]
         struct TokenIn {
             expiration: Option<i64>,
@@ -459,6 +489,7 @@ pub async fn create_import_token(
 
 pub async fn get_import_token(State(st): State<AppState>, ctx: Ctx) -> Response {
     run("Import token could not be retrieved", async move {
+        ctx.require(Permission::ImportToken)?;
         let instance_id = ctx.instance.id.clone();
         let token = blocking(&st, move |svc| svc.retrieve_import_token(&instance_id)).await?;
         Ok(reply(

@@ -5,6 +5,8 @@
 pub mod apikey;
 pub mod token;
 
+use keyhold_core::access::{Role, Roles};
+use keyhold_core::model::Instance;
 use keyhold_core::{Error, Reason, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,45 +40,42 @@ pub struct Principal {
     pub account_id: String,
 }
 
-/// What a request wants to do, for authorization.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    /// Ordinary key-management calls.
-    Manage,
-    /// Service-to-service calls (registration writes, event acknowledgement).
-    ServiceToService,
-}
-
-/// Decides whether a principal may act on an instance. The dev authorizer lets
-/// an account's principals do everything in the account's instances; IAM
-/// access policies replace it.
+/// Decides which service roles a principal holds on an instance. The dev
+/// authorizer gives an account's users every role in the account's instances
+/// and its service IDs Reader (what a service-to-service authorization grants);
+/// IAM access policies replace it.
 pub trait Authorizer: Send + Sync + 'static {
-    fn authorize(
-        &self,
-        principal: &Principal,
-        instance_account: &str,
-        access: Access,
-    ) -> Result<()>;
+    fn roles(&self, principal: &Principal, instance: &Instance) -> Result<Roles>;
 }
 
 pub struct AccountAuthorizer;
 
 impl Authorizer for AccountAuthorizer {
-    fn authorize(
-        &self,
-        principal: &Principal,
-        instance_account: &str,
-        access: Access,
-    ) -> Result<()> {
-        if principal.account_id != instance_account {
+    fn roles(&self, principal: &Principal, instance: &Instance) -> Result<Roles> {
+        if principal.account_id != instance.account_id {
             return Err(Error::unauthorized());
         }
-        if access == Access::ServiceToService && principal.kind != PrincipalKind::Service {
-            return Err(Error::new(
-                Reason::ServiceOnly,
-                "Only a service may perform this action",
-            ));
-        }
-        Ok(())
+        Ok(match principal.kind {
+            PrincipalKind::User => Roles::of(&[
+                Role::Reader,
+                Role::ReaderPlus,
+                Role::Writer,
+                Role::Manager,
+                Role::KeyPurge,
+                Role::KmipAdapterManager,
+            ]),
+            PrincipalKind::Service => Roles::of(&[Role::Reader]),
+        })
     }
+}
+
+/// Service-to-service calls (registration writes) are for services only.
+pub fn require_service(principal: &Principal) -> Result<()> {
+    if principal.kind != PrincipalKind::Service {
+        return Err(Error::new(
+            Reason::ServiceOnly,
+            "Only a service may perform this action",
+        ));
+    }
+    Ok(())
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use keyhold_core::envelope::{dek_aad, Envelope};
 use keyhold_core::model::{DeletionAuthorization, KeyRecord, KeyState, KeyVersion, VersionRef};
 use keyhold_core::rules::{self, KeyAction};
-use keyhold_core::validate::{self, MAX_STANDARD_PAYLOAD};
+use keyhold_core::validate::{self, is_uuid, MAX_STANDARD_PAYLOAD};
 use keyhold_core::{Error, Reason, Result};
 use keyhold_crypto::{Binding, Purpose};
 use zeroize::Zeroizing;
@@ -55,9 +55,16 @@ impl Service {
     /// The key and its versions for the crypto path: from the cache when possible.
     fn crypto_view(&self, instance_id: &str, id_or_alias: &str) -> Result<Arc<CachedKey>> {
         let key_id = self.resolve_key_id(instance_id, id_or_alias)?;
-        if let Some(hit) = self.cache.get(instance_id, &key_id) {
-            return Ok(hit);
+        let view = match self.cache.get(instance_id, &key_id) {
+            Some(hit) => hit,
+            None => self.load_view(instance_id, &key_id)?,
+        };
+        if is_uuid(id_or_alias) || view.record.aliases.iter().any(|a| a == id_or_alias) {
+            return Ok(view);
         }
+        // A cached alias that moved or went away: look it up afresh.
+        self.cache.drop_alias(instance_id, id_or_alias);
+        let key_id = self.resolve_key_id(instance_id, id_or_alias)?;
         self.load_view(instance_id, &key_id)
     }
 

@@ -1,8 +1,11 @@
-//! Per-node cache of key metadata and versions for the wrap/unwrap path, so a
-//! hit touches no database. Every write on this node invalidates its key.
+//! Per-node caches: key metadata and versions for the wrap/unwrap path (a hit
+//! touches no database) and instance policies. Every write on this node
+//! invalidates what it changed; with a shared store, other nodes' change notices
+//! do the same, and while notices may be missed the caches answer nothing.
 
+use std::net::IpAddr;
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use keyhold_core::model::{InstancePolicy, KeyRecord, KeyVersion};
@@ -22,6 +25,8 @@ pub(crate) struct KeyCache {
     /// Bumped by every invalidation, so a load that raced a write is not cached.
     generation: AtomicU64,
     aliases: Mutex<LruCache<Id, String>>,
+    /// False while change notices from other nodes may be missed.
+    trusted: AtomicBool,
 }
 
 impl KeyCache {
@@ -31,10 +36,24 @@ impl KeyCache {
             keys: Mutex::new(LruCache::new(cap)),
             generation: AtomicU64::new(0),
             aliases: Mutex::new(LruCache::new(cap)),
+            trusted: AtomicBool::new(true),
         }
     }
 
+    /// Trusts the cache again (after a clear) or stops trusting it.
+    pub fn set_trusted(&self, trusted: bool) {
+        self.clear();
+        self.trusted.store(trusted, Ordering::SeqCst);
+    }
+
+    fn trusted(&self) -> bool {
+        self.trusted.load(Ordering::SeqCst)
+    }
+
     pub fn get(&self, instance_id: &str, key_id: &str) -> Option<Arc<CachedKey>> {
+        if !self.trusted() {
+            return None;
+        }
         let mut keys = self.keys.lock().ok()?;
         keys.get(&(instance_id.to_string(), key_id.to_string()))
             .cloned()
@@ -63,13 +82,18 @@ impl KeyCache {
 
     pub fn clear(&self) {
         if let Ok(mut keys) = self.keys.lock() {
-            self.generation
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.generation.fetch_add(1, Ordering::SeqCst);
             keys.clear();
+        }
+        if let Ok(mut aliases) = self.aliases.lock() {
+            aliases.clear();
         }
     }
 
     pub fn alias(&self, instance_id: &str, alias: &str) -> Option<String> {
+        if !self.trusted() {
+            return None;
+        }
         let mut aliases = self.aliases.lock().ok()?;
         aliases
             .get(&(instance_id.to_string(), alias.to_string()))
@@ -94,8 +118,16 @@ impl KeyCache {
 
 /// Per-node cache of each instance's policies (consulted by every key creation).
 pub(crate) struct PolicyCache {
-    entries: Mutex<std::collections::HashMap<String, Arc<Vec<InstancePolicy>>>>,
+    entries: Mutex<std::collections::HashMap<String, Arc<InstancePolicies>>>,
     generation: AtomicU64,
+    trusted: AtomicBool,
+}
+
+/// An instance's policies, with the networks its allowedIP policy admits
+/// (`None`: requests are not restricted by address).
+pub struct InstancePolicies {
+    pub list: Vec<InstancePolicy>,
+    pub allowed_networks: Option<Vec<(IpAddr, u8)>>,
 }
 
 impl PolicyCache {
@@ -103,11 +135,27 @@ impl PolicyCache {
         PolicyCache {
             entries: Mutex::new(std::collections::HashMap::new()),
             generation: AtomicU64::new(0),
+            trusted: AtomicBool::new(true),
         }
     }
 
-    pub fn get(&self, instance_id: &str) -> Option<Arc<Vec<InstancePolicy>>> {
+    pub fn get(&self, instance_id: &str) -> Option<Arc<InstancePolicies>> {
+        if !self.trusted.load(Ordering::SeqCst) {
+            return None;
+        }
         self.entries.lock().ok()?.get(instance_id).cloned()
+    }
+
+    pub fn set_trusted(&self, trusted: bool) {
+        self.clear();
+        self.trusted.store(trusted, Ordering::SeqCst);
+    }
+
+    pub fn clear(&self) {
+        if let Ok(mut entries) = self.entries.lock() {
+            self.generation.fetch_add(1, Ordering::SeqCst);
+            entries.clear();
+        }
     }
 
     pub fn generation(&self) -> u64 {
@@ -115,7 +163,7 @@ impl PolicyCache {
     }
 
     /// Caches policies read at `loaded_at`, unless they changed since.
-    pub fn put(&self, instance_id: &str, policies: Arc<Vec<InstancePolicy>>, loaded_at: u64) {
+    pub fn put(&self, instance_id: &str, policies: Arc<InstancePolicies>, loaded_at: u64) {
         if let Ok(mut entries) = self.entries.lock() {
             if self.generation.load(Ordering::SeqCst) == loaded_at {
                 entries.insert(instance_id.to_string(), policies);

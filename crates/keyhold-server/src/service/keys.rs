@@ -85,6 +85,7 @@ pub(crate) fn check_interval(interval: Option<i64>) -> Result<u8> {
 impl Service {
     fn check_create_access(&self, instance_id: &str, c: &CreateKey) -> Result<()> {
         let policies = self.instance_policies(instance_id)?;
+        let policies = &policies.list;
         let Some(access) = policies
             .iter()
             .find(|p| p.policy_type == InstancePolicyType::KeyCreateImportAccess && p.enabled)
@@ -124,6 +125,7 @@ impl Service {
         now: Timestamp,
     ) -> Result<(Option<RotationPolicy>, Option<DualAuthPolicy>)> {
         let policies = self.instance_policies(instance_id)?;
+        let policies = &policies.list;
         let mut rotation = None;
         let mut dual = None;
         for p in policies.iter().filter(|p| p.enabled) {

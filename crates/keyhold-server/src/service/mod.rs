@@ -22,9 +22,10 @@ use keyhold_core::timefmt::{self, Timestamp};
 use keyhold_core::validate::is_uuid;
 use keyhold_core::{Error, Reason, Result};
 use keyhold_crypto::{CryptoError, CryptoUnit};
-use keyhold_store::{Store, StoreError};
+use keyhold_store::{Change, ChangeListener, Store, StoreError};
 
 pub use actions::{UnwrapOutcome, WrapOutcome};
+pub use cache::InstancePolicies;
 pub use keys::{CreateKey, ImportMaterial, PolicyOverrides};
 pub use policies::{cidr_contains, parse_cidr, InstancePolicyInput, KeyPolicyInput};
 pub use resources::RegistrationInput;
@@ -50,8 +51,8 @@ pub struct Service {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) unit: Arc<dyn CryptoUnit>,
     pub(crate) rules: TimingRules,
-    cache: KeyCache,
-    policy_cache: PolicyCache,
+    cache: Arc<KeyCache>,
+    policy_cache: Arc<PolicyCache>,
 }
 
 pub(crate) fn store_err(e: StoreError) -> Error {
@@ -59,6 +60,10 @@ pub(crate) fn store_err(e: StoreError) -> Error {
         StoreError::Unavailable(why) => {
             tracing::error!(error = %why, "store unavailable");
             Error::unavailable("The key store is unavailable; retry later")
+        }
+        StoreError::Rejected(why) => {
+            tracing::info!(error = %why, "the store refused a value");
+            Error::bad_body("The request holds a value the key store cannot keep")
         }
         StoreError::Corrupt(why) => {
             tracing::error!(error = %why, "stored data could not be read");
@@ -105,13 +110,55 @@ pub(crate) fn crypto_err(e: CryptoError) -> Error {
 
 impl Service {
     pub fn new(store: Arc<dyn Store>, unit: Arc<dyn CryptoUnit>, rules: TimingRules) -> Self {
-        Service {
+        let svc = Service {
             store,
             unit,
             rules,
-            cache: KeyCache::new(100_000),
-            policy_cache: PolicyCache::new(),
-        }
+            cache: Arc::new(KeyCache::new(100_000)),
+            policy_cache: Arc::new(PolicyCache::new()),
+        };
+        svc.follow_other_nodes();
+        svc
+    }
+
+    /// With a shared store, applies other nodes' change notices to this node's
+    /// caches, and stops trusting the caches while notices may be missed.
+    fn follow_other_nodes(&self) {
+        let (keys, policies, unit) = (
+            self.cache.clone(),
+            self.policy_cache.clone(),
+            self.unit.clone(),
+        );
+        let listener: ChangeListener = Arc::new(move |change| match change {
+            Change::Key {
+                instance_id,
+                key_id,
+            } => {
+                if let Some(view) = keys.get(&instance_id, &key_id) {
+                    // The key may have been purged: drop its unwrapped versions too.
+                    for v in &view.versions {
+                        unit.forget(&v.version_id);
+                    }
+                }
+                keys.invalidate(&instance_id, &key_id);
+            }
+            Change::InstancePolicies { instance_id } => policies.forget(&instance_id),
+            Change::Everything => {
+                keys.clear();
+                policies.clear();
+            }
+            Change::Lost => {
+                tracing::warn!("change notices from other nodes are not flowing (yet): caches bypassed until they are");
+                keys.set_trusted(false);
+                policies.set_trusted(false);
+            }
+            Change::Resumed => {
+                tracing::info!("following other nodes' changes");
+                keys.set_trusted(true);
+                policies.set_trusted(true);
+            }
+        });
+        self.store.watch(listener);
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -137,10 +184,23 @@ impl Service {
     /// Finds a key by UUID or alias (fresh from the store).
     pub(crate) fn resolve_key(&self, instance_id: &str, id_or_alias: &str) -> Result<KeyRecord> {
         let key_id = self.resolve_key_id(instance_id, id_or_alias)?;
-        self.store
+        let key = self
+            .store
             .get_key(instance_id, &key_id)
-            .map_err(store_err)?
-            .ok_or_else(Error::key_not_found)
+            .map_err(store_err)?;
+        match key {
+            Some(k) if is_uuid(id_or_alias) || k.aliases.iter().any(|a| a == id_or_alias) => Ok(k),
+            _ if !is_uuid(id_or_alias) => {
+                // A cached alias that moved or went away: look it up afresh.
+                self.cache.drop_alias(instance_id, id_or_alias);
+                let key_id = self.resolve_key_id(instance_id, id_or_alias)?;
+                self.store
+                    .get_key(instance_id, &key_id)
+                    .map_err(store_err)?
+                    .ok_or_else(Error::key_not_found)
+            }
+            _ => Err(Error::key_not_found()),
+        }
     }
 
     fn resolve_key_id(&self, instance_id: &str, id_or_alias: &str) -> Result<String> {

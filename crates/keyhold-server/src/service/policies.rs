@@ -11,6 +11,7 @@ use keyhold_core::rules::{self, KeyAction};
 use keyhold_core::timefmt::Timestamp;
 use keyhold_core::{Error, Reason, Result};
 
+use super::cache::InstancePolicies;
 use super::keys::check_interval;
 use super::{store_err, Service};
 use crate::auth::Principal;
@@ -179,7 +180,7 @@ impl Service {
             validate_instance_policy(p)?;
         }
         let now = self.now();
-        let existing = self.instance_policies(instance_id)?;
+        let existing = &self.instance_policies(instance_id)?.list;
         let policies: Vec<InstancePolicy> = inputs
             .into_iter()
             .map(|p| {
@@ -205,28 +206,31 @@ impl Service {
         written
     }
 
-    /// The networks an enabled allowedIP policy admits; `None` when requests are not restricted.
-    pub fn allowed_networks(&self, instance_id: &str) -> Result<Option<Vec<(IpAddr, u8)>>> {
-        let policies = self.instance_policies(instance_id)?;
-        Ok(policies.iter().find_map(|p| match (p.enabled, &p.data) {
-            (true, InstancePolicyData::AllowedIp { allowed_ip }) => {
-                Some(allowed_ip.iter().filter_map(|c| parse_cidr(c)).collect())
-            }
-            _ => None,
-        }))
+    /// The instance's policies if this node has them cached (never blocks).
+    pub fn cached_instance_policies(&self, instance_id: &str) -> Option<Arc<InstancePolicies>> {
+        self.policy_cache.get(instance_id)
     }
 
     /// The instance's policies; cached, since every key creation consults them.
-    pub fn instance_policies(&self, instance_id: &str) -> Result<Arc<Vec<InstancePolicy>>> {
+    pub fn instance_policies(&self, instance_id: &str) -> Result<Arc<InstancePolicies>> {
         if let Some(p) = self.policy_cache.get(instance_id) {
             return Ok(p);
         }
         let generation = self.policy_cache.generation();
-        let policies = Arc::new(
-            self.store
-                .instance_policies(instance_id)
-                .map_err(store_err)?,
-        );
+        let list = self
+            .store
+            .instance_policies(instance_id)
+            .map_err(store_err)?;
+        let allowed_networks = list.iter().find_map(|p| match (p.enabled, &p.data) {
+            (true, InstancePolicyData::AllowedIp { allowed_ip }) => {
+                Some(allowed_ip.iter().filter_map(|c| parse_cidr(c)).collect())
+            }
+            _ => None,
+        });
+        let policies = Arc::new(InstancePolicies {
+            list,
+            allowed_networks,
+        });
         self.policy_cache
             .put(instance_id, policies.clone(), generation);
         Ok(policies)
