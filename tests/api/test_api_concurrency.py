@@ -119,3 +119,27 @@ def test_parallel_wrap_same_key_many(cc):
         assert u.status_code == 200 and u.json()["plaintext"] == b64(data), describe(u)
         return True
     assert all(_pool(work, 32))
+
+
+@pytest.mark.parametrize("entries", ["1", "0"])
+def test_tiny_key_cache_stays_correct(server_factory, entries):
+    """With --key-cache-entries 1 (or 0) every operation evicts; results must not change, and state
+    changes (rotate, disable, delete) must be seen at once."""
+    srv = server_factory(extra=["--key-cache-entries", entries])
+    c = srv.client()
+    keys = [c.root_key() for _ in range(4)]
+    cts = {}
+    for rnd in range(3):
+        for i, k in enumerate(keys):
+            pt = f"{rnd}-{i}".encode()
+            cts[(rnd, i)] = (pt, c.wrap(k["id"], pt)["ciphertext"])
+        c.rotate(keys[rnd]["id"])
+    for (rnd, i), (pt, ct) in cts.items():
+        assert unb64(c.unwrap(keys[i]["id"], ct)["plaintext"]) == pt
+    # cached versions must not outlive state changes
+    c.action(keys[0]["id"], "disable")
+    r = c.wrap_resp(keys[0]["id"], b"x")
+    assert r.status_code == 409, describe(r)
+    c.delete_key(keys[1]["id"])
+    r = c.unwrap_resp(keys[1]["id"], cts[(0, 1)][1])
+    assert r.status_code == 410, describe(r)
