@@ -25,7 +25,13 @@ def test_kill9_after_create_then_restart(server_factory, tmp_path):
     a.proc.wait(10)
     info_before = dict(a.info)
 
+    old_token = a.token()
     b = server_factory(data_dir=data)
+    # clients cache tokens for most of their lifetime: a restart must not invalidate them
+    import requests
+    r = requests.get(b.url + "/api/v2/keys", timeout=30,
+                     headers={"Authorization": "Bearer " + old_token, "Bluemix-Instance": b.instance_id})
+    check_status(r, 200)
     assert b.info["instance_id"] == info_before["instance_id"]
     assert b.info["apikey"] == info_before["apikey"]
     assert b.info["second_apikey"] == info_before["second_apikey"]
