@@ -16,7 +16,8 @@ from collections import Counter
 import pytest
 import requests
 
-from cluster_helpers import CROSS_NODE_BOUND, assert_kp_error, check_status, describe, reason_code, unb64
+from cluster_helpers import (CROSS_NODE_BOUND, assert_kp_error, check_status, describe, poll_until, reason_code,
+                             unb64)
 
 FAIL_FAST = 5.0      # every call answers within this during the outage
 RECOVERY = 10.0      # both nodes serve again within this after PostgreSQL is back
@@ -201,5 +202,59 @@ def test_postgres_outage_fails_fast_and_recovers(start_cluster, pg_ctl, how):
                 assert unb64(c.unwrap(w.base, ct)["plaintext"]) == pt
     for c in (c1, c2):
         assert unb64(c.unwrap(probe_key["id"], probe_ct)["plaintext"]) == dek
+
+    # --- and the cross-node bound holds again after the recovery ------------------------------
+    _assert_bound_after(c1, c2, f"after PostgreSQL {how} + start")
+    for n in cl.nodes:
+        n.stop()
+
+
+def _assert_bound_after(c1, c2, when):
+    """Disable on node 1 -> wrap refused on node 2 within the bound, and the reverse. A node
+    that lost its change-notice channel and did not re-establish it fails this."""
+    for a, b in ((c1, c2), (c2, c1)):
+        k = a.root_key()
+        for _ in range(3):
+            check_status(b.wrap_resp(k["id"], os.urandom(32)), 200)
+        check_status(a.action(k["id"], "disable"), 204)
+        refused = lambda r: r.status_code == 409 and reason_code(r) == "KEY_ACTION_INVALID_STATE_ERR"
+        elapsed, res, hist = poll_until(lambda: b.wrap_resp(k["id"], os.urandom(32)), refused, CROSS_NODE_BOUND)
+        assert elapsed is not None and elapsed <= CROSS_NODE_BOUND, (
+            f"{when}: disable on {a.name} not enforced on {b.name} within {CROSS_NODE_BOUND} s "
+            f"(attempts (t, status, reason): {hist[:4]}...{hist[-2:]}){describe(res)}")
+
+
+def test_dropped_connections_recover_and_bound_holds(start_cluster, psql):
+    """PostgreSQL drops every Keyhold connection (pg_terminate_backend: a failover or network
+    blip): both nodes serve again within the recovery bound without restart, answering only
+    2xx or 503 SERVICE_UNAVAILABLE_ERR meanwhile, and cross-node changes are enforced within
+    the bound afterwards."""
+    cl = start_cluster()
+    c1, c2 = cl.clients()
+    k = c1.root_key()
+    _assert_bound_after(c1, c2, "before the drop")
+    rows = psql("select count(pg_terminate_backend(pid)) from pg_stat_activity "
+                "where pid <> pg_backend_pid() and backend_type = 'client backend'")
+    assert rows and int(rows[0][0]) > 0, "no connections to drop"
+    t0 = time.monotonic()
+    back = {}
+    odd = []
+    while len(back) < 2 and time.monotonic() - t0 < RECOVERY:
+        for c in (c1, c2):
+            if c.name in back:
+                continue
+            s0 = time.monotonic()
+            r = c.wrap_resp(k["id"], os.urandom(32))
+            if time.monotonic() - s0 >= FAIL_FAST:
+                odd.append(f"{c.name}: slow answer{describe(r)}")
+            if r.status_code == 200:
+                back[c.name] = time.monotonic() - t0
+            elif not (r.status_code == 503 and reason_code(r) == "SERVICE_UNAVAILABLE_ERR"):
+                odd.append(f"{c.name}: {r.status_code}{describe(r)}")
+        time.sleep(0.05)
+    assert not odd, "while the connections were re-established:\n" + "\n".join(odd[:5])
+    assert len(back) == 2, f"nodes serving again within {RECOVERY} s: {back}"
+    # no grace period: a node that serves must enforce other nodes' changes within the bound
+    _assert_bound_after(c1, c2, "after the connections were dropped")
     for n in cl.nodes:
         n.stop()
