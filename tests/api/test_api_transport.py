@@ -241,3 +241,50 @@ def test_sigterm_exits_cleanly(server_factory):
     srv.proc.terminate()
     rc = srv.proc.wait(timeout=20)
     assert rc in (0, -15, 143), rc
+
+
+def test_expect_100_continue(kp):
+    """curl (the KP docs' client) sends `Expect: 100-continue` for bodies over 1 KiB: the server must
+    answer 100 Continue (or the final status) instead of waiting for the body forever."""
+    import socket
+    body = json.dumps(key_envelope(key_resource(description="d" * 200, tags=["t" * 30] * 30))).encode()
+    assert len(body) > 1024
+    head = _req(kp, "POST", "/api/v2/keys", b"", extra=b"Expect: 100-continue\r\n")
+    head = head.replace(b"Content-Length: 0", f"Content-Length: {len(body)}".encode())
+    host, port = kp.server.url.split("//")[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(head)
+        s.settimeout(3)
+        first = s.recv(4096)
+        assert first.startswith(b"HTTP/1.1 100"), f"no 100 Continue within 3 s: {first[:80]!r}"
+        s.sendall(body)
+        s.settimeout(10)
+        resp = b""
+        while b"\r\n\r\n" not in resp:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            resp += chunk
+        if resp.startswith(b"\r\n") or resp.startswith(b"HTTP/1.1 100"):
+            resp = resp.split(b"\r\n\r\n", 1)[1] if resp.startswith(b"HTTP/1.1 100") else resp.lstrip(b"\r\n")
+        assert resp.startswith(b"HTTP/1.1 201"), resp[:200]
+
+
+def test_head_on_get_routes(kp):
+    k = kp.root_key()
+    for path in (f"/api/v2/keys/{k['id']}", "/api/v2/key_rings", f"/api/v2/keys/{k['id']}/metadata"):
+        r = kp.head(path)
+        assert r.status_code in (200, 404, 405), describe(r)
+        assert r.content == b""
+
+
+def test_expect_100_continue_too_large_gets_413_first(kp):
+    import socket
+    head = _req(kp, "POST", "/api/v2/keys", b"", extra=b"Expect: 100-continue\r\n")
+    head = head.replace(b"Content-Length: 0", f"Content-Length: {2 * 1024 * 1024}".encode())
+    host, port = kp.server.url.split("//")[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(head)
+        s.settimeout(5)
+        first = s.recv(4096)
+    assert first.startswith(b"HTTP/1.1 413"), f"expected a 413 before any body is sent: {first[:80]!r}"
