@@ -288,3 +288,20 @@ def test_expect_100_continue_too_large_gets_413_first(kp):
         s.settimeout(5)
         first = s.recv(4096)
     assert first.startswith(b"HTTP/1.1 413"), f"expected a 413 before any body is sent: {first[:80]!r}"
+
+
+def test_chunked_request_bodies(kp):
+    body = json.dumps(key_envelope(key_resource())).encode()
+
+    def gen():
+        for i in range(0, len(body), 7):
+            yield body[i:i + 7]
+    r = kp.session.post(kp.server.url + "/api/v2/keys", data=gen(), timeout=30,
+                        headers={"Authorization": "Bearer " + kp.token, "Bluemix-Instance": kp.server.instance_id,
+                                 "Content-Type": "application/json"})
+    check_status(r, 201)
+    kid = r.json()["resources"][0]["id"]
+    wb = json.dumps({"plaintext": b64(b"chunked")}).encode()
+    r = kp.session.post(kp.server.url + f"/api/v2/keys/{kid}/actions/wrap", data=iter([wb[:5], wb[5:]]), timeout=30,
+                        headers={"Authorization": "Bearer " + kp.token, "Bluemix-Instance": kp.server.instance_id})
+    check_status(r, 200)
