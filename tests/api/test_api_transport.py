@@ -305,3 +305,20 @@ def test_chunked_request_bodies(kp):
     r = kp.session.post(kp.server.url + f"/api/v2/keys/{kid}/actions/wrap", data=iter([wb[:5], wb[5:]]), timeout=30,
                         headers={"Authorization": "Bearer " + kp.token, "Bluemix-Instance": kp.server.instance_id})
     check_status(r, 200)
+
+
+def test_many_idle_connections_do_not_block_service(kp):
+    import socket
+    host, port = kp.server.url.split("//")[1].split(":")
+    socks = []
+    try:
+        for _ in range(300):
+            s = socket.create_connection((host, int(port)), timeout=5)
+            s.sendall(b"GET /api/v2/keys HTTP/1.1\r\nHost: x\r\n")  # never finished
+            socks.append(s)
+        r = kp.get("/api/v2/keys", timeout=10)
+        check_status(r, 200)
+    finally:
+        for s in socks:
+            s.close()
+    assert kp.server.alive()
