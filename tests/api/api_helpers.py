@@ -316,8 +316,10 @@ class Client:
                 h[k] = v
         url = path if path.startswith("http") else self.server.url + path
         # verify per request: a session-level verify is overridden by REQUESTS_CA_BUNDLE
-        return self.session.request(method, url, data=data, headers=h, params=params,
+        resp = self.session.request(method, url, data=data, headers=h, params=params,
                                     timeout=timeout, verify=self.server.verify)
+        check_invariants(resp)
+        return resp
 
     def get(self, path, **kw):
         return self.req("GET", path, **kw)
@@ -440,6 +442,23 @@ def secure_import_fields(token: dict, material: bytes, nonce: bytes | None = Non
     return {"payload": b64(pub.encrypt(material, oaep)),
             "encryptedNonce": b64(AESGCM(material).encrypt(iv, nonce, None)),
             "iv": b64(iv), "encryptionAlgorithm": "RSAES_OAEP_SHA_256"}
+
+
+def check_invariants(resp: requests.Response):
+    """Checked on every response the suite receives:
+    - never a 5xx (DESIGN §6: nothing a client sends may produce one);
+    - never 200 with an empty body (§4.2: the Go client unmarshals every 200);
+    - a JSON Content-Type means a parseable JSON body."""
+    assert resp.status_code < 500, f"5xx answer{describe(resp)}"
+    if resp.request.method != "HEAD":
+        if resp.status_code == 200:
+            assert resp.content, f"200 with an empty body (§4.2: use 204){describe(resp)}"
+        ct = resp.headers.get("content-type", "").split(";")[0].strip().lower()
+        if resp.content and (ct == "application/json" or ct.endswith("+json")):
+            try:
+                json.loads(resp.content)
+            except ValueError:
+                raise AssertionError(f"JSON Content-Type but no JSON body{describe(resp)}")
 
 
 def wait_for(pred, timeout=10.0, interval=0.25):
