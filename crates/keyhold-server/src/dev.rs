@@ -49,38 +49,50 @@ fn io_err(what: &str, path: &Path, e: std::io::Error) -> String {
 
 /// Writes a file readable only by its owner, atomically.
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    let tmp = path.with_extension("tmp");
+    let tmp = staged_private(path, bytes)?;
+    fs::rename(&tmp, path).map_err(|e| io_err("cannot write", path, e))
+}
+
+/// Writes `bytes` (owner-only, synced) to a file beside `path` that no other
+/// process uses, for a rename or link into place.
+fn staged_private(path: &Path, bytes: &[u8]) -> Result<PathBuf, String> {
+    let mut tag = [0u8; 6];
+    aws_lc_rs::rand::fill(&mut tag).map_err(|_| "cannot generate a file name".to_string())?;
+    let suffix: String = tag.iter().map(|b| format!("{b:02x}")).collect();
+    let tmp = path.with_extension(format!("tmp-{}-{suffix}", std::process::id()));
     let mut f = fs::OpenOptions::new()
-        .create(true)
+        .create_new(true)
         .write(true)
-        .truncate(true)
         .mode(0o600)
         .open(&tmp)
         .map_err(|e| io_err("cannot write", &tmp, e))?;
     f.write_all(bytes)
         .and_then(|_| f.sync_all())
         .map_err(|e| io_err("cannot write", &tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| io_err("cannot write", path, e))
+    Ok(tmp)
 }
 
 fn load_or_create_master_key(dir: &Path) -> Result<Zeroizing<[u8; 32]>, String> {
     let path = dir.join("master.key");
     let mut key = Zeroizing::new([0u8; 32]);
-    match fs::read(&path) {
-        Ok(bytes) => {
-            let bytes = Zeroizing::new(bytes);
-            if bytes.len() != 32 {
-                return Err(format!("{} is not a 32-byte master key", path.display()));
-            }
-            key.copy_from_slice(&bytes);
+    if !path.exists() {
+        aws_lc_rs::rand::fill(&mut key[..])
+            .map_err(|_| "cannot generate a master key".to_string())?;
+        let tmp = staged_private(&path, &key[..])?;
+        // Linking never replaces: if another node created the key first, use theirs.
+        let linked = fs::hard_link(&tmp, &path);
+        let _ = fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_err("cannot write", &path, e)),
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            aws_lc_rs::rand::fill(&mut key[..])
-                .map_err(|_| "cannot generate a master key".to_string())?;
-            write_private(&path, &key[..])?;
-        }
-        Err(e) => return Err(io_err("cannot read", &path, e)),
     }
+    let bytes = Zeroizing::new(fs::read(&path).map_err(|e| io_err("cannot read", &path, e))?);
+    if bytes.len() != 32 {
+        return Err(format!("{} is not a 32-byte master key", path.display()));
+    }
+    key.copy_from_slice(&bytes);
     tracing::warn!(
         path = %path.display(),
         "DEV MODE: the master key is stored in plain form in the data directory; never use dev mode for real keys"

@@ -289,6 +289,22 @@ impl PostgresStore {
     }
 }
 
+impl Drop for PostgresStore {
+    /// A `postgres::Client` closes its connection by blocking on its own runtime,
+    /// which panics inside an async context: close idle connections on a plain thread.
+    fn drop(&mut self) {
+        let idle = std::mem::take(
+            self.idle
+                .get_mut()
+                .map(|v| v as &mut Vec<Client>)
+                .unwrap_or(&mut Vec::new()),
+        );
+        if !idle.is_empty() {
+            let _ = std::thread::spawn(move || drop(idle)).join();
+        }
+    }
+}
+
 /// The listener loop: LISTEN on the channel, report notices; report the
 /// channel lost whenever the connection drops, and resumed once it is back.
 fn listen(config: Config, schema: String, channel: String, listener: ChangeListener) {

@@ -123,8 +123,9 @@ fn main() -> ExitCode {
         .json()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KEYHOLD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_env("KEYHOLD_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,postgres=warn,tokio_postgres=warn")
+            }),
         )
         .init();
     match cli.command {

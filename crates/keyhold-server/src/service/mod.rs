@@ -45,7 +45,8 @@ pub(crate) enum KeyWrite {
 }
 
 /// How many times a compare-and-swap write is retried under contention.
-const CAS_ATTEMPTS: usize = 8;
+/// Losers of a race back off for a random time that grows with each attempt.
+const CAS_ATTEMPTS: u32 = 32;
 
 pub struct Service {
     pub(crate) store: Arc<dyn Store>,
@@ -106,6 +107,16 @@ pub(crate) fn crypto_err(e: CryptoError) -> Error {
             Error::internal()
         }
     }
+}
+
+/// Sleeps 0..=(attempt+1) ms, so writers that collided do not collide again in step.
+fn backoff(attempt: u32) {
+    let mut r = [0u8; 1];
+    let _ = aws_lc_rs::rand::fill(&mut r);
+    let max_ms = u64::from(attempt.min(20) + 1);
+    std::thread::sleep(std::time::Duration::from_micros(
+        u64::from(r[0]) * max_ms * 1000 / 255,
+    ));
 }
 
 impl Service {
@@ -240,7 +251,7 @@ impl Service {
         id_or_alias: &str,
         mut change: impl FnMut(&mut KeyRecord, Timestamp) -> Result<KeyWrite>,
     ) -> Result<KeyRecord> {
-        for _ in 0..CAS_ATTEMPTS {
+        for attempt in 0..CAS_ATTEMPTS {
             let mut key = self.resolve_key(instance_id, id_or_alias)?;
             let now = self.now();
             let write = change(&mut key, now)?;
@@ -262,7 +273,10 @@ impl Service {
                     self.cache.invalidate(instance_id, &key.id);
                     return Ok(key);
                 }
-                Err(StoreError::Conflict) => continue,
+                Err(StoreError::Conflict) => {
+                    backoff(attempt);
+                    continue;
+                }
                 Err(StoreError::Duplicate) => {
                     return Err(Error::new(
                         Reason::DuplicateResource,
