@@ -16,7 +16,7 @@ from collections import Counter
 import pytest
 import requests
 
-from cluster_helpers import (CROSS_NODE_BOUND, assert_kp_error, check_status, describe, poll_until, reason_code,
+from cluster_helpers import (APIKEY_GRANT, CROSS_NODE_BOUND, assert_kp_error, check_status, describe, poll_until, reason_code,
                              unb64)
 
 FAIL_FAST = 5.0      # every call answers within this during the outage
@@ -80,11 +80,16 @@ class Writer(threading.Thread):
             time.sleep(0.02)
 
 
-def _probe(client, base, ct):
-    """Calls that all need the store; each returns (name, response or exception, seconds)."""
+def _probe(client, base, ct, unseen, doomed):
+    """Calls that all need the store; each returns (name, response or exception, seconds).
+    `unseen` is a key this node never served (it must not answer 404 for it: it cannot
+    know), `doomed` a key the probe tries to delete (it must still exist afterwards)."""
     calls = [
         ("create", lambda: client.create_key_resp()),
         ("get", lambda: client.get_key_resp(base)),
+        ("get of a key only the other node served", lambda: client.get_key_resp(unseen)),
+        ("wrap with a key only the other node served", lambda: client.wrap_resp(unseen, os.urandom(32))),
+        ("delete", lambda: client.delete_key_resp(doomed)),
         ("list", lambda: client.get("/api/v2/keys")),
         ("wrap", lambda: client.wrap_resp(base, os.urandom(32))),
         ("unwrap", lambda: client.unwrap_resp(base, ct)),
@@ -113,6 +118,9 @@ def test_postgres_outage_fails_fast_and_recovers(start_cluster, pg_ctl, how):
     probe_key = c1.root_key()
     dek = os.urandom(32)
     probe_ct = c2.wrap(probe_key["id"], dek)["ciphertext"]
+    # per node: a key created and served only by the OTHER node, and a key to try to delete
+    unseen = {c1.name: c2.root_key()["id"], c2.name: c1.root_key()["id"]}
+    doomed = {c.name: c.root_key()["id"] for c in (c1, c2)}
 
     writers = [Writer(n, c.root_key()["id"]) for n, c in ((n1, c1), (n2, c2))]
     for w in writers:
@@ -127,7 +135,7 @@ def test_postgres_outage_fails_fast_and_recovers(start_cluster, pg_ctl, how):
         time.sleep(CROSS_NODE_BOUND + 0.2)  # cached state may serve for at most the bound
         problems = []
         for c in (c1, c2):
-            for name, r, dt in _probe(c, probe_key["id"], probe_ct):
+            for name, r, dt in _probe(c, probe_key["id"], probe_ct, unseen[c.name], doomed[c.name]):
                 if isinstance(r, Exception):
                     problems.append(f"{c.name} {name}: exception after {dt:.1f} s: {r!r}")
                     continue
@@ -137,6 +145,16 @@ def test_postgres_outage_fails_fast_and_recovers(start_cluster, pg_ctl, how):
                     assert_kp_error(r, 503, "SERVICE_UNAVAILABLE_ERR")
                 except AssertionError as e:
                     problems.append(f"{c.name} {name} during the outage: {e}")
+            # the token endpoint: a token (from cached credentials) or 503, fast, never a 5xx crash
+            t0 = time.monotonic()
+            try:
+                r = requests.post(c.node.iam_url + "/identity/token",
+                                  data={"grant_type": APIKEY_GRANT, "apikey": c.apikey}, timeout=15)
+                dt = time.monotonic() - t0
+                if r.status_code not in (200, 503) or dt >= FAIL_FAST:
+                    problems.append(f"{c.name} token during the outage: {r.status_code} after {dt:.1f} s{describe(r)}")
+            except Exception as e:  # noqa: BLE001
+                problems.append(f"{c.name} token during the outage: exception {e!r}")
         time.sleep(max(0.0, OUTAGE_SECS - CROSS_NODE_BOUND - 0.2))
     finally:
         pg_ctl("start")
@@ -202,6 +220,9 @@ def test_postgres_outage_fails_fast_and_recovers(start_cluster, pg_ctl, how):
                 assert unb64(c.unwrap(w.base, ct)["plaintext"]) == pt
     for c in (c1, c2):
         assert unb64(c.unwrap(probe_key["id"], probe_ct)["plaintext"]) == dek
+        for kid in doomed.values():  # deletes answered 503 did not happen
+            r = check_status(c.get_key_resp(kid), 200)
+            assert r.json()["resources"][0]["state"] == 1, f"a delete answered 503 took effect{describe(r)}"
 
     # --- and the cross-node bound holds again after the recovery ------------------------------
     _assert_bound_after(c1, c2, f"after PostgreSQL {how} + start")
