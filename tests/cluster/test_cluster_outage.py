@@ -3,10 +3,14 @@
 While clients keep writing through both nodes, PostgreSQL is stopped (fast shutdown, and
 in a second run an immediate one, like a crash). Then:
 - every request to either node answers 503 with reason SERVICE_UNAVAILABLE_ERR in the Key
-  Protect error envelope, and every call returns in < 5 s (no hang);
+  Protect error envelope, and every call returns in < 5 s (no hang) -- also for a key only
+  the other node has served (no 404 for a key a node cannot look up); deletes answered 503
+  did not happen; the token endpoint answers 200 or 503, fast;
 - when PostgreSQL is started again, both nodes serve again within 10 s, without restart;
 - no acknowledged write is lost: every key whose create was answered 201 exists on both
-  nodes, every acknowledged rotation is a version, every acknowledged wrap unwraps.
+  nodes, every acknowledged rotation is a version, every acknowledged wrap unwraps;
+- afterwards a change on one node is enforced on the other within the bound again (the
+  change-notice channel came back too). Same for all connections dropped by PostgreSQL.
 """
 import os
 import threading
@@ -16,8 +20,8 @@ from collections import Counter
 import pytest
 import requests
 
-from cluster_helpers import (APIKEY_GRANT, CROSS_NODE_BOUND, assert_kp_error, check_status, describe, poll_until, reason_code,
-                             unb64)
+from cluster_helpers import (APIKEY_GRANT, CROSS_NODE_BOUND, assert_kp_error, check_status, describe, poll_until,
+                             reason_code, unb64)
 
 FAIL_FAST = 5.0      # every call answers within this during the outage
 RECOVERY = 10.0      # both nodes serve again within this after PostgreSQL is back
