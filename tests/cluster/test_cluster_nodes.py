@@ -296,3 +296,29 @@ def test_node_stops_cleanly_on_sigterm(start_cluster):
     assert rc == 0, f"node2 exit status after SIGTERM: {rc}"
     check_status(n1.client().wrap_resp(k["id"], os.urandom(32)), 200)
     n1.stop()
+
+
+def test_bound_holds_every_time(cluster):
+    """Twenty rounds, alternating the changing node and the change (disable / delete / rotate):
+    the other node enforces each within the bound; prints the observed propagation times."""
+    times = []
+    for i in range(20):
+        a, b = (cluster.clients() if i % 2 == 0 else cluster.clients()[::-1])
+        k = a.root_key()
+        _warm(b, k["id"], 2)
+        kind = ("disable", "delete", "rotate")[i % 3]
+        if kind == "disable":
+            check_status(a.action(k["id"], "disable"), 204)
+            ok = lambda r: r.status_code == 409 and reason_code(r) == "KEY_ACTION_INVALID_STATE_ERR"
+        elif kind == "delete":
+            check_status(a.delete_key_resp(k["id"]), 200, 204)
+            ok = lambda r: r.status_code == 410 and reason_code(r) == "KEY_DELETED_ERR"
+        else:
+            v_old = b.wrap(k["id"])["keyVersion"]["id"]
+            check_status(a.action(k["id"], "rotate"), 204)
+            ok = lambda r, v_old=v_old: r.status_code == 200 and r.json()["keyVersion"]["id"] != v_old
+        elapsed, res, hist = poll_until(lambda: b.wrap_resp(k["id"], os.urandom(32)), ok, CROSS_NODE_BOUND)
+        _assert_within_bound(elapsed, res, hist, f"round {i}: {kind} on {a.name} -> seen on {b.name}")
+        times.append(elapsed)
+    times.sort()
+    print(f"\ncross-node propagation (s): median {times[len(times) // 2]:.3f}, max {times[-1]:.3f}")
