@@ -244,3 +244,13 @@ def test_token_endpoint_odd_requests(server, path):
     assert r.status_code in (400, 404, 405), describe(r)
     for key in (" " + server.apikey, server.apikey + "\n", server.apikey.upper(), server.apikey[:-1]):
         _assert_iam_error(_token_resp(server, path, {"grant_type": APIKEY_GRANT, "apikey": key}))
+
+
+@pytest.mark.parametrize("ct", ["application/x-www-form-urlencoded; charset=UTF-8",
+                                "application/x-www-form-urlencoded;charset=utf-8",
+                                "Application/X-WWW-Form-Urlencoded"])
+def test_token_form_content_type_variants(server, ct):
+    from urllib.parse import urlencode
+    body = urlencode({"grant_type": APIKEY_GRANT, "apikey": server.apikey, "response_type": "cloud_iam"})
+    r = requests.post(server.iam_url + "/identity/token", data=body, headers={"Content-Type": ct}, timeout=30)
+    _assert_token_body(r)
