@@ -3,6 +3,7 @@
 //! Verified tokens are cached until they expire, so each signature is checked once.
 
 use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
@@ -48,6 +49,8 @@ pub struct TokenService {
     kid: String,
     lifetime: i64,
     verified: Mutex<LruCache<String, (Principal, Timestamp)>>,
+    /// Signature checks made, so tests can prove each token is checked once.
+    signature_checks: AtomicU64,
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -67,6 +70,7 @@ impl TokenService {
             kid,
             lifetime: lifetime_secs,
             verified: Mutex::new(LruCache::new(cap)),
+            signature_checks: AtomicU64::new(0),
         })
     }
 
@@ -142,6 +146,7 @@ impl TokenService {
         let sig = URL_SAFE_NO_PAD
             .decode(s)
             .map_err(|_| Error::unauthorized())?;
+        self.signature_checks.fetch_add(1, Ordering::Relaxed);
         let signing_input = &token[..h.len() + 1 + c.len()];
         UnparsedPublicKey::new(&ED25519, self.public_key())
             .verify(signing_input.as_bytes(), &sig)
@@ -199,6 +204,10 @@ impl TokenService {
             .map(|(p, _)| p)
     }
 
+    pub fn signature_checks(&self) -> u64 {
+        self.signature_checks.load(Ordering::Relaxed)
+    }
+
     /// The public key as a JWKS document (RFC 8037 OKP key).
     pub fn jwks(&self) -> serde_json::Value {
         serde_json::json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig",
@@ -226,8 +235,14 @@ mod tests {
     fn issue_and_verify() {
         let s = svc(60);
         let t = s.issue(&principal()).unwrap();
-        assert_eq!(s.authenticate(&t.access_token).unwrap(), principal());
-        assert_eq!(s.authenticate(&t.access_token).unwrap(), principal());
+        for _ in 0..5 {
+            assert_eq!(s.authenticate(&t.access_token).unwrap(), principal());
+        }
+        assert_eq!(
+            s.signature_checks(),
+            1,
+            "a token's signature is checked once, then cached"
+        );
         assert!(s.authenticate(&t.refresh_token).is_err());
         assert_eq!(
             s.principal_of_refresh(&t.refresh_token).unwrap(),

@@ -183,3 +183,102 @@ fn the_hourly_rotation_rule_holds_under_default_rules() {
         Reason::KeyRotationNotPermitted
     );
 }
+
+/// A store that counts the reads the hot path must not make.
+struct CountingStore {
+    inner: SqliteStore,
+    reads: std::sync::atomic::AtomicUsize,
+}
+
+impl CountingStore {
+    fn read(&self) {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+macro_rules! forward {
+    ($($name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty;)*) => {
+        $(fn $name(&self $(, $arg: $ty)*) -> $ret { self.inner.$name($($arg),*) })*
+    };
+}
+
+impl keyhold_store::Store for CountingStore {
+    fn get_key(
+        &self,
+        i: &str,
+        k: &str,
+    ) -> keyhold_store::Result<Option<keyhold_core::model::KeyRecord>> {
+        self.read();
+        self.inner.get_key(i, k)
+    }
+    fn versions(
+        &self,
+        i: &str,
+        k: &str,
+    ) -> keyhold_store::Result<Vec<keyhold_core::model::KeyVersion>> {
+        self.read();
+        self.inner.versions(i, k)
+    }
+    fn key_id_for_alias(&self, i: &str, a: &str) -> keyhold_store::Result<Option<String>> {
+        self.read();
+        self.inner.key_id_for_alias(i, a)
+    }
+    forward! {
+        put_instance(&self, instance: &Instance) -> keyhold_store::Result<()>;
+        get_instance(&self, id: &str) -> keyhold_store::Result<Option<Instance>>;
+        put_api_key(&self, key: &keyhold_store::ApiKeyRecord) -> keyhold_store::Result<()>;
+        find_api_key(&self, hash: &[u8]) -> keyhold_store::Result<Option<keyhold_store::ApiKeyRecord>>;
+        get_setting(&self, name: &str) -> keyhold_store::Result<Option<Vec<u8>>>;
+        put_setting(&self, name: &str, value: &[u8]) -> keyhold_store::Result<()>;
+        put_setting_if_absent(&self, name: &str, value: &[u8]) -> keyhold_store::Result<Vec<u8>>;
+        insert_key(&self, key: &keyhold_core::model::KeyRecord, version: &keyhold_core::model::KeyVersion) -> keyhold_store::Result<()>;
+        update_key(&self, key: &keyhold_core::model::KeyRecord, new_version: Option<&keyhold_core::model::KeyVersion>) -> keyhold_store::Result<()>;
+        update_key_alias(&self, key: &keyhold_core::model::KeyRecord, alias: &str, add: bool) -> keyhold_store::Result<()>;
+        purge_key(&self, instance_id: &str, key_id: &str) -> keyhold_store::Result<()>;
+        list_keys(&self, instance_id: &str, query: &keyhold_core::list::ListKeys, now: i64) -> keyhold_store::Result<Vec<keyhold_core::model::KeyRecord>>;
+        count_keys(&self, instance_id: &str, query: &keyhold_core::list::ListKeys, now: i64) -> keyhold_store::Result<u64>;
+        deleted_before(&self, before: i64, limit: u32) -> keyhold_store::Result<Vec<(String, String)>>;
+        create_ring(&self, ring: &keyhold_core::model::KeyRing) -> keyhold_store::Result<()>;
+        get_ring(&self, instance_id: &str, ring_id: &str) -> keyhold_store::Result<Option<keyhold_core::model::KeyRing>>;
+        list_rings(&self, instance_id: &str) -> keyhold_store::Result<Vec<keyhold_core::model::KeyRing>>;
+        delete_ring(&self, instance_id: &str, ring_id: &str, force: bool) -> keyhold_store::Result<()>;
+        put_registration(&self, reg: &keyhold_core::model::Registration) -> keyhold_store::Result<()>;
+        get_registration(&self, instance_id: &str, key_id: &str, crn: &str) -> keyhold_store::Result<Option<keyhold_core::model::Registration>>;
+        delete_registration(&self, instance_id: &str, key_id: &str, crn: &str) -> keyhold_store::Result<()>;
+        list_registrations(&self, instance_id: &str, query: &keyhold_store::RegistrationQuery) -> keyhold_store::Result<(Vec<keyhold_core::model::Registration>, u64)>;
+        put_instance_policies(&self, instance_id: &str, policies: &[keyhold_core::model::InstancePolicy]) -> keyhold_store::Result<()>;
+        instance_policies(&self, instance_id: &str) -> keyhold_store::Result<Vec<keyhold_core::model::InstancePolicy>>;
+        put_import_token(&self, token: &keyhold_core::model::ImportToken) -> keyhold_store::Result<()>;
+        get_import_token(&self, instance_id: &str) -> keyhold_store::Result<Option<keyhold_core::model::ImportToken>>;
+        retrieve_import_token(&self, instance_id: &str) -> keyhold_store::Result<Option<(keyhold_core::model::ImportToken, bool)>>;
+    }
+}
+
+#[test]
+fn a_cached_key_wraps_and_unwraps_without_reading_the_store() {
+    let store = Arc::new(CountingStore {
+        inner: SqliteStore::open_in_memory().unwrap(),
+        reads: Default::default(),
+    });
+    let unit = Arc::new(SoftUnit::new(Zeroizing::new([5u8; 32]), 16));
+    let svc = Service::new(store.clone(), unit, fast());
+    let id = root(&svc, "k1");
+    let first = svc.wrap("inst", &id, None, &[]).unwrap();
+    let before = store.reads.load(std::sync::atomic::Ordering::SeqCst);
+    for _ in 0..10 {
+        let w = svc.wrap("inst", &id, None, &[]).unwrap();
+        svc.unwrap("inst", &id, &w.ciphertext, &[]).unwrap();
+    }
+    svc.unwrap("inst", &id, &first.ciphertext, &[]).unwrap();
+    assert_eq!(
+        store.reads.load(std::sync::atomic::Ordering::SeqCst),
+        before,
+        "cache hits must not read the store"
+    );
+    // A write invalidates: the next wrap reads the key once more.
+    svc.disable("inst", &id).unwrap();
+    svc.enable("inst", &id).unwrap();
+    let before = store.reads.load(std::sync::atomic::Ordering::SeqCst);
+    svc.wrap("inst", &id, None, &[]).unwrap();
+    assert!(store.reads.load(std::sync::atomic::Ordering::SeqCst) > before);
+}
