@@ -404,3 +404,22 @@ def test_put_policy_prefer_minimal_still_has_body(kp):
                    headers={"Prefer": prefer})
         check_status(r, 200)
         assert r.json()["resources"][0]["rotation"]["interval_month"] == 4, describe(r)
+
+
+def test_disabling_instance_policy_resets_attributes(server_factory):
+    """§6.10: disabling a policy with attributes resets them."""
+    c = server_factory().client()
+    attrs = {"create_root_key": False, "create_standard_key": False, "import_root_key": False,
+             "import_standard_key": False, "enforce_token": True}
+    check_status(put_ipol(c, "keyCreateImportAccess", {"enabled": True, "attributes": attrs}), 204)
+    check_status(put_ipol(c, "keyCreateImportAccess", {"enabled": False}), 204)
+    p = c.get("/api/v2/instance/policies", params={"policy": "keyCreateImportAccess"}).json()["resources"]
+    assert p and p[0]["policy_data"]["enabled"] is False
+    got = p[0]["policy_data"].get("attributes")
+    assert got is None or got != attrs, f"attributes survived disabling: {got}"
+    c.root_key()
+    check_status(put_ipol(c, "allowedIP", INSTANCE_POLICIES["allowedIP"]), 204)
+    assert c.get("/api/v2/instance/allowed_ip_port").json()["resources"]
+    check_status(put_ipol(c, "allowedIP", {"enabled": False}), 204)
+    r = check_status(c.get("/api/v2/instance/allowed_ip_port"), 200)
+    assert r.json()["resources"] == [], describe(r)
