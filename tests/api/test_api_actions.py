@@ -427,8 +427,9 @@ def _rfc3339(dt):
 
 @pytest.fixture(scope="module")
 def expired_keys(kp):
-    """Several keys that expire ~3 s from now, each with a ciphertext made before expiry."""
-    exp = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=3)
+    """Several keys that expire ~6 s from now (room for a loaded machine), each with a ciphertext made
+    before expiry."""
+    exp = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=6)
     keys = []
     for _ in range(len(ACTIONS) + 5):
         k = kp.root_key(expirationDate=_rfc3339(exp))
