@@ -777,8 +777,10 @@ mod loopback_tests {
         assert_eq!(sum.status.get("500"), Some(&10));
         assert_eq!(sum.status.get("200"), Some(&40));
         assert!(sum.latency_ms.is_some());
-        // One connection for set-up, one per task: all kept alive.
-        assert_eq!(s.connections.load(Ordering::SeqCst), 3);
+        // One connection for set-up, at most one per task (a task that finds the request
+        // budget spent before it starts never connects): all kept alive.
+        let conns = s.connections.load(Ordering::SeqCst);
+        assert!((2..=3).contains(&conns), "{conns} connections");
         let json = report.to_json();
         assert_eq!(json["errors"], 10);
         assert_eq!(json["mix"], "health");
