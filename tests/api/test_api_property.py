@@ -239,3 +239,26 @@ def test_list_matches_model(listing_model, states, extractable, field, desc, lim
     assert got == want, f"params={params}"
     h = c.head("/api/v2/keys", params={k: v for k, v in params.items() if k not in ("limit", "offset", "sort")})
     assert h.headers.get("Key-Total") == str(len(model)), f"params={params} {dict(h.headers)}"
+
+
+# --- fuzz: arbitrary query strings on the list endpoints never yield a 5xx -----------------------
+
+QUERY_NAMES = ["limit", "offset", "state", "extractable", "search", "sort", "filter", "totalCount",
+               "allKeyStates", "urlEncodedResourceCRNQuery", "preventKeyDeletion", "policy", "force", "action"]
+query_values = st.one_of(st.text(max_size=30), st.integers(-2 ** 70, 2 ** 70).map(str),
+                         st.sampled_from(["1,5", "-id", 'state=1 creationDate=gt:"2020-01-01T00:00:00Z"',
+                                          "exact:", "not:escape:", "crn:v1:*", "true", "False"]))
+
+
+@pytest.mark.parametrize("path", ["/api/v2/keys", "/api/v2/keys/{k}/versions", "/api/v2/keys/{k}/registrations",
+                                  "/api/v2/keys/registrations", "/api/v2/key_rings", "/api/v2/keys/{k}/policies",
+                                  "/api/v2/instance/policies"])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                 HealthCheck.too_slow])
+@given(params=st.dictionaries(st.sampled_from(QUERY_NAMES), query_values, max_size=4))
+def test_fuzz_query_strings_no_5xx(fuzz, path, params):
+    srv, c, s, kid = fuzz
+    r = c.get(path.replace("{k}", kid), params=params)
+    _no5xx(r)
+    h = c.head("/api/v2/keys", params=params)
+    _no5xx(h)
