@@ -262,3 +262,20 @@ def test_fuzz_query_strings_no_5xx(fuzz, path, params):
     _no5xx(r)
     h = c.head("/api/v2/keys", params=params)
     _no5xx(h)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                 HealthCheck.too_slow])
+@given(ident=st.text(min_size=1, max_size=120), method_path=st.sampled_from([
+    ("GET", "/api/v2/keys/{}"), ("GET", "/api/v2/keys/{}/metadata"), ("POST", "/api/v2/keys/{}/actions/wrap"),
+    ("DELETE", "/api/v2/keys/{}/purge"), ("POST", "/api/v2/key_rings/{}"), ("POST", "/api/v2/keys/{}/restore")]))
+def test_fuzz_path_ids(fuzz, ident, method_path):
+    from urllib.parse import quote
+    srv, c, s, kid = fuzz
+    method, path = method_path
+    from api_helpers import _NO
+    r = c.req(method, path.format(quote(ident, safe="")), {} if method == "POST" else _NO)
+    _no5xx(r)
+    if r.status_code >= 400 and r.status_code not in (405, 414, 431):
+        from api_helpers import assert_kp_error
+        assert_kp_error(r, r.status_code, reasons_optional=r.status_code == 401)
