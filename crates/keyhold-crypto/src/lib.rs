@@ -64,6 +64,12 @@ pub trait CryptoUnit: Send + Sync + 'static {
     /// A short name for logs and status ("soft", "pkcs11").
     fn kind(&self) -> &'static str;
 
+    /// True when operations may block (an HSM round trip): callers then keep
+    /// them off async worker threads. In-process units compute and return.
+    fn blocks(&self) -> bool {
+        false
+    }
+
     /// Fills `out` from the unit's random generator.
     fn random(&self, out: &mut [u8]) -> Result<()>;
 

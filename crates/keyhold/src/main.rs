@@ -119,9 +119,18 @@ fn config(a: ServeArgs) -> ServerConfig {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Log lines are written by a background thread in batches (one write per batch,
+    // not per request); none is dropped: a full queue slows the request down instead.
+    let (log_writer, _log_guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("keyhold-log")
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stderr(),
+        ));
     tracing_subscriber::fmt()
         .json()
-        .with_writer(std::io::stderr)
+        .with_writer(log_writer)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KEYHOLD_LOG").unwrap_or_else(|_| {
                 tracing_subscriber::EnvFilter::new("info,postgres=warn,tokio_postgres=warn")

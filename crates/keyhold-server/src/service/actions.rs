@@ -117,6 +117,22 @@ impl Service {
         .encode())
     }
 
+    /// The key for the crypto path if this node can answer from memory alone and
+    /// the crypto unit never blocks; `None` means: go through the blocking pool.
+    pub fn cached_view(&self, instance_id: &str, id_or_alias: &str) -> Option<Arc<CachedKey>> {
+        if self.unit.blocks() {
+            return None;
+        }
+        let key_id = if is_uuid(id_or_alias) {
+            id_or_alias.to_ascii_lowercase()
+        } else {
+            self.cache.alias(instance_id, id_or_alias)?
+        };
+        let view = self.cache.get(instance_id, &key_id)?;
+        (is_uuid(id_or_alias) || view.record.aliases.iter().any(|a| a == id_or_alias))
+            .then_some(view)
+    }
+
     pub fn wrap(
         &self,
         instance_id: &str,
@@ -125,6 +141,16 @@ impl Service {
         aad: &[String],
     ) -> Result<WrapOutcome> {
         let view = self.crypto_view(instance_id, id)?;
+        self.wrap_with(&view, plaintext, aad)
+    }
+
+    /// Wraps with a key already in hand: touches no store.
+    pub fn wrap_with(
+        &self,
+        view: &CachedKey,
+        plaintext: Option<Zeroizing<Vec<u8>>>,
+        aad: &[String],
+    ) -> Result<WrapOutcome> {
         let key = &view.record;
         root_only(key)?;
         rules::check_state(key, KeyAction::Wrap, self.now())?;
@@ -154,33 +180,23 @@ impl Service {
         })
     }
 
-    fn open_dek(
+    /// Decrypts with a key already in hand; `Ok(None)` when the ciphertext names a
+    /// version this copy of the key does not have (made elsewhere since).
+    fn open_with(
         &self,
-        instance_id: &str,
-        id: &str,
+        view: &CachedKey,
         ciphertext: &str,
         aad: &[String],
         action: KeyAction,
-    ) -> Result<(Arc<CachedKey>, usize, Zeroizing<Vec<u8>>)> {
-        let mut view = self.crypto_view(instance_id, id)?;
+    ) -> Result<Option<(usize, Zeroizing<Vec<u8>>)>> {
         root_only(&view.record)?;
         rules::check_state(&view.record, action, self.now())?;
         validate::aad(aad)?;
         let envelope = Envelope::decode(ciphertext)?;
         let wanted = envelope.version_id.to_string();
-        let mut index = view.versions.iter().position(|v| v.version_id == wanted);
-        if index.is_none() {
-            // A version made elsewhere since we cached this key: look once more.
-            self.cache.invalidate(instance_id, &view.record.id);
-            view = self.load_view(instance_id, &view.record.id)?;
-            index = view.versions.iter().position(|v| v.version_id == wanted);
-        }
-        let index = index.ok_or_else(|| {
-            Error::new(
-                Reason::UnprocessableCiphertext,
-                "The provided ciphertext was not made by this key",
-            )
-        })?;
+        let Some(index) = view.versions.iter().position(|v| v.version_id == wanted) else {
+            return Ok(None);
+        };
         let key = &view.record;
         let version = &view.versions[index];
         let aad_bytes = dek_aad(&key.instance_id, &key.id, &version.version_id, aad);
@@ -194,18 +210,53 @@ impl Service {
                 &envelope.sealed,
             )
             .map_err(crypto_err)?;
-        Ok((view, index, plaintext))
+        Ok(Some((index, plaintext)))
     }
 
-    pub fn unwrap(
+    fn open_dek(
         &self,
         instance_id: &str,
         id: &str,
         ciphertext: &str,
         aad: &[String],
+        action: KeyAction,
+    ) -> Result<(Arc<CachedKey>, usize, Zeroizing<Vec<u8>>)> {
+        let view = self.crypto_view(instance_id, id)?;
+        if let Some((index, plaintext)) = self.open_with(&view, ciphertext, aad, action)? {
+            return Ok((view, index, plaintext));
+        }
+        // A version made elsewhere since we cached this key: look once more.
+        self.cache.invalidate(instance_id, &view.record.id);
+        let view = self.load_view(instance_id, &view.record.id)?;
+        match self.open_with(&view, ciphertext, aad, action)? {
+            Some((index, plaintext)) => Ok((view, index, plaintext)),
+            None => Err(Error::new(
+                Reason::UnprocessableCiphertext,
+                "The provided ciphertext was not made by this key",
+            )),
+        }
+    }
+
+    /// Unwraps with a key already in hand; `Ok(None)` when the store must be consulted.
+    pub fn unwrap_with(
+        &self,
+        view: &CachedKey,
+        ciphertext: &str,
+        aad: &[String],
+    ) -> Result<Option<UnwrapOutcome>> {
+        match self.open_with(view, ciphertext, aad, KeyAction::Unwrap)? {
+            Some((index, plaintext)) => self.unwrap_outcome(view, index, plaintext, aad).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn unwrap_outcome(
+        &self,
+        view: &CachedKey,
+        index: usize,
+        plaintext: Zeroizing<Vec<u8>>,
+        aad: &[String],
     ) -> Result<UnwrapOutcome> {
-        let (view, index, plaintext) =
-            self.open_dek(instance_id, id, ciphertext, aad, KeyAction::Unwrap)?;
         let version = version_ref(&view.versions[index]);
         let rewrapped = if index > 0 {
             let current = &view.versions[0];
@@ -221,6 +272,18 @@ impl Service {
             version,
             rewrapped,
         })
+    }
+
+    pub fn unwrap(
+        &self,
+        instance_id: &str,
+        id: &str,
+        ciphertext: &str,
+        aad: &[String],
+    ) -> Result<UnwrapOutcome> {
+        let (view, index, plaintext) =
+            self.open_dek(instance_id, id, ciphertext, aad, KeyAction::Unwrap)?;
+        self.unwrap_outcome(&view, index, plaintext, aad)
     }
 
     /// Returns the new ciphertext, the version that made the old one and the newest version.

@@ -12,7 +12,7 @@ use keyhold_core::model::{InstancePolicy, KeyRecord, KeyVersion};
 use lru::LruCache;
 
 /// A key as the crypto path needs it: metadata plus every version's blob.
-pub(crate) struct CachedKey {
+pub struct CachedKey {
     pub record: KeyRecord,
     /// Newest first.
     pub versions: Vec<KeyVersion>,

@@ -25,6 +25,7 @@ use keyhold_crypto::{CryptoError, CryptoUnit};
 use keyhold_store::{Change, ChangeListener, Store, StoreError};
 
 pub use actions::{UnwrapOutcome, WrapOutcome};
+pub use cache::CachedKey;
 pub use cache::InstancePolicies;
 pub use keys::{CreateKey, ImportMaterial, PolicyOverrides};
 pub use policies::{cidr_contains, parse_cidr, InstancePolicyInput, KeyPolicyInput};
