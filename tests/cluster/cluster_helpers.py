@@ -379,3 +379,80 @@ def poll_until(fn, ok, bound, interval=0.02, settle=0.0):
         if time.monotonic() > deadline:
             return None, res, history
         time.sleep(interval)
+
+
+# --- a TCP proxy that can partition one node from PostgreSQL ----------------------------------
+
+class TcpProxy:
+    """Forwards 127.0.0.1:<port> to a target. `partition()` stops all forwarding (new and
+    existing connections stay open but nothing gets through, as when the network between a
+    node and PostgreSQL fails silently); `heal()` resumes (held data then flows on)."""
+
+    def __init__(self, target_host: str, target_port: int):
+        import socket
+        self.target = (target_host, target_port)
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
+        self.port = self.sock.getsockname()[1]
+        self._open = threading.Event()
+        self._open.set()
+        self._closed = False
+        self._conns = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def partition(self):
+        self._open.clear()
+
+    def heal(self):
+        self._open.set()
+
+    def _accept(self):
+        import socket
+        while not self._closed:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self._conns.append(c)
+
+            def start(c=c):
+                self._open.wait()
+                if self._closed:
+                    return
+                try:
+                    u = socket.create_connection(self.target, timeout=10)
+                    u.settimeout(None)
+                except OSError:
+                    c.close()
+                    return
+                self._conns.append(u)
+                threading.Thread(target=self._pump, args=(c, u), daemon=True).start()
+                threading.Thread(target=self._pump, args=(u, c), daemon=True).start()
+            threading.Thread(target=start, daemon=True).start()
+
+    def _pump(self, src, dst):
+        try:
+            while not self._closed:
+                data = src.recv(65536)
+                if not data:
+                    break
+                self._open.wait()
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(2)
+            except OSError:
+                pass
+
+    def close(self):
+        self._closed = True
+        self._open.set()
+        for s in [self.sock] + self._conns:
+            try:
+                s.close()
+            except OSError:
+                pass

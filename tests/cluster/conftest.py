@@ -114,6 +114,8 @@ def _postgres_running_and_nodes_alive(request, _all_nodes):
     before = {id(n) for n in _all_nodes if n.alive()}
     yield
     ctl = os.environ.get("KEYHOLD_TEST_PG_CTL")
+    if ctl:
+        subprocess.run([ctl, "thaw"], check=False)
     if ctl and subprocess.run([ctl, "status"]).returncode != 0:
         subprocess.run([ctl, "start"], check=False)
     dead = [n for n in _all_nodes if id(n) in before and not n.alive() and not n.stopped_by_suite]

@@ -1,7 +1,8 @@
 """MUST SHOW (3) of issue #5: PostgreSQL stopped mid-run.
 
-While clients keep writing through both nodes, PostgreSQL is stopped (fast shutdown, and
-in a second run an immediate one, like a crash). Then:
+While clients keep writing through both nodes, PostgreSQL is stopped (fast shutdown; an
+immediate one, like a crash; and frozen with SIGSTOP, so connections hang as in a network
+partition). Then:
 - every request to either node answers 503 with reason SERVICE_UNAVAILABLE_ERR in the Key
   Protect error envelope, and every call returns in < 5 s (no hang) -- also for a key only
   the other node has served (no 404 for a key a node cannot look up); deletes answered 503
@@ -26,6 +27,9 @@ from cluster_helpers import (APIKEY_GRANT, CROSS_NODE_BOUND, assert_kp_error, ch
 FAIL_FAST = 5.0      # every call answers within this during the outage
 RECOVERY = 10.0      # both nodes serve again within this after PostgreSQL is back
 OUTAGE_SECS = 4.0
+# reads a node may answer from its own cache while PostgreSQL is frozen (nobody can change anything)
+SERVABLE_FROM_CACHE = {"get", "list", "wrap", "unwrap", "versions", "instance policies",
+                       "get of a key only the other node served", "wrap with a key only the other node served"}
 
 
 class Writer(threading.Thread):
@@ -101,18 +105,16 @@ def _probe(client, base, ct, unseen, doomed):
         ("versions", lambda: client.get(f"/api/v2/keys/{base}/versions")),
         ("instance policies", lambda: client.get("/api/v2/instance/policies")),
     ]
-    out = []
-    for name, fn in calls:
+    for name, fn in calls:  # a generator: the caller may stop after a hang
         t0 = time.monotonic()
         try:
             r = fn()
         except Exception as e:  # noqa: BLE001
             r = e
-        out.append((name, r, time.monotonic() - t0))
-    return out
+        yield name, r, time.monotonic() - t0
 
 
-@pytest.mark.parametrize("how", ["stop", "crash"])
+@pytest.mark.parametrize("how", ["stop", "crash", "freeze"])
 def test_postgres_outage_fails_fast_and_recovers(start_cluster, pg_ctl, how):
     cl = start_cluster()
     n1, n2 = cl.nodes
@@ -139,12 +141,17 @@ def test_postgres_outage_fails_fast_and_recovers(start_cluster, pg_ctl, how):
         time.sleep(CROSS_NODE_BOUND + 0.2)  # cached state may serve for at most the bound
         problems = []
         for c in (c1, c2):
+            c.timeout = FAIL_FAST + 1  # a hang shows as a timeout; one per node is evidence enough
             for name, r, dt in _probe(c, probe_key["id"], probe_ct, unseen[c.name], doomed[c.name]):
                 if isinstance(r, Exception):
-                    problems.append(f"{c.name} {name}: exception after {dt:.1f} s: {r!r}")
-                    continue
+                    problems.append(f"{c.name} {name}: no answer after {dt:.1f} s: {r!r}")
+                    break
                 if dt >= FAIL_FAST:
                     problems.append(f"{c.name} {name}: took {dt:.1f} s (>= {FAIL_FAST} s){describe(r)}")
+                if how == "freeze" and name in SERVABLE_FROM_CACHE and r.status_code == 200:
+                    # PostgreSQL is frozen, so no node can commit a change: an answer from the
+                    # node's cache is still correct here (the partition test covers the rest)
+                    continue
                 try:
                     assert_kp_error(r, 503, "SERVICE_UNAVAILABLE_ERR")
                 except AssertionError as e:
@@ -153,7 +160,7 @@ def test_postgres_outage_fails_fast_and_recovers(start_cluster, pg_ctl, how):
             t0 = time.monotonic()
             try:
                 r = requests.post(c.node.iam_url + "/identity/token",
-                                  data={"grant_type": APIKEY_GRANT, "apikey": c.apikey}, timeout=15)
+                                  data={"grant_type": APIKEY_GRANT, "apikey": c.apikey}, timeout=FAIL_FAST + 1)
                 dt = time.monotonic() - t0
                 if r.status_code not in (200, 503) or dt >= FAIL_FAST:
                     problems.append(f"{c.name} token during the outage: {r.status_code} after {dt:.1f} s{describe(r)}")
@@ -161,8 +168,10 @@ def test_postgres_outage_fails_fast_and_recovers(start_cluster, pg_ctl, how):
                 problems.append(f"{c.name} token during the outage: exception {e!r}")
         time.sleep(max(0.0, OUTAGE_SECS - CROSS_NODE_BOUND - 0.2))
     finally:
-        pg_ctl("start")
+        pg_ctl("thaw" if how == "freeze" else "start")
     t_back = time.monotonic()
+    for c in (c1, c2):
+        c.timeout = 15
 
     # --- PostgreSQL is back: both nodes serve again by themselves --------------------------------
     recovered = {}
@@ -283,3 +292,73 @@ def test_dropped_connections_recover_and_bound_holds(start_cluster, psql):
     _assert_bound_after(c1, c2, "after the connections were dropped")
     for n in cl.nodes:
         n.stop()
+
+
+def test_partitioned_node_stops_serving_stale_state(pg_url, keyhold_has_store, tmp_path_factory, _all_nodes):
+    """Node 1 reaches PostgreSQL through a proxy that then fails silently (a partition: the
+    connections stay open, nothing gets through); node 2 still reaches it and disables a key
+    node 1 has cached. Within the bound node 1 must stop answering 200 for that key (it
+    cannot know the key's state any more: 503 SERVICE_UNAVAILABLE_ERR, or 409 if it learnt
+    of the disable), and every call returns in < 5 s. After the partition heals node 1 serves
+    again by itself, with the key disabled."""
+    import uuid
+    from urllib.parse import urlsplit
+    from cluster_helpers import TcpProxy, start_node
+    u = urlsplit(pg_url)
+    assert not u.query, pg_url
+    proxy = TcpProxy(u.hostname, u.port)
+    schema = f"part_{uuid.uuid4().hex[:10]}"
+    direct = f"{pg_url}?schema={schema}"
+    via_proxy = f"{u.scheme}://{u.username}@127.0.0.1:{proxy.port}{u.path}?schema={schema}"
+    d = tmp_path_factory.mktemp("keyhold-partition")
+    try:
+        n1 = start_node("node1", d, via_proxy)
+        _all_nodes.append(n1)
+        n2 = start_node("node2", d, direct)
+        _all_nodes.append(n2)
+        assert n2.info["instance_id"] == n1.info["instance_id"]
+        c1, c2 = n1.client(), n2.client()
+        c1.timeout = c2.timeout = 15
+        k = c2.root_key()
+        for _ in range(3):
+            check_status(c1.wrap_resp(k["id"], os.urandom(32)), 200)
+        c1.token  # fetch the token before the partition
+
+        proxy.partition()
+        c1.timeout = FAIL_FAST + 1
+        check_status(c2.action(k["id"], "disable"), 204)
+        t0 = time.monotonic()
+        answers, problems = [], []
+        while time.monotonic() - t0 < CROSS_NODE_BOUND + 3.0:
+            s0 = time.monotonic()
+            try:
+                r = c1.wrap_resp(k["id"], os.urandom(32))
+            except Exception as e:  # noqa: BLE001
+                problems.append(f"wrap on node 1: exception after {time.monotonic() - s0:.1f} s: {e!r}")
+                break
+            at, dt = time.monotonic() - t0, time.monotonic() - s0
+            answers.append((round(at, 2), r.status_code, reason_code(r), round(dt, 2)))
+            if dt >= FAIL_FAST:
+                problems.append(f"wrap on node 1 took {dt:.1f} s{describe(r)}")
+            if r.status_code == 200 and at > CROSS_NODE_BOUND:
+                problems.append(f"node 1 still wraps {at:.2f} s after the disable on node 2 "
+                                f"(cut off from PostgreSQL, serving stale state){describe(r)}")
+                break
+            if r.status_code not in (200, 409, 503) or \
+                    (r.status_code == 409 and reason_code(r) != "KEY_ACTION_INVALID_STATE_ERR") or \
+                    (r.status_code == 503 and reason_code(r) != "SERVICE_UNAVAILABLE_ERR"):
+                problems.append(f"unexpected answer{describe(r)}")
+            time.sleep(0.1)
+        print(f"\npartitioned node 1 answers (t since disable, status, reason, seconds): {answers[:6]}...{answers[-3:]}")
+        assert not problems, "\n".join(problems[:3]) + f"\nanswers: {answers[:8]}"
+    finally:
+        proxy.heal()
+        c1.timeout = 15
+    # healed: node 1 serves again and knows the key is disabled
+    ok = lambda r: r.status_code == 409 and reason_code(r) == "KEY_ACTION_INVALID_STATE_ERR"
+    elapsed, res, hist = poll_until(lambda: c1.wrap_resp(k["id"], os.urandom(32)), ok, RECOVERY)
+    assert elapsed is not None and elapsed <= RECOVERY, f"node 1 after the partition healed: {hist[-3:]}{describe(res)}"
+    check_status(c1.create_key_resp(), 201)
+    n1.stop()
+    n2.stop()
+    proxy.close()
