@@ -3,7 +3,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from api_helpers import b64, describe, unb64, uniq
+from api_helpers import b64, check_status, describe, unb64, uniq
 
 N = 16
 
@@ -143,3 +143,42 @@ def test_tiny_key_cache_stays_correct(server_factory, entries):
     c.delete_key(keys[1]["id"])
     r = c.unwrap_resp(keys[1]["id"], cts[(0, 1)][1])
     assert r.status_code == 410, describe(r)
+
+
+def test_wraps_racing_rotations_and_disable(cc):
+    """Wraps running while the key rotates: every ciphertext names an existing version and unwraps;
+    once disable has answered 204, no later wrap succeeds."""
+    import threading
+    c = cc.client()
+    k = c.root_key()
+    out, stop, lock = [], threading.Event(), threading.Lock()
+
+    def wrapper(i):
+        cl = cc.client()
+        n = 0
+        while not stop.is_set():
+            pt = f"{i}-{n}".encode()
+            r = cl.wrap_resp(k["id"], pt)
+            if r.status_code == 200:
+                with lock:
+                    out.append((pt, r.json()["ciphertext"], r.json()["keyVersion"]["id"]))
+            n += 1
+
+    ts = [threading.Thread(target=wrapper, args=(i,)) for i in range(4)]
+    for t in ts:
+        t.start()
+    for _ in range(3):
+        c.rotate(k["id"])
+    stop.set()
+    for t in ts:
+        t.join(30)
+    versions = {v["id"] for v in c.versions(k["id"])}
+    assert len(versions) == 4
+    assert out
+    for pt, ct, vid in out:
+        assert vid in versions
+        assert unb64(c.unwrap(k["id"], ct)["plaintext"]) == pt
+    check_status(c.action(k["id"], "disable"), 204)
+    for _ in range(20):
+        r = c.wrap_resp(k["id"], b"after disable")
+        assert r.status_code == 409, describe(r)
