@@ -20,6 +20,8 @@ pub struct ServerConfig {
     pub body_limit: usize,
     /// A request (reading it included) that takes longer is answered 408/503.
     pub request_timeout: Duration,
+    /// A request waiting longer than this for the store is answered 503.
+    pub store_timeout: Duration,
     /// Idle keep-alive connections are closed after this.
     pub idle_timeout: Duration,
     /// Answer every JSON body as `application/json` instead of Key Protect's vendor types.
@@ -45,6 +47,7 @@ impl ServerConfig {
             token_lifetime: Duration::from_secs(3600),
             body_limit: 1024 * 1024,
             request_timeout: Duration::from_secs(30),
+            store_timeout: Duration::from_secs(3),
             idle_timeout: Duration::from_secs(120),
             plain_json: false,
             key_cache_entries: keyhold_crypto::DEFAULT_CACHE_ENTRIES,

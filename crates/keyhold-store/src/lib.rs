@@ -81,7 +81,13 @@ pub enum Change {
     Lost,
     /// Notices flow again (after a [`Change::Lost`]); drop what was cached meanwhile.
     Resumed,
+    /// The channel was just seen working. Reported at least every [`HEARTBEAT`]; a
+    /// node that stops hearing it (a silent partition) must stop trusting its caches.
+    Alive,
 }
+
+/// How often a watching store proves its notification channel alive.
+pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// Receives [`Change`]s from a shared store's notification channel.
 pub type ChangeListener = std::sync::Arc<dyn Fn(Change) + Send + Sync>;

@@ -20,7 +20,9 @@ use postgres::types::ToSql;
 use postgres::{Client, Config, NoTls, Transaction};
 
 use crate::query::{crn_like, list_where, now_placeholder, order_and_page, Dialect, Param};
-use crate::{ApiKeyRecord, Change, ChangeListener, RegistrationQuery, Result, Store, StoreError};
+use crate::{
+    ApiKeyRecord, Change, ChangeListener, RegistrationQuery, Result, Store, StoreError, HEARTBEAT,
+};
 
 /// Connections kept open for reuse; more may exist briefly under load.
 const POOL_IDLE: usize = 8;
@@ -325,10 +327,7 @@ fn listen(config: Config, schema: String, channel: String, listener: ChangeListe
         };
         listener(Change::Resumed);
         loop {
-            let next = client
-                .notifications()
-                .timeout_iter(Duration::from_millis(500))
-                .next();
+            let next = client.notifications().timeout_iter(HEARTBEAT).next();
             match next {
                 Ok(Some(n)) => listener(parse_notice(n.payload())),
                 Ok(None) => {
@@ -339,6 +338,7 @@ fn listen(config: Config, schema: String, channel: String, listener: ChangeListe
                 }
                 Err(_) => break,
             }
+            listener(Change::Alive);
         }
         listener(Change::Lost);
     }

@@ -86,6 +86,10 @@ struct ServeArgs {
     /// Seconds a request (including reading its body) may take before it is abandoned.
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     request_timeout: u64,
+    /// Seconds a request waits for the store before it is answered 503 SERVICE_UNAVAILABLE_ERR
+    /// (a hung or unreachable database never hangs a client).
+    #[arg(long, default_value_t = 3, value_name = "SECS")]
+    store_timeout: u64,
     /// Answer every JSON body as application/json instead of Key Protect's
     /// application/vnd.ibm.kms.* types for create, restore, wrap, unwrap and rewrap.
     #[arg(long)]
@@ -113,6 +117,7 @@ fn config(a: ServeArgs) -> ServerConfig {
     cfg.body_limit = a.body_limit;
     cfg.request_timeout = Duration::from_secs(a.request_timeout.max(1));
     cfg.plain_json = a.plain_json;
+    cfg.store_timeout = Duration::from_secs(a.store_timeout.max(1));
     cfg.key_cache_entries = a.key_cache_entries;
     cfg
 }

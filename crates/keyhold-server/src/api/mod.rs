@@ -46,6 +46,8 @@ pub struct AppInner {
     pub plain_json: bool,
     pub body_limit: usize,
     pub request_timeout: Duration,
+    /// How long a request waits for the store before answering 503.
+    pub store_timeout: Duration,
     /// The port this node serves on, reported by `allowed_ip_port`.
     pub port: u16,
     /// Instances never change under a running node yet, so they are cached for good.
@@ -67,6 +69,7 @@ impl AppState {
             plain_json: cfg.plain_json,
             body_limit: cfg.body_limit,
             request_timeout: cfg.request_timeout,
+            store_timeout: cfg.store_timeout,
             port,
             instances: RwLock::new(HashMap::new()),
         }))
@@ -111,13 +114,34 @@ pub(crate) async fn blocking<T: Send + 'static>(
     st: &AppState,
     f: impl FnOnce(&Service) -> Result<T, Error> + Send + 'static,
 ) -> Result<T, Error> {
+    blocking_within(st, st.0.store_timeout, f).await
+}
+
+/// [`blocking`] with its own deadline, for work that is slow by nature (RSA key generation).
+/// Past the deadline the caller gets 503 at once; the work itself finishes in the
+/// background (a store that hangs must not hang the request).
+pub(crate) async fn blocking_within<T: Send + 'static>(
+    st: &AppState,
+    deadline: Duration,
+    f: impl FnOnce(&Service) -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
     let svc = st.0.svc.clone();
-    tokio::task::spawn_blocking(move || f(&svc))
-        .await
-        .map_err(|e| {
+    match tokio::time::timeout(deadline, tokio::task::spawn_blocking(move || f(&svc))).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(e)) => {
             tracing::error!(error = %e, "service task failed");
-            Error::internal()
-        })?
+            Err(Error::internal())
+        }
+        Err(_) => {
+            tracing::warn!(
+                deadline_ms = deadline.as_millis() as u64,
+                "the store did not answer in time"
+            );
+            Err(Error::unavailable(
+                "The key store did not answer in time; retry later",
+            ))
+        }
+    }
 }
 
 /// Which Content-Type a JSON response carries (keyprotect-api.md §4.1).

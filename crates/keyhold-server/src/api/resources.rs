@@ -14,7 +14,7 @@ use super::body;
 use super::ctx::{Ctx, PathArgs, RawBody};
 use super::keys::{query_flag, query_pairs};
 use super::render;
-use super::{blocking, no_content, reply, run, AppState, Body};
+use super::{blocking, blocking_within, no_content, reply, run, AppState, Body};
 use crate::auth::require_service;
 use crate::service::RegistrationInput;
 use keyhold_core::access::Permission;
@@ -473,7 +473,7 @@ pub async fn create_import_token(
             Some(v) => body::typed(v)?,
         };
         let instance_id = ctx.instance.id.clone();
-        let token = blocking(&st, move |svc| {
+        let token = blocking_within(&st, st.0.request_timeout, move |svc| {
             svc.create_import_token(&instance_id, t.expiration, t.maxallowedretrievals)
         })
         .await?;

@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use keyhold_core::model::{InstancePolicy, KeyRecord, KeyVersion};
@@ -25,33 +25,22 @@ pub(crate) struct KeyCache {
     /// Bumped by every invalidation, so a load that raced a write is not cached.
     generation: AtomicU64,
     aliases: Mutex<LruCache<Id, String>>,
-    /// False while change notices from other nodes may be missed.
-    trusted: AtomicBool,
+    lease: Arc<Lease>,
 }
 
 impl KeyCache {
-    pub fn new(entries: usize) -> Self {
+    pub fn new(entries: usize, lease: Arc<Lease>) -> Self {
         let cap = NonZeroUsize::new(entries.max(1)).unwrap_or(NonZeroUsize::MIN);
         KeyCache {
             keys: Mutex::new(LruCache::new(cap)),
             generation: AtomicU64::new(0),
             aliases: Mutex::new(LruCache::new(cap)),
-            trusted: AtomicBool::new(true),
+            lease,
         }
     }
 
-    /// Trusts the cache again (after a clear) or stops trusting it.
-    pub fn set_trusted(&self, trusted: bool) {
-        self.clear();
-        self.trusted.store(trusted, Ordering::SeqCst);
-    }
-
-    fn trusted(&self) -> bool {
-        self.trusted.load(Ordering::SeqCst)
-    }
-
     pub fn get(&self, instance_id: &str, key_id: &str) -> Option<Arc<CachedKey>> {
-        if !self.trusted() {
+        if !self.lease.valid() {
             return None;
         }
         let mut keys = self.keys.lock().ok()?;
@@ -91,7 +80,7 @@ impl KeyCache {
     }
 
     pub fn alias(&self, instance_id: &str, alias: &str) -> Option<String> {
-        if !self.trusted() {
+        if !self.lease.valid() {
             return None;
         }
         let mut aliases = self.aliases.lock().ok()?;
@@ -120,7 +109,7 @@ impl KeyCache {
 pub(crate) struct PolicyCache {
     entries: Mutex<std::collections::HashMap<String, Arc<InstancePolicies>>>,
     generation: AtomicU64,
-    trusted: AtomicBool,
+    lease: Arc<Lease>,
 }
 
 /// An instance's policies, with the networks its allowedIP policy admits
@@ -131,24 +120,19 @@ pub struct InstancePolicies {
 }
 
 impl PolicyCache {
-    pub fn new() -> Self {
+    pub fn new(lease: Arc<Lease>) -> Self {
         PolicyCache {
             entries: Mutex::new(std::collections::HashMap::new()),
             generation: AtomicU64::new(0),
-            trusted: AtomicBool::new(true),
+            lease,
         }
     }
 
     pub fn get(&self, instance_id: &str) -> Option<Arc<InstancePolicies>> {
-        if !self.trusted.load(Ordering::SeqCst) {
+        if !self.lease.valid() {
             return None;
         }
         self.entries.lock().ok()?.get(instance_id).cloned()
-    }
-
-    pub fn set_trusted(&self, trusted: bool) {
-        self.clear();
-        self.trusted.store(trusted, Ordering::SeqCst);
     }
 
     pub fn clear(&self) {
@@ -176,5 +160,46 @@ impl PolicyCache {
             self.generation.fetch_add(1, Ordering::SeqCst);
             entries.remove(instance_id);
         }
+    }
+}
+
+/// How long the caches may be trusted. A node alone on its store trusts them for
+/// ever; a node among others only while the store's change channel is known to
+/// work: each sign of life extends the lease, so a node cut off silently stops
+/// answering from its caches within [`LEASE`] (below the 1 s cross-node bound).
+pub(crate) struct Lease {
+    /// Milliseconds since `origin` until which caches are trusted.
+    until_ms: AtomicU64,
+    origin: std::time::Instant,
+}
+
+pub(crate) const LEASE: std::time::Duration = std::time::Duration::from_millis(900);
+
+impl Lease {
+    pub fn forever() -> Self {
+        Lease {
+            until_ms: AtomicU64::new(u64::MAX),
+            origin: std::time::Instant::now(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64
+    }
+
+    pub fn valid(&self) -> bool {
+        self.now_ms() < self.until_ms.load(Ordering::SeqCst)
+    }
+
+    /// Extends the lease; returns true if it had lapsed (the caches may have missed notices).
+    pub fn renew(&self) -> bool {
+        let lapsed = !self.valid();
+        self.until_ms
+            .store(self.now_ms() + LEASE.as_millis() as u64, Ordering::SeqCst);
+        lapsed
+    }
+
+    pub fn revoke(&self) {
+        self.until_ms.store(0, Ordering::SeqCst);
     }
 }

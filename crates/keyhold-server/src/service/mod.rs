@@ -31,7 +31,7 @@ pub use keys::{CreateKey, ImportMaterial, PolicyOverrides};
 pub use policies::{cidr_contains, parse_cidr, InstancePolicyInput, KeyPolicyInput};
 pub use resources::RegistrationInput;
 
-use cache::{KeyCache, PolicyCache};
+use cache::{KeyCache, Lease, PolicyCache};
 
 /// What a key change writes besides bumping the record.
 pub(crate) enum KeyWrite {
@@ -122,25 +122,33 @@ fn backoff(attempt: u32) {
 
 impl Service {
     pub fn new(store: Arc<dyn Store>, unit: Arc<dyn CryptoUnit>, rules: TimingRules) -> Self {
+        let lease = Arc::new(Lease::forever());
         let svc = Service {
             store,
             unit,
             rules,
-            cache: Arc::new(KeyCache::new(100_000)),
-            policy_cache: Arc::new(PolicyCache::new()),
+            cache: Arc::new(KeyCache::new(100_000, lease.clone())),
+            policy_cache: Arc::new(PolicyCache::new(lease.clone())),
         };
-        svc.follow_other_nodes();
+        svc.follow_other_nodes(lease);
         svc
     }
 
     /// With a shared store, applies other nodes' change notices to this node's
     /// caches, and stops trusting the caches while notices may be missed.
-    fn follow_other_nodes(&self) {
+    fn follow_other_nodes(&self, lease: Arc<Lease>) {
         let (keys, policies, unit) = (
             self.cache.clone(),
             self.policy_cache.clone(),
             self.unit.clone(),
         );
+        let forget_all = {
+            let (keys, policies) = (keys.clone(), policies.clone());
+            move || {
+                keys.clear();
+                policies.clear();
+            }
+        };
         let listener: ChangeListener = Arc::new(move |change| match change {
             Change::Key {
                 instance_id,
@@ -155,19 +163,22 @@ impl Service {
                 keys.invalidate(&instance_id, &key_id);
             }
             Change::InstancePolicies { instance_id } => policies.forget(&instance_id),
-            Change::Everything => {
-                keys.clear();
-                policies.clear();
-            }
+            Change::Everything => forget_all(),
             Change::Lost => {
                 tracing::warn!("change notices from other nodes are not flowing (yet): caches bypassed until they are");
-                keys.set_trusted(false);
-                policies.set_trusted(false);
+                lease.revoke();
+                forget_all();
             }
             Change::Resumed => {
                 tracing::info!("following other nodes' changes");
-                keys.set_trusted(true);
-                policies.set_trusted(true);
+                forget_all();
+                lease.renew();
+            }
+            Change::Alive => {
+                if lease.renew() {
+                    // Silent for longer than the lease: notices may have been missed.
+                    forget_all();
+                }
             }
         });
         self.store.watch(listener);
