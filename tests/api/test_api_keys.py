@@ -596,6 +596,14 @@ def test_purge_minimal(kp):
     check_status(r, 204)
 
 
+def test_purge_by_second_admin(kp, kp2):
+    """README: in dev mode both administrators hold every role, KeyPurge included."""
+    k = kp.root_key()
+    kp.delete_key(k["id"])
+    check_status(kp2.delete(f"/api/v2/keys/{k['id']}/purge"), 200, 204)
+    assert_kp_error(kp.get(f"/api/v2/keys/{k['id']}"), 404, "KEY_NOT_FOUND_ERR")
+
+
 def test_purge_active_409(kp):
     k = kp.root_key()
     assert_kp_error(kp.delete(f"/api/v2/keys/{k['id']}/purge"), 409, "KEY_ACTION_INVALID_STATE_ERR")

@@ -259,7 +259,7 @@ def test_service_id_has_reader_access_only(kp, svc):
     s2s authorizations; DESIGN §1: principals are checked against roles). Appendix B: Reader may
     list/read metadata, wrap/unwrap/rewrap and list registrations; everything else needs
     ReaderPlus/Writer/Manager/KeyPurge. KP answers a missing permission with 401 UNAUTHORIZED_ERR
-    (§2.1) — 403 is accepted too."""
+    (§2.1; README "roles in dev mode")."""
     root, std = kp.root_key(), kp.standard_key()
     w = kp.wrap(root["id"], b"x")
     # allowed for Reader
@@ -289,11 +289,10 @@ def test_service_id_has_reader_access_only(kp, svc):
     ]
     wrong = []
     for what, r in denied:
-        if r.status_code not in (401, 403):
+        if r.status_code != 401:
             wrong.append(f"{what}: {r.status_code}{describe(r, 200)}")
         else:
-            assert_kp_error(r, (401, 403), ("UNAUTHORIZED_ERR", "FORBIDDEN_ERR", "RESOURCE_OWNER_ERR"),
-                            reasons_optional=True)
+            assert_kp_error(r, 401, "UNAUTHORIZED_ERR", reasons_optional=True)
     assert not wrong, "service ID exceeded Reader:\n" + "\n".join(wrong)
     md = kp.metadata(root["id"])
     assert md["state"] == 1 and md["keyVersion"]["id"] == root["keyVersion"]["id"]
