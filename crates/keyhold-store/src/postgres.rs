@@ -19,7 +19,7 @@ use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::ToSql;
 use postgres::{Client, Config, NoTls, Transaction};
 
-use crate::query::{crn_like, list_where, now_placeholder, order_and_page, Dialect, Param};
+use crate::query::{self, crn_like, list_where, now_placeholder, order_and_page, Dialect, Param};
 use crate::{
     ApiKeyRecord, Change, ChangeListener, RegistrationQuery, Result, Store, StoreError, HEARTBEAT,
 };
@@ -28,36 +28,6 @@ use crate::{
 const POOL_IDLE: usize = 8;
 /// Serializes schema migrations of nodes that start together.
 const MIGRATION_LOCK: i64 = 0x6b68_6f6c_6400;
-
-const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value BYTEA NOT NULL);
-CREATE TABLE IF NOT EXISTS instances (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS api_keys (hash BYTEA PRIMARY KEY, id TEXT NOT NULL, principal_id TEXT NOT NULL,
-    principal_kind TEXT NOT NULL, account_id TEXT NOT NULL, name TEXT NOT NULL, created_at BIGINT NOT NULL);
-CREATE TABLE IF NOT EXISTS keys (
-    instance_id TEXT NOT NULL, id TEXT NOT NULL, name TEXT NOT NULL, state BIGINT NOT NULL,
-    extractable BIGINT NOT NULL, imported BIGINT NOT NULL, key_ring TEXT NOT NULL,
-    created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL, rotated_at BIGINT, deleted_at BIGINT,
-    expiration BIGINT, revision BIGINT NOT NULL, doc TEXT NOT NULL,
-    PRIMARY KEY (instance_id, id));
-CREATE INDEX IF NOT EXISTS keys_by_ring ON keys (instance_id, key_ring);
-CREATE INDEX IF NOT EXISTS keys_by_deletion ON keys (deleted_at) WHERE deleted_at IS NOT NULL;
-CREATE TABLE IF NOT EXISTS key_versions (
-    instance_id TEXT NOT NULL, key_id TEXT NOT NULL, seq BIGINT NOT NULL, version_id TEXT NOT NULL,
-    created_at BIGINT NOT NULL, blob BYTEA NOT NULL, PRIMARY KEY (instance_id, key_id, seq));
-CREATE UNIQUE INDEX IF NOT EXISTS key_versions_by_id ON key_versions (version_id);
-CREATE TABLE IF NOT EXISTS aliases (instance_id TEXT NOT NULL, alias TEXT NOT NULL, key_id TEXT NOT NULL,
-    PRIMARY KEY (instance_id, alias));
-CREATE INDEX IF NOT EXISTS aliases_by_key ON aliases (instance_id, key_id);
-CREATE TABLE IF NOT EXISTS key_rings (instance_id TEXT NOT NULL, id TEXT NOT NULL, doc TEXT NOT NULL,
-    PRIMARY KEY (instance_id, id));
-CREATE TABLE IF NOT EXISTS registrations (instance_id TEXT NOT NULL, key_id TEXT NOT NULL, crn TEXT NOT NULL,
-    prevent_deletion BIGINT NOT NULL, doc TEXT NOT NULL, PRIMARY KEY (instance_id, key_id, crn));
-CREATE INDEX IF NOT EXISTS registrations_by_crn ON registrations (instance_id, crn);
-CREATE TABLE IF NOT EXISTS instance_policies (instance_id TEXT NOT NULL, policy_type TEXT NOT NULL,
-    doc TEXT NOT NULL, PRIMARY KEY (instance_id, policy_type));
-CREATE TABLE IF NOT EXISTS import_tokens (instance_id TEXT PRIMARY KEY, doc TEXT NOT NULL);
-"#;
 
 pub struct PostgresStore {
     config: Config,
@@ -190,8 +160,11 @@ impl PostgresStore {
         let mut tx = client.transaction().map_err(db_err)?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
             .map_err(db_err)?;
-        tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"; SET LOCAL search_path TO \"{schema}\"; {SCHEMA}"))
-            .map_err(db_err)?;
+        tx.batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS \"{schema}\"; SET LOCAL search_path TO \"{schema}\"; {}",
+            query::schema(Dialect::Postgres)
+        ))
+        .map_err(db_err)?;
         tx.commit().map_err(db_err)?;
         Ok(store)
     }

@@ -41,6 +41,47 @@ impl Dialect {
     }
 }
 
+/// The tables and indexes, as SQLite names the types.
+const SCHEMA_SQLITE: &str = r#"
+CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS instances (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS api_keys (hash BLOB PRIMARY KEY, id TEXT NOT NULL, principal_id TEXT NOT NULL,
+    principal_kind TEXT NOT NULL, account_id TEXT NOT NULL, name TEXT NOT NULL, created_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS keys (
+    instance_id TEXT NOT NULL, id TEXT NOT NULL, name TEXT NOT NULL, state INTEGER NOT NULL,
+    extractable INTEGER NOT NULL, imported INTEGER NOT NULL, key_ring TEXT NOT NULL,
+    created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, rotated_at INTEGER, deleted_at INTEGER,
+    expiration INTEGER, revision INTEGER NOT NULL, doc TEXT NOT NULL,
+    PRIMARY KEY (instance_id, id));
+CREATE INDEX IF NOT EXISTS keys_by_ring ON keys (instance_id, key_ring);
+CREATE INDEX IF NOT EXISTS keys_by_deletion ON keys (deleted_at) WHERE deleted_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS key_versions (
+    instance_id TEXT NOT NULL, key_id TEXT NOT NULL, seq INTEGER NOT NULL, version_id TEXT NOT NULL,
+    created_at INTEGER NOT NULL, blob BLOB NOT NULL, PRIMARY KEY (instance_id, key_id, seq));
+CREATE UNIQUE INDEX IF NOT EXISTS key_versions_by_id ON key_versions (version_id);
+CREATE TABLE IF NOT EXISTS aliases (instance_id TEXT NOT NULL, alias TEXT NOT NULL, key_id TEXT NOT NULL,
+    PRIMARY KEY (instance_id, alias));
+CREATE INDEX IF NOT EXISTS aliases_by_key ON aliases (instance_id, key_id);
+CREATE TABLE IF NOT EXISTS key_rings (instance_id TEXT NOT NULL, id TEXT NOT NULL, doc TEXT NOT NULL,
+    PRIMARY KEY (instance_id, id));
+CREATE TABLE IF NOT EXISTS registrations (instance_id TEXT NOT NULL, key_id TEXT NOT NULL, crn TEXT NOT NULL,
+    prevent_deletion INTEGER NOT NULL, doc TEXT NOT NULL, PRIMARY KEY (instance_id, key_id, crn));
+CREATE INDEX IF NOT EXISTS registrations_by_crn ON registrations (instance_id, crn);
+CREATE TABLE IF NOT EXISTS instance_policies (instance_id TEXT NOT NULL, policy_type TEXT NOT NULL,
+    doc TEXT NOT NULL, PRIMARY KEY (instance_id, policy_type));
+CREATE TABLE IF NOT EXISTS import_tokens (instance_id TEXT PRIMARY KEY, doc TEXT NOT NULL);
+"#;
+
+/// The schema for a dialect: the same tables, with PostgreSQL's type names there.
+pub(crate) fn schema(dialect: Dialect) -> String {
+    match dialect {
+        Dialect::Sqlite => SCHEMA_SQLITE.to_string(),
+        Dialect::Postgres => SCHEMA_SQLITE
+            .replace("INTEGER", "BIGINT")
+            .replace("BLOB", "BYTEA"),
+    }
+}
+
 struct Builder {
     dialect: Dialect,
     params: Vec<Param>,
