@@ -500,7 +500,7 @@ async fn worker(
                         break;
                     }
                 }
-                tokio::time::sleep_until(due).await;
+                wait_until(due).await;
                 // A request held up by the previous answer is charged from when it was due
                 // (the server's queueing); one held up only by the timer, from when it left.
                 let started = if prev_completion > due {
@@ -554,6 +554,23 @@ async fn worker(
         }
     }
     (rec, last_done)
+}
+
+/// Tokio's timer fires on millisecond ticks, which would bunch an open-loop schedule
+/// into bursts (every connection due within the same millisecond leaves at once) and
+/// charge the timer's lateness to the server. So sleep to just short of `due` and then
+/// yield until it arrives: the generator has its own core, and the sends stay spread
+/// as scheduled to within a few microseconds.
+async fn wait_until(due: Instant) {
+    const TIMER_SLACK: Duration = Duration::from_millis(2);
+    if let Some(early) = due.checked_sub(TIMER_SLACK) {
+        if early > Instant::now() {
+            tokio::time::sleep_until(early).await;
+        }
+    }
+    while Instant::now() < due {
+        tokio::task::yield_now().await;
+    }
 }
 
 fn progress_bar(plan: &Plan) -> indicatif::ProgressBar {
