@@ -150,6 +150,11 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub keys: usize,
 
+    /// Use the first --keys active root keys the instance already has (in id order) instead
+    /// of creating them, e.g. over a store seeded with `--mix create --requests N`.
+    #[arg(long)]
+    pub existing_keys: bool,
+
     /// Open loop: send this many requests per second in total, spread evenly over the
     /// connections, whatever the answers' speed (for latency at a given load). Default: closed
     /// loop, each connection sends its next request when the last one is answered.
@@ -226,6 +231,7 @@ pub struct Plan {
     pub stop: Stop,
     pub dek_bytes: usize,
     pub keys: usize,
+    pub existing_keys: bool,
     pub rate: Option<f64>,
     pub warmup: Duration,
     /// Keyhold only.
@@ -420,6 +426,7 @@ openbao: encrypt, decrypt, datakey; baseline: health)",
             stop,
             dek_bytes: self.dek_bytes,
             keys: self.keys,
+            existing_keys: self.existing_keys,
             rate: self.rate,
             warmup: self.warmup,
             auth,

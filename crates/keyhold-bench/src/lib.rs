@@ -166,6 +166,9 @@ struct Workload {
     fixed_body: Bytes,
     /// Create: key names are unique across runs.
     run_tag: String,
+    /// Connections in the run: together they step through the keys in turn, so every
+    /// key is used once before any is used twice.
+    connections: usize,
 }
 
 struct KeyPaths {
@@ -177,7 +180,12 @@ struct KeyPaths {
 
 impl Workload {
     fn request(&self, worker: usize, i: u64) -> (Method, String, Bytes) {
-        let k = || &self.keys[(worker + i as usize) % self.keys.len()];
+        let k = || {
+            let turn = (i as usize)
+                .wrapping_mul(self.connections)
+                .wrapping_add(worker);
+            &self.keys[turn % self.keys.len()]
+        };
         match self.mix {
             Mix::Wrap => (Method::POST, k().wrap.clone(), self.wrap_body.clone()),
             Mix::Unwrap => (Method::POST, k().unwrap.clone(), k().unwrap_body.clone()),
@@ -199,6 +207,54 @@ impl Workload {
             ),
         }
     }
+}
+
+/// The first `plan.keys` active root keys the instance already has, in id order (the
+/// list endpoint's default), for runs over a store seeded beforehand.
+async fn existing_root_keys(
+    conn: &mut Conn,
+    plan: &Plan,
+    headers: &HeaderMap,
+) -> Result<Vec<String>, String> {
+    const PAGE: usize = 5000;
+    let mut ids = Vec::with_capacity(plan.keys);
+    while ids.len() < plan.keys {
+        let path = format!(
+            "{}/api/v2/keys?extractable=false&state=1&limit={PAGE}&offset={}",
+            plan.url.prefix,
+            ids.len()
+        );
+        let v = must(
+            conn,
+            "list root keys",
+            Method::GET,
+            &path,
+            headers,
+            Bytes::new(),
+        )
+        .await?;
+        let page = v
+            .pointer("/resources")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for key in &page {
+            if ids.len() < plan.keys {
+                ids.push(field(key, "/id", "list root keys")?.to_string());
+            }
+        }
+        if page.len() < PAGE {
+            break;
+        }
+    }
+    if ids.len() < plan.keys {
+        return Err(format!(
+            "--existing-keys: the instance has {} active root keys, {} wanted",
+            ids.len(),
+            plan.keys
+        ));
+    }
+    Ok(ids)
 }
 
 fn create_body(name: &str) -> String {
@@ -302,6 +358,7 @@ async fn setup(plan: &Plan) -> Result<Workload, String> {
         fixed_path: String::new(),
         fixed_body: Bytes::new(),
         run_tag,
+        connections: plan.connections.max(1),
     };
     match plan.target {
         Target::Baseline => {
@@ -353,17 +410,25 @@ async fn setup(plan: &Plan) -> Result<Workload, String> {
                 Mix::List => wl.fixed_path = format!("{prefix}/api/v2/keys?limit=20"),
                 _ => {
                     let needs_ct = matches!(plan.mix, Mix::Unwrap | Mix::WrapUnwrap);
-                    for n in 0..plan.keys {
-                        let v = must(
-                            &mut conn,
-                            "create root key",
-                            Method::POST,
-                            &format!("{prefix}/api/v2/keys"),
-                            &wl.headers,
-                            Bytes::from(create_body(&format!("{}-root-{n}", wl.run_tag))),
-                        )
-                        .await?;
-                        let id = field(&v, "/resources/0/id", "create root key")?.to_string();
+                    let ids = if plan.existing_keys {
+                        existing_root_keys(&mut conn, plan, &wl.headers).await?
+                    } else {
+                        let mut ids = Vec::with_capacity(plan.keys);
+                        for n in 0..plan.keys {
+                            let v = must(
+                                &mut conn,
+                                "create root key",
+                                Method::POST,
+                                &format!("{prefix}/api/v2/keys"),
+                                &wl.headers,
+                                Bytes::from(create_body(&format!("{}-root-{n}", wl.run_tag))),
+                            )
+                            .await?;
+                            ids.push(field(&v, "/resources/0/id", "create root key")?.to_string());
+                        }
+                        ids
+                    };
+                    for id in ids {
                         let wrap = format!("{prefix}/api/v2/keys/{id}/actions/wrap");
                         let unwrap = format!("{prefix}/api/v2/keys/{id}/actions/unwrap");
                         let unwrap_body = if needs_ct {
