@@ -144,8 +144,9 @@ impl NewRegister {
         self.check_pattern(expected)
     }
 
-    /// Takes the committed key out (the register becomes empty) with the record to store.
-    pub fn take(&mut self, now: i64) -> Result<(Secret32, CurrentKey)> {
+    /// The committed key and the record to store; the caller clears the
+    /// register once the record is durable.
+    pub fn committed(&self, now: i64) -> Result<(Secret32, CurrentKey)> {
         if self.state() != RegisterState::Committed {
             return Err(CeremonyError::NotAllowed(
                 "the new master key register is not committed".into(),
@@ -157,7 +158,6 @@ impl NewRegister {
             parts: self.records(),
             activated_at: now,
         };
-        self.clear();
         Ok((key, record))
     }
 
@@ -296,7 +296,8 @@ mod tests {
         r.commit(&vp).unwrap();
         assert_eq!(r.state(), RegisterState::Committed);
         r.check_activate(&vp).unwrap();
-        let (key, rec) = r.take(7).unwrap();
+        let (key, rec) = r.committed(7).unwrap();
+        r.clear();
         assert_eq!(*key, [3u8; 32]);
         assert_eq!(rec.verification_pattern, vp);
         assert_eq!(rec.parts.len(), 2);
@@ -310,7 +311,7 @@ mod tests {
         r.load("bob", part(2), 2).unwrap();
         let vp = r.pattern().unwrap();
         r.commit(&vp).unwrap();
-        let (_, current) = r.take(0).unwrap();
+        let (_, current) = r.committed(0).unwrap();
 
         let mut u = UnsealRegister::default();
         assert!(u.load(&current, "alice", part(1)).unwrap().is_none());
