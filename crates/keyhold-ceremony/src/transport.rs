@@ -83,7 +83,7 @@ impl TransportKey {
         let info = lps(&[context, ephemeral_public, &self.public]);
         let key = agreement::agree(
             &self.private,
-            &peer,
+            peer,
             CeremonyError::Malformed("the part's ephemeral public key is invalid".into()),
             |shared| aead_key(shared, &info),
         )?;
@@ -117,7 +117,7 @@ pub fn seal(server_public: &[u8], context: &[u8], part: &[u8; 32]) -> Result<(Ve
     let info = lps(&[context, &eph_public, server_public]);
     let key = agreement::agree(
         &eph,
-        &peer,
+        peer,
         CeremonyError::Malformed("the server's transport key is invalid".into()),
         |shared| aead_key(shared, &info),
     )?;

@@ -138,6 +138,9 @@ mod tests {
             CryptoError::Sealed
         );
         u.unseal(Zeroizing::new([1u8; 32]));
-        assert_eq!(&u.decrypt_dek(&b, &blob, &[0; 12], b"", &ct).unwrap()[..], b"dek");
+        assert_eq!(
+            &u.decrypt_dek(&b, &blob, &[0; 12], b"", &ct).unwrap()[..],
+            b"dek"
+        );
     }
 }

@@ -135,10 +135,7 @@ fn signing_key(
         object_id: SIGNING_KEY_SETTING,
         version_id: "1",
     };
-    if let Some(blob) = store
-        .get_setting(setting)
-        .map_err(|e| e.to_string())?
-    {
+    if let Some(blob) = store.get_setting(setting).map_err(|e| e.to_string())? {
         return unit
             .unwrap_material(&binding, &blob)
             .map_err(|e| format!("cannot open the token signing key: {e}"));

@@ -38,10 +38,19 @@ pub struct Submission {
 /// What a submission did.
 #[derive(Debug)]
 pub enum Outcome {
-    Executed { verb: Verb, signers: Vec<String> },
+    Executed {
+        verb: Verb,
+        signers: Vec<String>,
+    },
     Pending(Pending),
-    PartLoaded { register: &'static str, loaded: usize, total: usize },
-    Unsealed { verification_pattern: String },
+    PartLoaded {
+        register: &'static str,
+        loaded: usize,
+        total: usize,
+    },
+    Unsealed {
+        verification_pattern: String,
+    },
 }
 
 impl Outcome {
@@ -55,10 +64,16 @@ impl Outcome {
                 "signed_by": p.signatures.iter().map(|s| s.admin.as_str()).collect::<Vec<_>>(),
                 "signatures": p.signatures.len(), "required": p.required,
             }),
-            Outcome::PartLoaded { register, loaded, total } => json!({
+            Outcome::PartLoaded {
+                register,
+                loaded,
+                total,
+            } => json!({
                 "result": "part_loaded", "register": register, "parts_loaded": loaded, "parts_total": total,
             }),
-            Outcome::Unsealed { verification_pattern } => json!({
+            Outcome::Unsealed {
+                verification_pattern,
+            } => json!({
                 "result": "unsealed", "verification_pattern": verification_pattern,
             }),
         }
@@ -300,16 +315,16 @@ impl Ceremony {
         let register = match arg("register")? {
             "new" => "new",
             "unseal" => "unseal",
-            _ => {
-                return Err(Error::bad_body(
-                    "the register is \"new\" or \"unseal\"",
-                ))
-            }
+            _ => return Err(Error::bad_body("the register is \"new\" or \"unseal\"")),
         };
         let ctx = transport::context(&self.crypto_instance, tkid, &sub.admin, register);
         let part = regs
             .transport
-            .open(&unb64(arg("ephemeral_public")?)?, &unb64(arg("ciphertext")?)?, &ctx)
+            .open(
+                &unb64(arg("ephemeral_public")?)?,
+                &unb64(arg("ciphertext")?)?,
+                &ctx,
+            )
             .map_err(ceremony_err)?;
         if register == "new" {
             if st.current.is_some() {
@@ -321,7 +336,9 @@ impl Ceremony {
             let total: u8 = arg("parts")?
                 .parse()
                 .map_err(|_| Error::bad_body("parts must be 2 or 3"))?;
-            regs.new.load(&sub.admin, part, total).map_err(ceremony_err)?;
+            regs.new
+                .load(&sub.admin, part, total)
+                .map_err(ceremony_err)?;
             let view = regs.new.view();
             tracing::info!(admin = %sub.admin, loaded = view.parts_loaded.len(), total, "key part loaded into the new master key register");
             return Ok(Outcome::PartLoaded {
@@ -337,7 +354,10 @@ impl Ceremony {
             ));
         };
         if !self.unit.is_sealed() {
-            return Err(Error::new(Reason::CeremonyState, "the crypto unit is not sealed"));
+            return Err(Error::new(
+                Reason::CeremonyState,
+                "the crypto unit is not sealed",
+            ));
         }
         match regs
             .unseal

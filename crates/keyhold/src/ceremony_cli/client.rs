@@ -76,7 +76,8 @@ impl Client {
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| CliError::Io(e.to_string()))?;
         self.rt.block_on(async move {
-            let unreachable = |e: String| CliError::Io(format!("cannot reach the server at {authority}: {e}"));
+            let unreachable =
+                |e: String| CliError::Io(format!("cannot reach the server at {authority}: {e}"));
             let stream = TcpStream::connect(&authority)
                 .await
                 .map_err(|e| unreachable(e.to_string()))?;
@@ -121,8 +122,9 @@ impl Client {
                 "the API key was not accepted ({status})"
             )));
         }
-        let v: Value = serde_json::from_slice(&body)
-            .map_err(|_| CliError::Io("the token endpoint answered something else than JSON".into()))?;
+        let v: Value = serde_json::from_slice(&body).map_err(|_| {
+            CliError::Io("the token endpoint answered something else than JSON".into())
+        })?;
         let t = v["access_token"]
             .as_str()
             .ok_or_else(|| CliError::Io("the token endpoint gave no access_token".into()))?

@@ -315,8 +315,14 @@ fn join(v: &Value) -> String {
 }
 
 fn print_status(st: &Value) {
-    println!("crypto instance:     {}", st["crypto_instance"].as_str().unwrap_or("-"));
-    println!("master key source:   {}", st["master_key_source"].as_str().unwrap_or("-"));
+    println!(
+        "crypto instance:     {}",
+        st["crypto_instance"].as_str().unwrap_or("-")
+    );
+    println!(
+        "master key source:   {}",
+        st["master_key_source"].as_str().unwrap_or("-")
+    );
     println!("sealed:              {}", st["sealed"]);
     if st["master_key_source"] != "ceremony" {
         return;
