@@ -86,7 +86,10 @@ def wrap(kp, kid, body):
 
 
 def unwrap(kp, kid, ct, aad):
-    return raw(kp, "POST", f"/api/v2/keys/{kid}/actions/unwrap", {"ciphertext": ct, "aad": aad})
+    body = {"ciphertext": ct}
+    if aad is not None:
+        body["aad"] = aad
+    return raw(kp, "POST", f"/api/v2/keys/{kid}/actions/unwrap", body)
 
 
 def test_ceremony_end_to_end(tmp_path):
@@ -240,5 +243,46 @@ def test_file_mode_has_no_ceremony(tmp_path):
     try:
         assert srv.proc.wait(60) != 0
         assert "cannot be served with --master-key ceremony" in srv.stderr_tail()
+    finally:
+        srv.stop()
+
+
+def test_unseal_needs_the_signature_threshold_of_administrators(tmp_path):
+    """Threshold 3 with a key in two parts: the two holders alone do not unseal it; a third
+    administrator's approval (signed, without a part) does."""
+    data = tmp_path / "server"
+    srv = start_server(data, extra=CEREMONY)
+    try:
+        dev_json = data / "dev.json"
+        alice, bob, carol = (Admin(n, tmp_path, dev_json) for n in ("alice", "bob", "carol"))
+        for a in (alice, bob, carol):
+            a.run("admin-keygen", "--name", a.name, "--out", a.key)
+            a.sign("add-admin")
+        alice.run("part-generate", "--holder", "alice", "--out", alice.part)
+        bob.run("part-generate", "--holder", "bob", "--out", bob.part)
+        alice.sign("set-thresholds", "--signature", "3", "--revocation", "3")
+        alice.sign("exit-imprint")
+        alice.sign("load-part", "--parts", "2", "--part", alice.part)
+        bob.sign("load-part", "--parts", "2", "--part", bob.part)
+        for verb in ("commit", "activate"):
+            assert "PENDING" in alice.sign(verb)
+            assert "PENDING" in bob.sign(verb)
+            assert "EXECUTED" in carol.sign(verb)
+        kp = srv.client()
+        kid = kp.root_key()["id"]
+        ct = kp.wrap(kid, b"k" * 32)["ciphertext"]
+    finally:
+        srv.stop()
+
+    srv = start_server(data, extra=CEREMONY)
+    try:
+        kp = srv.client()
+        alice.sign("unseal", "--part", alice.part)
+        out = bob.sign("unseal", "--part", bob.part)
+        assert "still sealed" in out
+        assert status(alice)["sealed"] is True
+        sealed_error(unwrap(kp, kid, ct, None))
+        assert "UNSEALED" in carol.sign("unseal")
+        assert unb64(kp.unwrap(kid, ct)["plaintext"]) == b"k" * 32
     finally:
         srv.stop()

@@ -35,6 +35,9 @@ pub struct RegisterView {
     pub parts_loaded: Vec<PartRecord>,
     /// The pattern of the combined key, once every part is loaded.
     pub verification_pattern: Option<String>,
+    /// Unseal only: administrators who approved without loading a part.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub approved_by: Vec<String>,
 }
 
 #[derive(Default)]
@@ -181,26 +184,27 @@ impl NewRegister {
             parts_total: self.parts_total,
             parts_loaded: self.records(),
             verification_pattern: self.pattern(),
+            approved_by: Vec::new(),
         }
     }
 }
 
-/// Loading the current key's parts again after a restart.
+/// Loading the current key's parts again after a restart. The unit unseals
+/// when every part is in and at least the signature threshold of distinct
+/// administrators took part: the part holders, plus administrators who
+/// approve without a part when the holders alone are fewer than the threshold.
 #[derive(Default)]
 pub struct UnsealRegister {
     parts: Vec<Loaded>,
+    approvers: Vec<String>,
+    /// The combined, checked key, waiting for the quorum.
+    key: Option<Secret32>,
 }
 
 impl UnsealRegister {
     /// Loads one part; it must be one of the current key's parts not loaded yet.
-    /// Returns the master key once every part is in (the register is then empty).
     /// A refused part leaves the register as it was.
-    pub fn load(
-        &mut self,
-        current: &CurrentKey,
-        holder: &str,
-        part: Secret32,
-    ) -> Result<Option<Secret32>> {
+    pub fn load(&mut self, current: &CurrentKey, holder: &str, part: Secret32) -> Result<()> {
         let pattern = part_pattern(&part);
         if self.parts.iter().any(|p| p.pattern == pattern) {
             return Err(CeremonyError::NotAllowed(
@@ -228,27 +232,68 @@ impl UnsealRegister {
             part,
         });
         if self.parts.len() < current.parts.len() {
-            return Ok(None);
+            return Ok(());
         }
         let key = combine(self.parts.iter().map(|p| &*p.part));
-        self.clear();
         if master_pattern(&key) != current.verification_pattern {
+            self.clear();
             return Err(CeremonyError::PartMismatch(
-                "the combined parts do not give the current master key's verification pattern"
-                    .into(),
+                "the combined parts do not give the current master key's verification pattern; the unseal register was cleared".into(),
             ));
         }
-        Ok(Some(key))
+        // The parts are no longer needed: keep only the key.
+        for p in &mut self.parts {
+            zeroize::Zeroize::zeroize(&mut *p.part);
+        }
+        self.key = Some(key);
+        Ok(())
+    }
+
+    /// Records an administrator's approval (signed by them) without a part.
+    pub fn approve(&mut self, admin: &str) -> Result<()> {
+        if self.signers().contains(&admin) {
+            return Err(CeremonyError::NotAllowed(format!(
+                "administrator {admin:?} already took part in this unseal"
+            )));
+        }
+        self.approvers.push(admin.into());
+        Ok(())
+    }
+
+    /// Distinct administrators who loaded a part or approved.
+    fn signers(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = self.parts.iter().map(|p| p.holder.as_str()).collect();
+        for a in &self.approvers {
+            if !out.contains(&a.as_str()) {
+                out.push(a);
+            }
+        }
+        out
+    }
+
+    /// The master key, once every part is in and `threshold` administrators took
+    /// part; the register is then empty.
+    pub fn take_if_quorum(&mut self, threshold: usize) -> Option<Secret32> {
+        if self.key.is_none() || self.signers().len() < threshold {
+            return None;
+        }
+        let key = self.key.take();
+        self.clear();
+        key
     }
 
     pub fn clear(&mut self) {
         self.parts.clear();
+        self.approvers.clear();
+        self.key = None;
     }
 
     pub fn view(&self, current: Option<&CurrentKey>) -> RegisterView {
         let total = current.map(|c| c.parts.len() as u8).unwrap_or(0);
         RegisterView {
-            state: if self.parts.is_empty() {
+            state: if self.key.is_some() {
+                RegisterState::FullUncommitted
+            } else if self.parts.is_empty() {
                 RegisterState::Empty
             } else {
                 RegisterState::PartiallyLoaded
@@ -263,6 +308,7 @@ impl UnsealRegister {
                 })
                 .collect(),
             verification_pattern: None,
+            approved_by: self.approvers.clone(),
         }
     }
 }
@@ -314,14 +360,37 @@ mod tests {
         let (_, current) = r.committed(0).unwrap();
 
         let mut u = UnsealRegister::default();
-        assert!(u.load(&current, "alice", part(1)).unwrap().is_none());
+        u.load(&current, "alice", part(1)).unwrap();
+        assert!(u.take_if_quorum(2).is_none());
         assert!(matches!(
             u.load(&current, "bob", part(9)),
             Err(CeremonyError::PartMismatch(_))
         ));
         assert_eq!(u.view(Some(&current)).parts_loaded.len(), 1);
-        let key = u.load(&current, "bob", part(2)).unwrap().unwrap();
+        u.load(&current, "bob", part(2)).unwrap();
+        let key = u.take_if_quorum(2).unwrap();
         assert_eq!(*key, [3u8; 32]);
         assert_eq!(u.view(Some(&current)).state, RegisterState::Empty);
+    }
+
+    #[test]
+    fn unseal_waits_for_the_threshold_of_administrators() {
+        let mut r = NewRegister::default();
+        r.load("alice", part(1), 2).unwrap();
+        r.load("bob", part(2), 2).unwrap();
+        let vp = r.pattern().unwrap();
+        r.commit(&vp).unwrap();
+        let (_, current) = r.committed(0).unwrap();
+
+        let mut u = UnsealRegister::default();
+        u.approve("carol").unwrap();
+        assert!(u.approve("carol").is_err());
+        u.load(&current, "alice", part(1)).unwrap();
+        u.load(&current, "bob", part(2)).unwrap();
+        // Threshold 4: alice, bob and carol are not enough; dave makes it.
+        assert!(u.take_if_quorum(4).is_none());
+        assert!(u.approve("alice").is_err());
+        u.approve("dave").unwrap();
+        assert_eq!(*u.take_if_quorum(4).unwrap(), [3u8; 32]);
     }
 }

@@ -47,6 +47,7 @@ pub enum Outcome {
         register: &'static str,
         loaded: usize,
         total: usize,
+        approved_by: Vec<String>,
     },
     Unsealed {
         verification_pattern: String,
@@ -68,8 +69,10 @@ impl Outcome {
                 register,
                 loaded,
                 total,
+                approved_by,
             } => json!({
                 "result": "part_loaded", "register": register, "parts_loaded": loaded, "parts_total": total,
+                "approved_by": approved_by,
             }),
             Outcome::Unsealed {
                 verification_pattern,
@@ -317,16 +320,26 @@ impl Ceremony {
             "unseal" => "unseal",
             _ => return Err(Error::bad_body("the register is \"new\" or \"unseal\"")),
         };
-        let ctx = transport::context(&self.crypto_instance, tkid, &sub.admin, register);
-        let part = regs
-            .transport
-            .open(
-                &unb64(arg("ephemeral_public")?)?,
-                &unb64(arg("ciphertext")?)?,
-                &ctx,
+        let approve_only =
+            register == "unseal" && cmd.args.get("approve").is_some_and(|v| v == "yes");
+        let part = if approve_only {
+            None
+        } else {
+            let ctx = transport::context(&self.crypto_instance, tkid, &sub.admin, register);
+            Some(
+                regs.transport
+                    .open(
+                        &unb64(arg("ephemeral_public")?)?,
+                        &unb64(arg("ciphertext")?)?,
+                        &ctx,
+                    )
+                    .map_err(ceremony_err)?,
             )
-            .map_err(ceremony_err)?;
+        };
         if register == "new" {
+            let Some(part) = part else {
+                return Err(Error::bad_body("load-part needs a key part"));
+            };
             if st.current.is_some() {
                 return Err(Error::new(
                     Reason::CeremonyState,
@@ -345,6 +358,7 @@ impl Ceremony {
                 register,
                 loaded: view.parts_loaded.len(),
                 total: usize::from(total),
+                approved_by: Vec::new(),
             });
         }
         let Some(current) = &st.current else {
@@ -359,11 +373,15 @@ impl Ceremony {
                 "the crypto unit is not sealed",
             ));
         }
-        match regs
-            .unseal
-            .load(current, &sub.admin, part)
-            .map_err(ceremony_err)?
-        {
+        match part {
+            Some(part) => regs
+                .unseal
+                .load(current, &sub.admin, part)
+                .map_err(ceremony_err)?,
+            None => regs.unseal.approve(&sub.admin).map_err(ceremony_err)?,
+        }
+        let threshold = usize::from(st.signature_threshold.max(1));
+        match regs.unseal.take_if_quorum(threshold) {
             Some(key) => {
                 self.unit.unseal(key);
                 regs.transport = new_transport()?;
@@ -373,12 +391,13 @@ impl Ceremony {
                 })
             }
             None => {
-                let loaded = regs.unseal.view(Some(current)).parts_loaded.len();
-                tracing::info!(admin = %sub.admin, loaded, "key part loaded for unsealing");
+                let view = regs.unseal.view(Some(current));
+                tracing::info!(admin = %sub.admin, loaded = view.parts_loaded.len(), approved = view.approved_by.len(), "unseal: part or approval recorded");
                 Ok(Outcome::PartLoaded {
                     register,
-                    loaded,
+                    loaded: view.parts_loaded.len(),
                     total: current.parts.len(),
+                    approved_by: view.approved_by,
                 })
             }
         }

@@ -180,10 +180,17 @@ enum CeremonyCommand {
         #[command(flatten)]
         signer: SignerArgs,
     },
-    /// After a restart: load your key part again; the unit unseals when every part is in.
+    /// After a restart: load your key part again. The unit unseals when every part is in
+    /// and the signature threshold of administrators took part; an administrator without
+    /// a part approves by running it without --part (needed only when the part holders
+    /// are fewer than the signature threshold).
     Unseal {
-        #[command(flatten)]
-        part: PartArgs,
+        /// Your key-part file (omit to approve without a part).
+        #[arg(long, value_name = "FILE")]
+        part: Option<PathBuf>,
+        /// A file holding the part file's passphrase (else $KEYHOLD_PART_PASSPHRASE or a prompt).
+        #[arg(long, value_name = "FILE")]
+        part_passphrase_file: Option<PathBuf>,
         #[command(flatten)]
         signer: SignerArgs,
     },
@@ -289,12 +296,20 @@ fn report(out: &Value) {
             out["verb"].as_str().unwrap_or("command"),
             join(&out["signed_by"])
         ),
-        Some("part_loaded") => println!(
-            "key part loaded into the {} register: {} of {} parts",
-            out["register"].as_str().unwrap_or("?"),
-            out["parts_loaded"],
-            out["parts_total"]
-        ),
+        Some("part_loaded") => {
+            println!(
+                "key part loaded into the {} register: {} of {} parts",
+                out["register"].as_str().unwrap_or("?"),
+                out["parts_loaded"],
+                out["parts_total"]
+            );
+            if out["register"] == "unseal" && out["parts_loaded"] == out["parts_total"] {
+                println!(
+                    "still sealed: every part is in, but fewer administrators than the signature threshold took part (approved also by: {}); another administrator runs `keyhold ceremony unseal --admin-key KEY` without --part",
+                    join(&out["approved_by"])
+                );
+            }
+        }
         Some("unsealed") => println!(
             "UNSEALED: the crypto unit holds the master key with verification pattern {}",
             out["verification_pattern"].as_str().unwrap_or("?")
@@ -390,11 +405,11 @@ fn load_part(
     c: &mut Client,
     register: &str,
     parts: Option<u8>,
-    p: &PartArgs,
+    p: Option<&PartArgs>,
     s: &SignerArgs,
 ) -> Result<Value, CliError> {
     // Open both files first: a wrong passphrase sends nothing.
-    let part = open_part(p)?;
+    let part = p.map(open_part).transpose()?;
     let signer = open_signer(s)?;
     let (mut cmd, st) = prepare(c, Verb::LoadPart)?;
     let tk = &st["transport_key"];
@@ -407,13 +422,19 @@ fn load_part(
         ),
         _ => return Err(CliError::Io("the server publishes no transport key".into())),
     };
-    let ctx = transport::context(&cmd.crypto_instance, &tkid, &signer.name, register);
-    let (eph, ct) = transport::seal(&public, &ctx, &part)?;
-    cmd = cmd
-        .with("register", register)
-        .with("transport_key_id", tkid)
-        .with("ephemeral_public", STANDARD.encode(eph))
-        .with("ciphertext", STANDARD.encode(ct));
+    cmd = cmd.with("register", register);
+    match &part {
+        Some(part) => {
+            let ctx = transport::context(&cmd.crypto_instance, &tkid, &signer.name, register);
+            let (eph, ct) = transport::seal(&public, &ctx, part)?;
+            cmd = cmd
+                .with("ephemeral_public", STANDARD.encode(eph))
+                .with("ciphertext", STANDARD.encode(ct));
+        }
+        // The signature over this node's transport key id binds the approval to this unseal.
+        None => cmd = cmd.with("approve", "yes"),
+    }
+    cmd = cmd.with("transport_key_id", tkid);
     if let Some(n) = parts {
         cmd = cmd.with("parts", n.to_string());
     }
@@ -538,12 +559,20 @@ fn run(a: CeremonyArgs) -> Result<(), CliError> {
             signer,
         } => {
             let mut c = connect(&a)?;
-            report(&load_part(&mut c, "new", Some(*parts), part, signer)?);
+            report(&load_part(&mut c, "new", Some(*parts), Some(part), signer)?);
             Ok(())
         }
-        CeremonyCommand::Unseal { part, signer } => {
+        CeremonyCommand::Unseal {
+            part,
+            part_passphrase_file,
+            signer,
+        } => {
+            let part = part.as_ref().map(|p| PartArgs {
+                part: p.clone(),
+                part_passphrase_file: part_passphrase_file.clone(),
+            });
             let mut c = connect(&a)?;
-            report(&load_part(&mut c, "unseal", None, part, signer)?);
+            report(&load_part(&mut c, "unseal", None, part.as_ref(), signer)?);
             Ok(())
         }
         CeremonyCommand::Commit {
