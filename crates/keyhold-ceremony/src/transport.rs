@@ -129,9 +129,7 @@ pub fn seal(server_public: &[u8], context: &[u8], part: &[u8; 32]) -> Result<(Ve
         &mut buf,
     )
     .map_err(|_| CeremonyError::Crypto("seal"))?;
-    let ct = buf.clone();
-    zeroize::Zeroize::zeroize(&mut buf);
-    Ok((eph_public, ct))
+    Ok((eph_public, buf))
 }
 
 #[cfg(test)]
