@@ -270,6 +270,16 @@ impl CeremonyState {
                         "{name:?} is not an administrator"
                     )));
                 }
+                if self
+                    .current
+                    .as_ref()
+                    .is_some_and(|c| c.parts.iter().any(|p| p.holder == name))
+                {
+                    // Unsealing needs every part, loaded by its holder.
+                    return Err(CeremonyError::NotAllowed(format!(
+                        "{name:?} holds a part of the current master key: without them the crypto unit could not be unsealed"
+                    )));
+                }
                 let left = self.admins.len() - 1;
                 if !self.imprint
                     && left < usize::from(self.signature_threshold.max(self.revocation_threshold))
@@ -453,9 +463,24 @@ mod tests {
         // Activate needs nothing from the state but refuses a second key (rotation seam).
         st.set_current(CurrentKey {
             verification_pattern: "vp".into(),
-            parts: vec![],
+            parts: vec![PartRecord {
+                holder: "bob".into(),
+                verification_pattern: "p".into(),
+            }],
             activated_at: 0,
         });
+        // A part holder cannot be removed while their part is needed to unseal.
+        let lower = Command::new("ci", st.seq, Verb::SetThresholds)
+            .with("signature", "1")
+            .with("revocation", "1");
+        run(&mut st, lower.clone(), &a).unwrap();
+        run(&mut st, lower.clone(), &b).unwrap();
+        run(&mut st, lower, &c).unwrap();
+        let rm = Command::new("ci", st.seq, Verb::RemoveAdmin).with("name", "bob");
+        assert!(matches!(
+            run(&mut st, rm, &a),
+            Err(CeremonyError::NotAllowed(_))
+        ));
         let act = Command::new("ci", st.seq, Verb::Activate);
         assert!(matches!(
             run(&mut st, act, &a),
