@@ -23,6 +23,9 @@ use serde_json::{json, Value};
 
 use crate::service::store_err;
 
+#[cfg(test)]
+mod tests;
+
 const STATE_PREFIX: &str = "ceremony_state:";
 const CAS_ATTEMPTS: u32 = 16;
 
