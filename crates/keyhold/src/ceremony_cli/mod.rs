@@ -372,9 +372,13 @@ fn print_status(st: &Value) {
         r["current"]["verification_pattern"].as_str().unwrap_or("-")
     );
     println!(
-        "unseal register:     {} part(s) loaded by {}",
+        "unseal register:     {} part(s) loaded by {}; approved without a part by {}",
         r["unseal"]["parts_loaded"].as_array().map_or(0, Vec::len),
-        holders(&r["unseal"]["parts_loaded"])
+        holders(&r["unseal"]["parts_loaded"]),
+        match join(&r["unseal"]["approved_by"]) {
+            s if s.is_empty() => "-".to_string(),
+            s => s,
+        }
     );
     for p in st["pending"].as_array().into_iter().flatten() {
         println!(
