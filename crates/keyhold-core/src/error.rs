@@ -51,6 +51,18 @@ pub enum Reason {
     TooManyRequests,
     Internal,
     Unavailable,
+    /// The crypto unit holds no master key until the ceremony's quorum unseals it.
+    CryptoUnitSealed,
+    /// A ceremony command's signature does not verify, or its signer is no administrator.
+    CeremonySignature,
+    /// The ceremony command is not allowed in the ceremony's current state.
+    CeremonyState,
+    /// The ceremony command was prepared for an earlier sequence number.
+    CeremonyStale,
+    /// A key part that does not belong to the master key being loaded.
+    KeyPartMismatch,
+    /// This server takes its master key from a file, not from a ceremony.
+    CeremonyDisabled,
 }
 
 impl Reason {
@@ -102,6 +114,12 @@ impl Reason {
             TooManyRequests => "TOO_MANY_REQUESTS_ERR",
             Internal => "INTERNAL_SERVER_ERR",
             Unavailable => "SERVICE_UNAVAILABLE_ERR",
+            CryptoUnitSealed => "CRYPTO_UNIT_SEALED_ERR",
+            CeremonySignature => "CEREMONY_SIGNATURE_ERR",
+            CeremonyState => "CEREMONY_STATE_ERR",
+            CeremonyStale => "CEREMONY_STALE_COMMAND_ERR",
+            KeyPartMismatch => "KEY_PART_MISMATCH_ERR",
+            CeremonyDisabled => "CEREMONY_DISABLED_ERR",
         }
     }
 
@@ -125,7 +143,7 @@ impl Reason {
             | KeySearchTooBroad
             | AliasLimitReached => 400,
             Unauthorized => 401,
-            ServiceOnly | FeatureRestricted => 403,
+            ServiceOnly | FeatureRestricted | CeremonySignature => 403,
             KeyNotFound | KeyRingNotFound | AliasNotFound | ImportTokenNotFound | NotFound => 404,
             MethodNotAllowed => 405,
             KeyActionInvalidState
@@ -138,13 +156,20 @@ impl Reason {
             | KeyCreateImportAccess
             | ImportTokenExpired
             | DuplicateResource
-            | KeyRingNotEmpty => 409,
+            | KeyRingNotEmpty
+            | CeremonyState
+            | CeremonyStale
+            | CeremonyDisabled => 409,
             KeyDeleted => 410,
             BodyTooLarge => 413,
-            KeyInvalidState | KeyRootReqReg | UnprocessableCiphertext | KeyVersionInvalid => 422,
+            KeyInvalidState
+            | KeyRootReqReg
+            | UnprocessableCiphertext
+            | KeyVersionInvalid
+            | KeyPartMismatch => 422,
             TooManyRequests => 429,
             Internal => 500,
-            Unavailable => 503,
+            Unavailable | CryptoUnitSealed => 503,
         }
     }
 }

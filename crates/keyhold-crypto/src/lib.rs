@@ -6,8 +6,10 @@
 //! same trait.
 
 mod blob;
+mod sealable;
 mod soft;
 
+pub use sealable::SealableUnit;
 pub use soft::{SoftUnit, DEFAULT_CACHE_ENTRIES};
 use zeroize::Zeroizing;
 
@@ -54,6 +56,9 @@ pub enum CryptoError {
     InvalidInput(&'static str),
     #[error("crypto unit failure: {0}")]
     Unit(&'static str),
+    /// The unit holds no master key: a quorum of administrators must unseal it.
+    #[error("the crypto unit is sealed")]
+    Sealed,
 }
 
 pub type Result<T> = std::result::Result<T, CryptoError>;

@@ -28,6 +28,25 @@ pub struct ServerConfig {
     pub plain_json: bool,
     /// Root-key versions kept unwrapped in memory.
     pub key_cache_entries: usize,
+    pub master_key: MasterKeySource,
+}
+
+/// Where the customer's master key comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MasterKeySource {
+    /// A file in the data directory (dev mode; never for real keys).
+    File,
+    /// The key ceremony: the node starts sealed until a quorum loads the key parts.
+    Ceremony,
+}
+
+impl MasterKeySource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MasterKeySource::File => "file",
+            MasterKeySource::Ceremony => "ceremony",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -51,6 +70,7 @@ impl ServerConfig {
             idle_timeout: Duration::from_secs(120),
             plain_json: false,
             key_cache_entries: keyhold_crypto::DEFAULT_CACHE_ENTRIES,
+            master_key: MasterKeySource::File,
         }
     }
 

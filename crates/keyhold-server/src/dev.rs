@@ -10,17 +10,24 @@ use std::sync::Arc;
 
 use keyhold_core::model::Instance;
 use keyhold_core::timefmt;
-use keyhold_crypto::{Binding, CryptoUnit, Purpose, SoftUnit};
+use keyhold_crypto::{Binding, CryptoUnit, Purpose, SealableUnit, SoftUnit};
 use keyhold_store::{ApiKeyRecord, PostgresStore, SqliteStore, Store};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::auth::apikey;
 use crate::auth::token::TokenService;
+use crate::ceremony::Ceremony;
+use crate::config::MasterKeySource;
 
 pub const DEV_ACCOUNT: &str = "dev-account";
 const INSTANCE_SETTING: &str = "dev_instance_id";
 const SIGNING_KEY_SETTING: &str = "token_signing_key";
+/// The token signing key under the platform key (ceremony mode), apart from the
+/// one under a file master key, so neither mode can misread the other's.
+const PLATFORM_SIGNING_KEY_SETTING: &str = "token_signing_key_platform";
+/// Which master-key source the data in this store is wrapped under.
+const MASTER_KEY_SOURCE_SETTING: &str = "master_key_source";
 
 /// The contract scripts and tests rely on (`DIR/dev.json`, mode 0600).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -41,6 +48,8 @@ pub struct DevDeployment {
     pub unit: Arc<dyn CryptoUnit>,
     pub tokens: Arc<TokenService>,
     pub info: DevInfo,
+    /// Set when the master key comes from the ceremony.
+    pub ceremony: Option<Arc<Ceremony>>,
 }
 
 fn io_err(what: &str, path: &Path, e: std::io::Error) -> String {
@@ -72,8 +81,9 @@ fn staged_private(path: &Path, bytes: &[u8]) -> Result<PathBuf, String> {
     Ok(tmp)
 }
 
-fn load_or_create_master_key(dir: &Path) -> Result<Zeroizing<[u8; 32]>, String> {
-    let path = dir.join("master.key");
+/// The key in `dir/name`, created (32 random bytes, owner-only) if absent.
+fn load_or_create_key_file(dir: &Path, name: &str) -> Result<Zeroizing<[u8; 32]>, String> {
+    let path = dir.join(name);
     let mut key = Zeroizing::new([0u8; 32]);
     if !path.exists() {
         aws_lc_rs::rand::fill(&mut key[..])
@@ -90,9 +100,15 @@ fn load_or_create_master_key(dir: &Path) -> Result<Zeroizing<[u8; 32]>, String> 
     }
     let bytes = Zeroizing::new(fs::read(&path).map_err(|e| io_err("cannot read", &path, e))?);
     if bytes.len() != 32 {
-        return Err(format!("{} is not a 32-byte master key", path.display()));
+        return Err(format!("{} is not a 32-byte key", path.display()));
     }
     key.copy_from_slice(&bytes);
+    Ok(key)
+}
+
+fn load_or_create_master_key(dir: &Path) -> Result<Zeroizing<[u8; 32]>, String> {
+    let path = dir.join("master.key");
+    let key = load_or_create_key_file(dir, "master.key")?;
     tracing::warn!(
         path = %path.display(),
         "DEV MODE: the master key is stored in plain form in the data directory; never use dev mode for real keys"
@@ -100,17 +116,26 @@ fn load_or_create_master_key(dir: &Path) -> Result<Zeroizing<[u8; 32]>, String> 
     Ok(key)
 }
 
-fn signing_key(store: &dyn Store, unit: &dyn CryptoUnit) -> Result<Zeroizing<Vec<u8>>, String> {
+/// Keyhold's own service secrets (the token signing key) in ceremony mode are
+/// wrapped by this platform key, kept in the data directory, so tokens work
+/// while the customer's master key is sealed. It never protects customer keys.
+fn platform_unit(dir: &Path) -> Result<SoftUnit, String> {
+    let key = load_or_create_key_file(dir, "platform.key")?;
+    Ok(SoftUnit::new(key, 16))
+}
+
+fn signing_key(
+    store: &dyn Store,
+    unit: &dyn CryptoUnit,
+    setting: &str,
+) -> Result<Zeroizing<Vec<u8>>, String> {
     let binding = Binding {
         purpose: Purpose::ServiceSecret,
         instance_id: "",
         object_id: SIGNING_KEY_SETTING,
         version_id: "1",
     };
-    if let Some(blob) = store
-        .get_setting(SIGNING_KEY_SETTING)
-        .map_err(|e| e.to_string())?
-    {
+    if let Some(blob) = store.get_setting(setting).map_err(|e| e.to_string())? {
         return unit
             .unwrap_material(&binding, &blob)
             .map_err(|e| format!("cannot open the token signing key: {e}"));
@@ -121,7 +146,7 @@ fn signing_key(store: &dyn Store, unit: &dyn CryptoUnit) -> Result<Zeroizing<Vec
         .map_err(|e| e.to_string())?;
     // Nodes starting together agree on one key: the first one stored.
     let stored = store
-        .put_setting_if_absent(SIGNING_KEY_SETTING, &blob)
+        .put_setting_if_absent(setting, &blob)
         .map_err(|e| e.to_string())?;
     unit.unwrap_material(&binding, &stored)
         .map_err(|e| format!("cannot open the token signing key: {e}"))
@@ -264,21 +289,57 @@ pub fn dev_json_path(dir: &Path) -> PathBuf {
 }
 
 /// Opens (or creates) the dev deployment in `dir`. `url` is filled in by the caller.
+/// Refuses to serve a store whose keys are wrapped under the other master-key source.
+fn check_source(store: &dyn Store, source: MasterKeySource) -> Result<(), String> {
+    let recorded = store
+        .put_setting_if_absent(MASTER_KEY_SOURCE_SETTING, source.as_str().as_bytes())
+        .map_err(|e| e.to_string())?;
+    if recorded != source.as_str().as_bytes() {
+        return Err(format!(
+            "this deployment's keys are wrapped under a master key from {:?}; it cannot be served with --master-key {} (use a new data directory and store)",
+            String::from_utf8_lossy(&recorded),
+            source.as_str()
+        ));
+    }
+    Ok(())
+}
+
 pub fn open(
     dir: &Path,
     store_url: Option<&str>,
     token_lifetime: i64,
     cache_entries: usize,
+    source: MasterKeySource,
 ) -> Result<DevDeployment, String> {
     fs::create_dir_all(dir).map_err(|e| io_err("cannot create", dir, e))?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
         .map_err(|e| io_err("cannot secure", dir, e))?;
-    let master = load_or_create_master_key(dir)?;
-    let unit: Arc<dyn CryptoUnit> = Arc::new(SoftUnit::new(master, cache_entries));
     let store = open_store(dir, store_url)?;
-    let pkcs8 = signing_key(store.as_ref(), unit.as_ref())?;
+    check_source(store.as_ref(), source)?;
+    let (unit, sealable, pkcs8): (Arc<dyn CryptoUnit>, _, _) = match source {
+        MasterKeySource::File => {
+            let master = load_or_create_master_key(dir)?;
+            let unit: Arc<dyn CryptoUnit> = Arc::new(SoftUnit::new(master, cache_entries));
+            let pkcs8 = signing_key(store.as_ref(), unit.as_ref(), SIGNING_KEY_SETTING)?;
+            (unit, None, pkcs8)
+        }
+        MasterKeySource::Ceremony => {
+            let platform = platform_unit(dir)?;
+            let pkcs8 = signing_key(store.as_ref(), &platform, PLATFORM_SIGNING_KEY_SETTING)?;
+            let unit = Arc::new(SealableUnit::sealed(cache_entries));
+            (unit.clone() as Arc<dyn CryptoUnit>, Some(unit), pkcs8)
+        }
+    };
     let tokens = Arc::new(TokenService::new(&pkcs8, token_lifetime).map_err(|e| e.to_string())?);
     let instance = instance(store.as_ref())?;
+    // One crypto instance, bound to the dev key-management instance (KYOK).
+    let ceremony = match sealable {
+        Some(unit) => Some(Arc::new(
+            Ceremony::open(store.clone(), unit, &instance.id, DEV_ACCOUNT)
+                .map_err(|e| format!("cannot open the key ceremony: {e}"))?,
+        )),
+        None => None,
+    };
     let previous: Option<DevInfo> = fs::read(dev_json_path(dir))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
@@ -314,5 +375,6 @@ pub fn open(
         unit,
         tokens,
         info,
+        ceremony,
     })
 }

@@ -23,16 +23,18 @@ const AUTO_PURGE_EVERY: Duration = Duration::from_secs(60);
 pub async fn serve_dev(cfg: ServerConfig) -> Result<(), String> {
     cfg.check_transport()?;
     // Opening the store blocks (and the PostgreSQL client runs its own runtime).
-    let (dir, store, lifetime, entries) = (
+    let (dir, store, lifetime, entries, source) = (
         cfg.data_dir.clone(),
         cfg.store.clone(),
         cfg.token_lifetime.as_secs() as i64,
         cfg.key_cache_entries,
+        cfg.master_key,
     );
-    let deployment =
-        tokio::task::spawn_blocking(move || dev::open(&dir, store.as_deref(), lifetime, entries))
-            .await
-            .map_err(|e| format!("start-up failed: {e}"))??;
+    let deployment = tokio::task::spawn_blocking(move || {
+        dev::open(&dir, store.as_deref(), lifetime, entries, source)
+    })
+    .await
+    .map_err(|e| format!("start-up failed: {e}"))??;
     let listener = TcpListener::bind(cfg.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;
@@ -60,13 +62,17 @@ pub async fn serve_dev(cfg: ServerConfig) -> Result<(), String> {
         deployment.unit.clone(),
         cfg.rules,
     ));
-    let state = AppState::new(
+    let mut state = AppState::new(
         svc.clone(),
         deployment.tokens.clone(),
         Arc::new(AccountAuthorizer),
         &cfg,
         addr.port(),
     );
+    if let Some(c) = &deployment.ceremony {
+        state = state.with_ceremony(c.clone());
+        tracing::warn!("master key from the key ceremony: the crypto unit is SEALED; key operations answer 503 CRYPTO_UNIT_SEALED_ERR until administrators load the key parts (keyhold ceremony unseal, or the first ceremony's activate)");
+    }
     let app = router(state);
 
     let tls = match &cfg.tls {
@@ -81,7 +87,7 @@ pub async fn serve_dev(cfg: ServerConfig) -> Result<(), String> {
     let announcement = serde_json::to_string(&info).map_err(|e| e.to_string())?;
     dev::write_private(&dev::dev_json_path(&cfg.data_dir), announcement.as_bytes())?;
     println!("{announcement}");
-    tracing::info!(%url, instance_id = %info.instance_id, data_dir = %cfg.data_dir.display(), "keyhold serving (dev mode)");
+    tracing::info!(%url, instance_id = %info.instance_id, data_dir = %cfg.data_dir.display(), master_key = cfg.master_key.as_str(), "keyhold serving (dev mode)");
 
     tokio::spawn(async move {
         loop {

@@ -112,6 +112,11 @@ pub trait Store: Send + Sync + 'static {
     /// Stores `value` unless the setting exists; returns the value that won, so
     /// nodes starting together agree on one.
     fn put_setting_if_absent(&self, name: &str, value: &[u8]) -> Result<Vec<u8>>;
+    /// Compare-and-swap: writes `value` only if the stored value is `expected`
+    /// (`None`: the setting is absent); returns whether it wrote. Durable before
+    /// it returns, like every write.
+    fn replace_setting_if(&self, name: &str, expected: Option<&[u8]>, value: &[u8])
+        -> Result<bool>;
 
     /// Inserts a new key with its first version and aliases (Duplicate if an alias is taken).
     fn insert_key(&self, key: &KeyRecord, version: &KeyVersion) -> Result<()>;

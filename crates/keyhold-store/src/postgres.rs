@@ -409,6 +409,27 @@ impl Store for PostgresStore {
         })
     }
 
+    fn replace_setting_if(
+        &self,
+        name: &str,
+        expected: Option<&[u8]>,
+        value: &[u8],
+    ) -> Result<bool> {
+        let mut client = self.client()?;
+        let n = match expected {
+            None => client.execute(
+                "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+                &[&name, &value],
+            ),
+            Some(old) => client.execute(
+                "UPDATE settings SET value = $3 WHERE name = $1 AND value = $2",
+                &[&name, &old, &value],
+            ),
+        }
+        .map_err(db_err)?;
+        Ok(n == 1)
+    }
+
     fn insert_key(&self, key: &KeyRecord, version: &KeyVersion) -> Result<()> {
         self.in_tx(|tx| {
             tx.execute(

@@ -223,6 +223,27 @@ impl Store for SqliteStore {
         .map_err(db_err)
     }
 
+    fn replace_setting_if(
+        &self,
+        name: &str,
+        expected: Option<&[u8]>,
+        value: &[u8],
+    ) -> Result<bool> {
+        let conn = self.conn()?;
+        let n = match expected {
+            None => conn.execute(
+                "INSERT OR IGNORE INTO settings (name, value) VALUES (?1, ?2)",
+                params![name, value],
+            ),
+            Some(old) => conn.execute(
+                "UPDATE settings SET value = ?3 WHERE name = ?1 AND value = ?2",
+                params![name, old, value],
+            ),
+        }
+        .map_err(db_err)?;
+        Ok(n == 1)
+    }
+
     fn insert_key(&self, key: &KeyRecord, version: &KeyVersion) -> Result<()> {
         let mut conn = self.conn()?;
         let tx = conn.transaction().map_err(db_err)?;
@@ -640,6 +661,16 @@ mod tests {
             created_at: 100,
             blob: vec![seq as u8; 8],
         }
+    }
+
+    #[test]
+    fn settings_compare_and_swap() {
+        let s = SqliteStore::open_in_memory().unwrap();
+        assert!(s.replace_setting_if("c", None, b"one").unwrap());
+        assert!(!s.replace_setting_if("c", None, b"two").unwrap());
+        assert!(!s.replace_setting_if("c", Some(b"zero"), b"two").unwrap());
+        assert!(s.replace_setting_if("c", Some(b"one"), b"two").unwrap());
+        assert_eq!(s.get_setting("c").unwrap().unwrap(), b"two");
     }
 
     #[test]

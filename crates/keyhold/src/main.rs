@@ -5,8 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
-use keyhold_server::config::{ServerConfig, TlsFiles};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use keyhold_server::config::{MasterKeySource, ServerConfig, TlsFiles};
+
+mod ceremony_cli;
 
 #[derive(Parser)]
 #[command(
@@ -29,12 +31,24 @@ enum Command {
     /// Load-test a Keyhold server, OpenBao's transit engine or a baseline endpoint
     /// (throughput, latency percentiles, error counts).
     Bench(keyhold_bench::BenchArgs),
+    /// The master-key ceremony (Keep Your Own Key): administrators, thresholds,
+    /// key parts, commit, activate, unseal, status.
+    Ceremony(ceremony_cli::CeremonyArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum MasterKeyArg {
+    /// A master key file in the data directory (dev mode; never for real keys).
+    File,
+    /// Loaded by the key ceremony; the server starts sealed until a quorum unseals it.
+    Ceremony,
 }
 
 #[derive(Args)]
 #[command(
     after_help = "Examples:\n  keyhold serve --dev\n  keyhold serve --dev --listen 127.0.0.1:0 --data-dir /tmp/kh --rotate-min-interval 0\n  \
-keyhold serve --dev --listen 0.0.0.0:8443 --tls-cert cert.pem --tls-key key.pem"
+keyhold serve --dev --listen 0.0.0.0:8443 --tls-cert cert.pem --tls-key key.pem\n  \
+keyhold serve --dev --master-key ceremony   # master key from the key ceremony (keyhold ceremony --help)"
 )]
 struct ServeArgs {
     /// Development mode: SQLite store and a software crypto unit in --data-dir, with the
@@ -97,6 +111,11 @@ struct ServeArgs {
     /// Root-key versions kept unwrapped in memory (least recently used are dropped and zeroized).
     #[arg(long, default_value_t = 10_000)]
     key_cache_entries: usize,
+    /// Where the master key comes from: `file` (dev: a file in --data-dir) or `ceremony`
+    /// (administrators load key parts; see `keyhold ceremony --help`; the server starts
+    /// sealed and key operations answer 503 CRYPTO_UNIT_SEALED_ERR until unsealed).
+    #[arg(long, value_enum, default_value = "file", env = "KEYHOLD_MASTER_KEY")]
+    master_key: MasterKeyArg,
 }
 
 fn config(a: ServeArgs) -> ServerConfig {
@@ -119,6 +138,10 @@ fn config(a: ServeArgs) -> ServerConfig {
     cfg.plain_json = a.plain_json;
     cfg.store_timeout = Duration::from_secs(a.store_timeout.max(1));
     cfg.key_cache_entries = a.key_cache_entries;
+    cfg.master_key = match a.master_key {
+        MasterKeyArg::File => MasterKeySource::File,
+        MasterKeyArg::Ceremony => MasterKeySource::Ceremony,
+    };
     cfg
 }
 
@@ -164,6 +187,7 @@ fn main() -> ExitCode {
         .init();
     match cli.command {
         Command::Bench(args) => keyhold_bench::main(args),
+        Command::Ceremony(args) => ceremony_cli::main(args),
         Command::Serve(args) => {
             if !args.dev {
                 eprintln!("keyhold: only --dev deployments exist so far (the key ceremony and IAM will add production mode); run `keyhold serve --dev`");

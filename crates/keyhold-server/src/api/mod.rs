@@ -4,6 +4,7 @@
 
 mod actions;
 mod body;
+mod ceremony;
 mod ctx;
 mod error;
 mod iam;
@@ -14,7 +15,7 @@ mod resources;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
@@ -52,6 +53,8 @@ pub struct AppInner {
     pub port: u16,
     /// Instances never change under a running node yet, so they are cached for good.
     instances: RwLock<HashMap<String, Arc<Instance>>>,
+    /// The master-key ceremony, when the master key comes from one (`--master-key ceremony`).
+    pub ceremony: OnceLock<Arc<crate::ceremony::Ceremony>>,
 }
 
 impl AppState {
@@ -72,7 +75,14 @@ impl AppState {
             store_timeout: cfg.store_timeout,
             port,
             instances: RwLock::new(HashMap::new()),
+            ceremony: OnceLock::new(),
         }))
+    }
+
+    /// Serves the ceremony's endpoints from this node.
+    pub fn with_ceremony(self, c: Arc<crate::ceremony::Ceremony>) -> Self {
+        let _ = self.0.ceremony.set(c);
+        self
     }
 
     /// The instance's policies: from the node's cache without blocking, else loaded.
@@ -345,6 +355,8 @@ pub fn router(st: AppState) -> Router {
         .route("/identity/token", post(iam::token))
         .route("/oidc/token", post(iam::token))
         .route("/identity/keys", get(iam::jwks))
+        .route("/ceremony/v1/status", get(ceremony::status))
+        .route("/ceremony/v1/commands", post(ceremony::command))
         .route("/health", get(health))
         .fallback(not_found);
     api.layer(middleware::from_fn_with_state(st.clone(), envelope))

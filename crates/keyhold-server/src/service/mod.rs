@@ -103,6 +103,10 @@ pub(crate) fn crypto_err(e: CryptoError) -> Error {
                 "The stored key material could not be used by the crypto unit",
             )
         }
+        CryptoError::Sealed => Error::new(
+            Reason::CryptoUnitSealed,
+            "The crypto unit is sealed: its master key is loaded only when a quorum of administrators unseals it (keyhold ceremony unseal)",
+        ),
         CryptoError::Unit(what) => {
             tracing::error!(operation = what, "crypto unit failure");
             Error::internal()

@@ -231,6 +231,7 @@ impl keyhold_store::Store for CountingStore {
         get_setting(&self, name: &str) -> keyhold_store::Result<Option<Vec<u8>>>;
         put_setting(&self, name: &str, value: &[u8]) -> keyhold_store::Result<()>;
         put_setting_if_absent(&self, name: &str, value: &[u8]) -> keyhold_store::Result<Vec<u8>>;
+        replace_setting_if(&self, name: &str, expected: Option<&[u8]>, value: &[u8]) -> keyhold_store::Result<bool>;
         insert_key(&self, key: &keyhold_core::model::KeyRecord, version: &keyhold_core::model::KeyVersion) -> keyhold_store::Result<()>;
         update_key(&self, key: &keyhold_core::model::KeyRecord, new_version: Option<&keyhold_core::model::KeyVersion>) -> keyhold_store::Result<()>;
         update_key_alias(&self, key: &keyhold_core::model::KeyRecord, alias: &str, add: bool) -> keyhold_store::Result<()>;

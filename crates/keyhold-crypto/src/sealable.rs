@@ -1,0 +1,146 @@
+//! A software unit whose master key comes from the ceremony: sealed (no master
+//! key in memory) until a quorum loads the key parts, then delegating to a
+//! [`SoftUnit`]. Sealing drops the inner unit, whose derived keys and cached
+//! root keys are wiped on drop. The hot path is one atomic pointer load.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+use zeroize::Zeroizing;
+
+use crate::{Binding, CryptoError, CryptoUnit, Result, SoftUnit};
+
+pub struct SealableUnit {
+    inner: ArcSwapOption<SoftUnit>,
+    cache_entries: usize,
+}
+
+impl SealableUnit {
+    /// Starts sealed.
+    pub fn sealed(cache_entries: usize) -> Self {
+        SealableUnit {
+            inner: ArcSwapOption::empty(),
+            cache_entries,
+        }
+    }
+
+    pub fn is_sealed(&self) -> bool {
+        self.inner.load().is_none()
+    }
+
+    /// Installs the master key (the ceremony checked its verification pattern).
+    pub fn unseal(&self, master: Zeroizing<[u8; 32]>) {
+        self.inner
+            .store(Some(Arc::new(SoftUnit::new(master, self.cache_entries))));
+    }
+
+    /// Forgets the master key. Requests in flight finish with the unit they loaded.
+    pub fn seal(&self) {
+        self.inner.store(None);
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&SoftUnit) -> Result<T>) -> Result<T> {
+        match &*self.inner.load() {
+            Some(u) => f(u),
+            None => Err(CryptoError::Sealed),
+        }
+    }
+}
+
+impl CryptoUnit for SealableUnit {
+    fn kind(&self) -> &'static str {
+        "soft-sealable"
+    }
+
+    fn random(&self, out: &mut [u8]) -> Result<()> {
+        // Randomness needs no master key.
+        aws_lc_rs::rand::fill(out).map_err(|_| CryptoError::Unit("random"))
+    }
+
+    fn generate_wrapped(&self, binding: &Binding<'_>, len: usize) -> Result<Vec<u8>> {
+        self.with(|u| u.generate_wrapped(binding, len))
+    }
+
+    fn wrap_material(&self, binding: &Binding<'_>, material: &[u8]) -> Result<Vec<u8>> {
+        self.with(|u| u.wrap_material(binding, material))
+    }
+
+    fn unwrap_material(&self, binding: &Binding<'_>, blob: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        self.with(|u| u.unwrap_material(binding, blob))
+    }
+
+    fn encrypt_dek(
+        &self,
+        binding: &Binding<'_>,
+        blob: &[u8],
+        nonce: &[u8; 12],
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>> {
+        self.with(|u| u.encrypt_dek(binding, blob, nonce, aad, plaintext))
+    }
+
+    fn decrypt_dek(
+        &self,
+        binding: &Binding<'_>,
+        blob: &[u8],
+        nonce: &[u8; 12],
+        aad: &[u8],
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        self.with(|u| u.decrypt_dek(binding, blob, nonce, aad, sealed))
+    }
+
+    fn generate_import_key(&self, binding: &Binding<'_>) -> Result<(String, Vec<u8>)> {
+        self.with(|u| u.generate_import_key(binding))
+    }
+
+    fn import_decrypt(
+        &self,
+        binding: &Binding<'_>,
+        wrapped_private: &[u8],
+        ciphertext: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        self.with(|u| u.import_decrypt(binding, wrapped_private, ciphertext))
+    }
+
+    fn forget(&self, version_id: &str) {
+        if let Some(u) = &*self.inner.load() {
+            u.forget(version_id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Purpose;
+
+    #[test]
+    fn sealed_until_unsealed_and_again_after_seal() {
+        let b = Binding {
+            purpose: Purpose::RootKey,
+            instance_id: "i",
+            object_id: "k",
+            version_id: "v",
+        };
+        let u = SealableUnit::sealed(4);
+        assert!(u.is_sealed());
+        assert_eq!(u.generate_wrapped(&b, 32).unwrap_err(), CryptoError::Sealed);
+        let mut r = [0u8; 4];
+        u.random(&mut r).unwrap();
+        u.unseal(Zeroizing::new([1u8; 32]));
+        let blob = u.generate_wrapped(&b, 32).unwrap();
+        let ct = u.encrypt_dek(&b, &blob, &[0; 12], b"", b"dek").unwrap();
+        u.seal();
+        assert_eq!(
+            u.decrypt_dek(&b, &blob, &[0; 12], b"", &ct).unwrap_err(),
+            CryptoError::Sealed
+        );
+        u.unseal(Zeroizing::new([1u8; 32]));
+        assert_eq!(
+            &u.decrypt_dek(&b, &blob, &[0; 12], b"", &ct).unwrap()[..],
+            b"dek"
+        );
+    }
+}
