@@ -8,6 +8,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use keyhold_server::config::{ServerConfig, TlsFiles};
 
+mod cli;
+
 #[derive(Parser)]
 #[command(
     name = "keyhold",
@@ -15,7 +17,11 @@ use keyhold_server::config::{ServerConfig, TlsFiles};
     about = "Keyhold: a key management service that speaks the IBM Key Protect v2 API",
     long_about = "Keyhold keeps root keys inside a crypto unit and serves the IBM Key Protect v2 REST API, \
 so the Key Protect clients (Python keyprotect, Node @ibm-cloud/ibm-key-protect, the Go client) work against it.\n\n\
-Quick start:\n  keyhold serve --dev                 # serves http://127.0.0.1:8080, writes ./keyhold-data/dev.json"
+Quick start:\n  keyhold serve --dev                 # serves http://127.0.0.1:8080, writes ./keyhold-data/dev.json\n  \
+keyhold profiles add dev --dev-json keyhold-data/dev.json --default\n  \
+keyhold keys create my-root-key\n  \
+keyhold encrypt --key my-root-key big.iso big.iso.khe && keyhold decrypt big.iso.khe big.iso",
+    after_help = cli::EXIT_CODES_HELP
 )]
 struct Cli {
     #[command(subcommand)]
@@ -29,6 +35,8 @@ enum Command {
     /// Load-test a Keyhold server, OpenBao's transit engine or a baseline endpoint
     /// (throughput, latency percentiles, error counts).
     Bench(keyhold_bench::BenchArgs),
+    #[command(flatten)]
+    Client(cli::ClientCommand),
 }
 
 #[derive(Args)]
@@ -124,6 +132,11 @@ fn config(a: ServeArgs) -> ServerConfig {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let cli = match cli.command {
+        // The client commands print for people (and scripts): no JSON log lines.
+        Command::Client(cmd) => return cli::run(cmd),
+        other => Cli { command: other },
+    };
     // Log lines are written by a background thread in batches (one write per batch,
     // not per request); none is dropped: a full queue slows the request down instead.
     let (log_writer, _log_guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
@@ -144,6 +157,7 @@ fn main() -> ExitCode {
         .init();
     match cli.command {
         Command::Bench(args) => keyhold_bench::main(args),
+        Command::Client(cmd) => cli::run(cmd),
         Command::Serve(args) => {
             if !args.dev {
                 eprintln!("keyhold: only --dev deployments exist so far (the key ceremony and IAM will add production mode); run `keyhold serve --dev`");
@@ -168,5 +182,15 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }
