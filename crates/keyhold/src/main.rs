@@ -131,7 +131,14 @@ fn config(a: ServeArgs) -> ServerConfig {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Usage errors exit 1 (clap's default, 2, means "not found" for the client commands).
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
+        }
+    };
     let cli = match cli.command {
         // The client commands print for people (and scripts): no JSON log lines.
         Command::Client(cmd) => return cli::run(cmd),
