@@ -431,3 +431,11 @@ def test_encrypt_errors(kh, tmp_path):
     fails(kh("encrypt", "--key", "no-such-key", src, tmp_path / "o"), 2, "KEY_NOT_FOUND_ERR")
     fails(kh("encrypt", "--key", "k", tmp_path / "missing", tmp_path / "o"), 1, "missing")
     assert not (tmp_path / "o").exists()
+
+
+def test_device_output_is_written_in_place(kh, tmp_path):
+    k = root_key(kh)
+    src = tmp_path / "in.bin"
+    src.write_bytes(os.urandom(1000))
+    ok(kh("encrypt", "--key", k["id"], src, "/dev/null"))
+    assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")

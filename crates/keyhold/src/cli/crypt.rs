@@ -3,7 +3,6 @@
 //! data itself never leaves this machine.
 
 use std::fs::File;
-use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use clap::Args;
@@ -16,6 +15,7 @@ use tokio::runtime::Runtime;
 
 use super::error::{CliError, CliResult};
 use super::output;
+use super::pipe::{ReadAhead, WriteBehind};
 use super::profile::Output;
 
 /// Files at least this large get a progress bar (when stderr is a terminal).
@@ -52,19 +52,19 @@ pub struct DecryptArgs {
     pub no_progress: bool,
 }
 
-fn open_input(p: &Path) -> CliResult<(Box<dyn Read>, Option<u64>)> {
+fn open_input(p: &Path) -> CliResult<(ReadAhead, Option<u64>)> {
     if p == Path::new("-") {
-        return Ok((Box::new(std::io::stdin().lock()), None));
+        return Ok((ReadAhead::new(Box::new(std::io::stdin()))?, None));
     }
     let f = File::open(p).map_err(|e| CliError::Local(format!("{}: {e}", p.display())))?;
     let len = f.metadata().ok().map(|m| m.len());
-    Ok((Box::new(f), len))
+    Ok((ReadAhead::new(Box::new(f))?, len))
 }
 
 /// The output file, written under a temporary name and renamed only on success, so a
 /// failed run (a refused segment, a full disk) never leaves a plausible-looking file.
 struct Sink {
-    writer: BufWriter<Box<dyn Write>>,
+    writer: WriteBehind,
     temp: Option<(PathBuf, PathBuf)>,
 }
 
@@ -72,7 +72,19 @@ impl Sink {
     fn create(p: &Path) -> CliResult<Sink> {
         if p == Path::new("-") {
             return Ok(Sink {
-                writer: BufWriter::with_capacity(256 * 1024, Box::new(std::io::stdout().lock())),
+                writer: WriteBehind::new(Box::new(std::io::stdout()))?,
+                temp: None,
+            });
+        }
+        // A device or a pipe (/dev/null, a FIFO) is written in place: only regular files
+        // get the temporary name and the rename.
+        if std::fs::metadata(p).is_ok_and(|m| !m.is_file()) {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(p)
+                .map_err(|e| CliError::Local(format!("{}: {e}", p.display())))?;
+            return Ok(Sink {
+                writer: WriteBehind::new(Box::new(f))?,
                 temp: None,
             });
         }
@@ -84,13 +96,13 @@ impl Sink {
         let f =
             File::create(&temp).map_err(|e| CliError::Local(format!("{}: {e}", temp.display())))?;
         Ok(Sink {
-            writer: BufWriter::with_capacity(256 * 1024, Box::new(f)),
+            writer: WriteBehind::new(Box::new(f))?,
             temp: Some((temp, p.to_path_buf())),
         })
     }
 
     fn finish(mut self) -> CliResult<()> {
-        self.writer.flush()?;
+        self.writer.finish()?;
         if let Some((temp, dest)) = self.temp.take() {
             std::fs::rename(&temp, &dest)
                 .map_err(|e| CliError::Local(format!("{}: {e}", dest.display())))?;
@@ -102,6 +114,8 @@ impl Sink {
 impl Drop for Sink {
     fn drop(&mut self) {
         if let Some((temp, _)) = &self.temp {
+            // Stop the writer thread first, so nothing recreates the file.
+            self.writer.abandon();
             let _ = std::fs::remove_file(temp);
         }
     }

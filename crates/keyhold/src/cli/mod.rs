@@ -6,6 +6,7 @@ mod crypt;
 mod error;
 mod keys;
 mod output;
+mod pipe;
 mod profile;
 mod profiles;
 
