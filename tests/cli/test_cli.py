@@ -39,7 +39,8 @@ COMMANDS = [
     ["keys"], ["keys", "create"], ["keys", "import"], ["keys", "list"], ["keys", "show"],
     ["keys", "wrap"], ["keys", "unwrap"], ["keys", "rewrap"], ["keys", "rotate"],
     ["keys", "disable"], ["keys", "enable"], ["keys", "delete"], ["keys", "restore"],
-    ["keys", "purge"], ["keys", "versions"], ["keys", "move"],
+    ["keys", "purge"], ["keys", "versions"], ["keys", "move"], ["keys", "approve-deletion"],
+    ["keys", "cancel-deletion"], ["keys", "registrations"], ["keys", "sync"],
     ["policies"], ["policies", "show"], ["policies", "set-rotation"], ["policies", "set-dual-auth"],
     ["policies", "instance"], ["policies", "set-instance"],
     ["aliases"], ["aliases", "create"], ["aliases", "delete"], ["aliases", "list"],
@@ -439,3 +440,24 @@ def test_device_output_is_written_in_place(kh, tmp_path):
     src.write_bytes(os.urandom(1000))
     ok(kh("encrypt", "--key", k["id"], src, "/dev/null"))
     assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
+
+
+def test_dual_authorization_delete(kh, server):
+    k = root_key(kh)
+    ok(kh("policies", "set-dual-auth", k["id"], "--enabled", "true"))
+    fails(kh("keys", "delete", k["id"]), 4, "AUTHORIZATIONS_NOT_MET")
+    ok(kh("keys", "approve-deletion", k["id"], apikey=server.second_apikey))
+    ok(kh("keys", "cancel-deletion", k["id"], apikey=server.second_apikey))
+    fails(kh("keys", "delete", k["id"]), 4, "AUTHORIZATIONS_NOT_MET")
+    r = ok(kh("keys", "approve-deletion", k["id"], apikey=server.second_apikey))
+    assert "another user" in r.out
+    ok(kh("keys", "delete", k["id"]))
+    plain = root_key(kh)
+    fails(kh("keys", "approve-deletion", plain["id"]), 4, "NOT_DUAL_AUTH_ERR")
+
+
+def test_registrations_and_sync(kh):
+    k = root_key(kh)
+    assert ok(kh("keys", "registrations", k["id"], "-o", "json")).json() == []
+    assert "(none)" in ok(kh("keys", "registrations", k["id"])).out
+    ok(kh("keys", "sync", k["id"]))

@@ -78,6 +78,20 @@ keyhold keys unwrap my-root-key --ciphertext \"$CT\" --out dek.bin"
     /// List a key's versions, newest first.
     #[command(after_help = "Example:\n  keyhold keys versions my-root-key")]
     Versions(IdArg),
+    /// Dual authorization: approve the deletion of a key (a second person then deletes it).
+    #[command(
+        after_help = "Example:\n  keyhold keys approve-deletion my-root-key   # as the first approver"
+    )]
+    ApproveDeletion(IdArg),
+    /// Dual authorization: withdraw an approval of deletion.
+    #[command(after_help = "Example:\n  keyhold keys cancel-deletion my-root-key")]
+    CancelDeletion(IdArg),
+    /// List the resources registered as using a key.
+    #[command(after_help = "Example:\n  keyhold keys registrations my-root-key -o json")]
+    Registrations(IdArg),
+    /// Ask the service to notify the key's registered resources again.
+    #[command(after_help = "Example:\n  keyhold keys sync my-root-key")]
+    Sync(IdArg),
     /// Move a key to another key ring.
     #[command(after_help = "Example:\n  keyhold keys move my-root-key --ring team-a")]
     Move(MoveArgs),
@@ -437,6 +451,34 @@ pub async fn run(c: &Client, out: Output, cmd: KeysCmd) -> CliResult<()> {
                     Ok(())
                 }
             }
+        }
+        KeysCmd::ApproveDeletion(a) => {
+            c.set_key_for_deletion(&a.key, true).await?;
+            output::done(
+                out,
+                &format!(
+                    "deletion of {} approved; another user may now delete it",
+                    a.key
+                ),
+                json!({"key": a.key}),
+            )
+        }
+        KeysCmd::CancelDeletion(a) => {
+            c.set_key_for_deletion(&a.key, false).await?;
+            output::done(
+                out,
+                &format!("deletion approval of {} withdrawn", a.key),
+                json!({"key": a.key}),
+            )
+        }
+        KeysCmd::Registrations(a) => output::values(out, &c.key_registrations(&a.key).await?),
+        KeysCmd::Sync(a) => {
+            c.sync_key(&a.key).await?;
+            output::done(
+                out,
+                &format!("sync of {} requested", a.key),
+                json!({"key": a.key}),
+            )
         }
         KeysCmd::Move(a) => {
             let k = c.move_key(&a.key, &a.ring).await?;
