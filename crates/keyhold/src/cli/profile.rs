@@ -1,5 +1,5 @@
 //! Where to connect and as whom: command-line flags, then environment variables, then a
-//! dev server's `dev.json`, then a profile from the config file
+//! dev server's `dev.json` (`--dev-json` replaces the profile), then a profile from the config file
 //! (`~/.config/keyhold/config.toml`, or `--config` / `KEYHOLD_CONFIG`).
 //!
 //! ```toml
@@ -174,7 +174,12 @@ pub fn resolve(args: &ConnArgs) -> CliResult<ClientConfig> {
         .clone()
         .or(file.default_profile.clone())
         .unwrap_or_else(|| "default".into());
-    let mut profile = file.profiles.get(&name).cloned().unwrap_or_default();
+    // An explicit --dev-json names the whole connection: a profile's API key must not
+    // be mixed into it.
+    let mut profile = match &args.dev_json {
+        Some(_) => Profile::default(),
+        None => file.profiles.get(&name).cloned().unwrap_or_default(),
+    };
     if args.profile.is_some() && !file.profiles.contains_key(&name) {
         return Err(CliError::Usage(format!(
             "no profile {name:?} in {} (see `keyhold profiles list`)",
