@@ -219,3 +219,38 @@ async fn async_round_trip_matches_sync() {
         .await
         .is_err());
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        /// Any length round-trips with any segment size, and flipping any one bit of the
+        /// file (header included) is refused.
+        #[test]
+        fn round_trip_and_any_bit_flip(len in 0usize..5000, seg in 1024u32..2100, flip in any::<prop::sample::Index>(), bit in 0u8..8) {
+            let dek = Dek::generate().unwrap();
+            let h = Header::new("key-id", "v", "wrapped", seg).unwrap();
+            let pt = data(len);
+            let ct = seal(&dek, &h, &pt);
+            prop_assert_eq!(open(&dek, &ct).unwrap(), pt);
+            let mut bad = ct.clone();
+            let at = flip.index(bad.len());
+            bad[at] ^= 1 << bit;
+            prop_assert!(open(&dek, &bad).is_err(), "flip at {} of {} accepted", at, bad.len());
+        }
+
+        /// The header parser never panics and never accepts a short or oversized field.
+        #[test]
+        fn header_parser_is_total(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+            let mut with_magic = MAGIC.to_vec();
+            with_magic.push(VERSION);
+            with_magic.extend_from_slice(&bytes);
+            let _ = Header::decode(&bytes);
+            let _ = Header::decode(&with_magic);
+            let _ = Header::read_from(&mut &with_magic[..]);
+        }
+    }
+}
