@@ -275,7 +275,14 @@ impl Client {
                     }
                     (retry_after(&headers), err)
                 }
-                Err(e) => (None, transport(&url, &e)),
+                Err(e) => {
+                    // A request that may have reached the server is sent again only if
+                    // repeating it is harmless; one that never connected always is.
+                    if !(idempotent || e.is_connect()) {
+                        return Err(transport(&url, &e));
+                    }
+                    (None, transport(&url, &e))
+                }
             };
             if attempt >= self.cfg.retry.max_retries {
                 return Err(err);

@@ -1,7 +1,9 @@
 //! When and how long to wait before trying a request again.
 //!
 //! 429 and 502/503/504 are retried for every method: the server did not act on the
-//! request. Other 5xx are retried only for idempotent methods, since a create that failed
+//! request. So are connection failures (nothing was sent); a request that failed after
+//! it was sent (a reset, a timeout) is repeated only when idempotent. Other 5xx are
+//! retried only for idempotent methods, since a create that failed
 //! half-way could otherwise be repeated. Waits grow exponentially with "full jitter"
 //! (a uniform draw below the cap) so many clients that failed together do not come back
 //! together; a `Retry-After` from the server is honoured up to the cap.
