@@ -461,3 +461,12 @@ def test_registrations_and_sync(kh):
     assert ok(kh("keys", "registrations", k["id"], "-o", "json")).json() == []
     assert "(none)" in ok(kh("keys", "registrations", k["id"])).out
     ok(kh("keys", "sync", k["id"]))
+
+
+def test_create_with_policy_overrides(kh):
+    k = ok(kh("keys", "create", uniq("ovr"), "--rotation-months", "4", "--dual-auth-delete", "true",
+              "-o", "json")).json()
+    pols = ok(kh("policies", "show", k["id"], "-o", "json")).json()
+    assert any(p.get("rotation", {}).get("interval_month") == 4 for p in pols), pols
+    assert any(p.get("dualAuthDelete", {}).get("enabled") is True for p in pols), pols
+    fails(kh("keys", "create", uniq("ovr"), "--standard", "--rotation-months", "4"), 1, "KEY_ROOT_REQ_ERR")

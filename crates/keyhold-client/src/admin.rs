@@ -137,3 +137,101 @@ impl Client {
         Ok(self.send_json::<Collection<Value>>(&call).await?.resources)
     }
 }
+
+/// What a service sends when it registers a resource as using a root key.
+#[derive(Debug, Clone, Default)]
+pub struct RegistrationInput {
+    pub description: Option<String>,
+    pub prevent_key_deletion: Option<bool>,
+    pub registration_metadata: Option<String>,
+    pub key_version_id: Option<String>,
+}
+
+impl RegistrationInput {
+    fn to_json(&self) -> Value {
+        let mut r = serde_json::Map::new();
+        if let Some(d) = &self.description {
+            r.insert("description".into(), json!(d));
+        }
+        if let Some(p) = self.prevent_key_deletion {
+            r.insert("preventKeyDeletion".into(), json!(p));
+        }
+        if let Some(m) = &self.registration_metadata {
+            r.insert("registrationMetadata".into(), json!(m));
+        }
+        if let Some(v) = &self.key_version_id {
+            r.insert("keyVersionId".into(), json!(v));
+        }
+        json!({"metadata": {"collectionType": "application/vnd.ibm.kms.registration_input+json",
+            "collectionTotal": 1}, "resources": [Value::Object(r)]})
+    }
+}
+
+impl Client {
+    /// The private endpoint port of an active allowedIP policy (empty without one).
+    pub async fn allowed_ip_port(&self) -> Result<Vec<Value>> {
+        let call = Call::new(Method::GET, "instance/allowed_ip_port");
+        Ok(self.send_json::<Collection<Value>>(&call).await?.resources)
+    }
+
+    /// Service-to-service: registers `crn` as using key `id` (a service ID's call).
+    pub async fn create_registration(
+        &self,
+        id: &str,
+        crn: &str,
+        input: &RegistrationInput,
+    ) -> Result<Vec<Value>> {
+        self.registration_call(Method::POST, id, crn, Some(input))
+            .await
+    }
+
+    /// Service-to-service: changes some fields of a registration.
+    pub async fn update_registration(
+        &self,
+        id: &str,
+        crn: &str,
+        input: &RegistrationInput,
+    ) -> Result<Vec<Value>> {
+        self.registration_call(Method::PATCH, id, crn, Some(input))
+            .await
+    }
+
+    /// Service-to-service: replaces a registration (every field given).
+    pub async fn replace_registration(
+        &self,
+        id: &str,
+        crn: &str,
+        input: &RegistrationInput,
+    ) -> Result<Vec<Value>> {
+        self.registration_call(Method::PUT, id, crn, Some(input))
+            .await
+    }
+
+    /// Service-to-service: removes a registration.
+    pub async fn delete_registration(&self, id: &str, crn: &str) -> Result<()> {
+        self.registration_call(Method::DELETE, id, crn, None)
+            .await
+            .map(|_| ())
+    }
+
+    async fn registration_call(
+        &self,
+        method: Method,
+        id: &str,
+        crn: &str,
+        input: Option<&RegistrationInput>,
+    ) -> Result<Vec<Value>> {
+        let mut call = Call::new(
+            method,
+            format!("keys/{}/registrations/{}", seg(id), seg(crn)),
+        );
+        if let Some(i) = input {
+            call = call.json(i.to_json());
+        }
+        let ans = self.send(&call).await?;
+        if ans.body.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(ans.json::<Collection<Value>>()?.resources)
+    }
+}

@@ -46,6 +46,32 @@ impl Client {
         first(self.send_json(&call).await?, "create key")
     }
 
+    /// Creates a key with its own rotation and dual-authorization policies, overriding
+    /// the instance's (`POST /keys_with_policy_overrides`).
+    pub async fn create_key_with_overrides(
+        &self,
+        key: &NewKey,
+        rotation_months: Option<u32>,
+        dual_auth_delete: Option<bool>,
+    ) -> Result<Key> {
+        let mut body = key.to_json();
+        if let Some(r) = body["resources"].get_mut(0) {
+            if let Some(m) = rotation_months {
+                r["rotation"] = json!({"enabled": true, "interval_month": m});
+            }
+            if let Some(d) = dual_auth_delete {
+                r["dualAuthDelete"] = json!({"enabled": d});
+            }
+        }
+        let call = Call::new(Method::POST, "keys_with_policy_overrides")
+            .header("Prefer", "return=representation")
+            .json(body);
+        first(
+            self.send_json(&call).await?,
+            "create key with policy overrides",
+        )
+    }
+
     /// Lists keys (no payloads).
     pub async fn list_keys(&self, q: &KeyListQuery) -> Result<Vec<Key>> {
         let states = (!q.states.is_empty()).then(|| {

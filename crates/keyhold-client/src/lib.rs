@@ -9,7 +9,7 @@
 //!   wrapped by the KMS, over `Read`/`Write` or tokio's async streams, with an optional
 //!   DEK cache bounded by age, uses and bytes.
 
-mod admin;
+pub mod admin;
 mod client;
 pub mod dek_cache;
 pub mod envelope;

@@ -330,3 +330,59 @@ async fn dek_cache_respects_its_bounds() {
         .await
         .is_err());
 }
+
+#[tokio::test]
+async fn overrides_registrations_and_allowed_ip_port() {
+    use keyhold_client::admin::RegistrationInput;
+    let c = admin().await;
+    let k = c
+        .create_key_with_overrides(
+            &NewKey {
+                name: uniq("ovr"),
+                ..Default::default()
+            },
+            Some(5),
+            Some(false),
+        )
+        .await
+        .unwrap();
+    let pols = c.key_policies(&k.id).await.unwrap();
+    assert!(
+        pols.iter().any(|p| p["rotation"]["interval_month"] == 5),
+        "{pols:?}"
+    );
+
+    let svc = client_as(|d| &d.service_apikey).await;
+    let crn = format!(
+        "crn:v1:bluemix:public:cloud-object-storage:global:a/acct:inst:bucket:{}",
+        uniq("b")
+    );
+    let input = RegistrationInput {
+        description: Some("bucket".into()),
+        prevent_key_deletion: Some(true),
+        ..Default::default()
+    };
+    svc.create_registration(&k.id, &crn, &input).await.unwrap();
+    let regs = c.key_registrations(&k.id).await.unwrap();
+    assert_eq!(regs.len(), 1);
+    assert_eq!(regs[0]["resourceCrn"], crn.as_str());
+    let e = c.delete_key(&k.id, true).await.unwrap_err();
+    assert_eq!(e.code(), Some("PREV_KEY_DEL_ERR"));
+    let input = RegistrationInput {
+        prevent_key_deletion: Some(false),
+        ..Default::default()
+    };
+    svc.update_registration(&k.id, &crn, &input).await.unwrap();
+    svc.delete_registration(&k.id, &crn).await.unwrap();
+    assert!(c.key_registrations(&k.id).await.unwrap().is_empty());
+    // The admin is not a service: service-to-service calls are refused.
+    assert!(c
+        .create_registration(&k.id, &crn, &RegistrationInput::default())
+        .await
+        .is_err());
+
+    assert!(
+        c.allowed_ip_port().await.unwrap().is_empty(),
+        "no allowedIP policy, no port"
+    );
+}

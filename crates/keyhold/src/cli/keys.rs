@@ -20,7 +20,8 @@ pub enum KeysCmd {
     /// Create a root key (default) or a standard key; the service generates the material.
     #[command(after_help = "Examples:\n  keyhold keys create my-root-key\n  \
 keyhold keys create app-secret --standard --show-payload\n  \
-keyhold keys create backups --alias backups-key --tag team-a --description 'backup DEKs'")]
+keyhold keys create backups --alias backups-key --tag team-a --description 'backup DEKs'\n  \
+keyhold keys create audited --rotation-months 3 --dual-auth-delete true")]
     Create(CreateArgs),
     /// Import your own key material (plainly, or with --secure through the import token).
     #[command(after_help = "Examples:\n  head -c 32 /dev/urandom > material.bin\n  \
@@ -121,9 +122,31 @@ pub struct CreateArgs {
     /// Expiration date, RFC 3339 (e.g. 2030-01-01T00:00:00Z).
     #[arg(long)]
     pub expiration: Option<String>,
+    /// Rotation policy for this key, every N months (1–12), overriding the instance's.
+    #[arg(long, value_name = "N")]
+    pub rotation_months: Option<u32>,
+    /// Dual-authorization delete for this key, overriding the instance's policy.
+    #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set)]
+    pub dual_auth_delete: Option<bool>,
     /// Print a standard key's payload (a secret).
     #[arg(long)]
     pub show_payload: bool,
+}
+
+impl CreateArgs {
+    fn overrides(&self) -> bool {
+        self.rotation_months.is_some() || self.dual_auth_delete.is_some()
+    }
+}
+
+/// Creates through the policy-overrides endpoint when policies were given.
+async fn create(c: &Client, a: &CreateArgs, nk: &NewKey) -> CliResult<keyhold_client::model::Key> {
+    Ok(if a.overrides() {
+        c.create_key_with_overrides(nk, a.rotation_months, a.dual_auth_delete)
+            .await?
+    } else {
+        c.create_key(nk).await?
+    })
 }
 
 #[derive(Args, Debug)]
@@ -250,7 +273,7 @@ fn new_key(a: &CreateArgs) -> NewKey {
 pub async fn run(c: &Client, out: Output, cmd: KeysCmd) -> CliResult<()> {
     match cmd {
         KeysCmd::Create(a) => {
-            let k = c.create_key(&new_key(&a)).await?;
+            let k = create(c, &a, &new_key(&a)).await?;
             output::key(out, &output::redact(k, a.show_payload))
         }
         KeysCmd::Import(a) => {
@@ -260,7 +283,7 @@ pub async fn run(c: &Client, out: Output, cmd: KeysCmd) -> CliResult<()> {
                 c.import_key_secure(&nk, &material).await?
             } else {
                 nk.payload = Some(Zeroizing::new(STANDARD.encode(&material[..])));
-                c.create_key(&nk).await?
+                create(c, &a.create, &nk).await?
             };
             output::key(out, &output::redact(k, a.create.show_payload))
         }
