@@ -84,7 +84,11 @@ pub fn run(conn: &ConnArgs, out: Output, cmd: ProfilesCmd) -> CliResult<()> {
                 instance_id: conn.instance.clone(),
                 apikey_file: conn.apikey_file.clone(),
                 key_ring: conn.key_ring.clone(),
-                dev_json: conn.dev_json.clone(),
+                // Absolute, so the profile works from any directory.
+                dev_json: conn
+                    .dev_json
+                    .as_ref()
+                    .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())),
                 ..Profile::default()
             };
             if p.url.is_none() && p.dev_json.is_none() {
