@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use keyhold_server::config::{MasterKeySource, ServerConfig, TlsFiles};
 
 mod ceremony_cli;
+mod cli;
 
 #[derive(Parser)]
 #[command(
@@ -17,7 +18,11 @@ mod ceremony_cli;
     about = "Keyhold: a key management service that speaks the IBM Key Protect v2 API",
     long_about = "Keyhold keeps root keys inside a crypto unit and serves the IBM Key Protect v2 REST API, \
 so the Key Protect clients (Python keyprotect, Node @ibm-cloud/ibm-key-protect, the Go client) work against it.\n\n\
-Quick start:\n  keyhold serve --dev                 # serves http://127.0.0.1:8080, writes ./keyhold-data/dev.json"
+Quick start:\n  keyhold serve --dev                 # serves http://127.0.0.1:8080, writes ./keyhold-data/dev.json\n  \
+keyhold profiles add dev --dev-json keyhold-data/dev.json --default\n  \
+keyhold keys create my-root-key\n  \
+keyhold encrypt --key my-root-key big.iso big.iso.khe && keyhold decrypt big.iso.khe big.iso",
+    after_help = cli::EXIT_CODES_HELP
 )]
 struct Cli {
     #[command(subcommand)]
@@ -34,6 +39,8 @@ enum Command {
     /// The master-key ceremony (Keep Your Own Key): administrators, thresholds,
     /// key parts, commit, activate, unseal, status.
     Ceremony(ceremony_cli::CeremonyArgs),
+    #[command(flatten)]
+    Client(cli::ClientCommand),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -166,7 +173,19 @@ fn limit_malloc_arenas() {}
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
-    let cli = Cli::parse();
+    // Usage errors exit 1 (clap's default, 2, means "not found" for the client commands).
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
+        }
+    };
+    let cli = match cli.command {
+        // The client commands print for people (and scripts): no JSON log lines.
+        Command::Client(cmd) => return cli::run(cmd),
+        other => Cli { command: other },
+    };
     // Log lines are written by a background thread in batches (one write per batch,
     // not per request); none is dropped: a full queue slows the request down instead.
     let (log_writer, _log_guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
@@ -188,6 +207,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Bench(args) => keyhold_bench::main(args),
         Command::Ceremony(args) => ceremony_cli::main(args),
+        Command::Client(cmd) => cli::run(cmd),
         Command::Serve(args) => {
             if !args.dev {
                 eprintln!("keyhold: only --dev deployments exist so far (the key ceremony and IAM will add production mode); run `keyhold serve --dev`");
@@ -212,5 +232,15 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }

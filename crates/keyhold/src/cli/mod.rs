@@ -1,0 +1,190 @@
+//! The client side of the `keyhold` command: key management against a Keyhold (or Key
+//! Protect) service, and envelope encryption of files.
+
+mod admin;
+mod crypt;
+mod error;
+mod keys;
+mod output;
+mod pipe;
+mod profile;
+mod profiles;
+
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use keyhold_client::Client;
+
+pub use error::EXIT_CODES_HELP;
+use error::{CliError, CliResult};
+use profile::ConnArgs;
+
+#[derive(Args, Debug)]
+pub struct KeysArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    #[command(subcommand)]
+    cmd: keys::KeysCmd,
+}
+
+#[derive(Args, Debug)]
+pub struct PoliciesArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    #[command(subcommand)]
+    cmd: admin::PoliciesCmd,
+}
+
+#[derive(Args, Debug)]
+pub struct AliasesArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    #[command(subcommand)]
+    cmd: admin::AliasesCmd,
+}
+
+#[derive(Args, Debug)]
+pub struct RingsArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    #[command(subcommand)]
+    cmd: admin::RingsCmd,
+}
+
+#[derive(Args, Debug)]
+pub struct ImportTokenArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    #[command(subcommand)]
+    cmd: admin::ImportTokenCmd,
+}
+
+#[derive(Args, Debug)]
+pub struct ProfilesArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    #[command(subcommand)]
+    cmd: profiles::ProfilesCmd,
+}
+
+#[derive(Args, Debug)]
+pub struct EncryptCmd {
+    #[command(flatten)]
+    conn: ConnArgs,
+    #[command(flatten)]
+    args: crypt::EncryptArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct DecryptCmd {
+    #[command(flatten)]
+    conn: ConnArgs,
+    #[command(flatten)]
+    args: crypt::DecryptArgs,
+}
+
+/// The client commands, as `keyhold`'s top-level subcommands.
+#[derive(Subcommand, Debug)]
+pub enum ClientCommand {
+    /// Manage keys: create, import, list, show, wrap, unwrap, rewrap, rotate, disable,
+    /// enable, delete, restore, purge, versions.
+    #[command(
+        after_help = "Examples:\n  keyhold keys create my-root-key --dev-json keyhold-data/dev.json\n  \
+keyhold keys list -o json\n  keyhold keys --help   # every subcommand"
+    )]
+    Keys(KeysArgs),
+    /// Key and instance policies.
+    #[command(
+        after_help = "Examples:\n  keyhold policies show my-root-key\n  keyhold policies set-rotation my-root-key --months 6"
+    )]
+    Policies(PoliciesArgs),
+    /// Key aliases.
+    #[command(
+        after_help = "Examples:\n  keyhold aliases create 6f3c…-uuid backups-key\n  keyhold aliases delete 6f3c…-uuid backups-key"
+    )]
+    Aliases(AliasesArgs),
+    /// Key rings.
+    #[command(after_help = "Examples:\n  keyhold rings create team-a\n  keyhold rings list")]
+    Rings(RingsArgs),
+    /// The instance's import token, for secure import (`keyhold keys import --secure`).
+    #[command(
+        name = "import-token",
+        after_help = "Examples:\n  keyhold import-token create\n  keyhold import-token show"
+    )]
+    ImportToken(ImportTokenArgs),
+    /// Connection profiles in the config file (~/.config/keyhold/config.toml).
+    #[command(
+        after_help = "Examples:\n  keyhold profiles add dev --dev-json keyhold-data/dev.json --default\n  keyhold profiles list"
+    )]
+    Profiles(ProfilesArgs),
+    /// Encrypt a file under a fresh data key wrapped by a root key (AES-256-GCM, STREAM, 64 KiB segments).
+    #[command(
+        after_help = "Examples:\n  keyhold encrypt --key my-root-key backup.tar backup.tar.khe\n  \
+tar c dir | keyhold encrypt --key my-root-key - - > dir.tar.khe"
+    )]
+    Encrypt(EncryptCmd),
+    /// Decrypt a file made by `keyhold encrypt` (the root key is named in the file).
+    #[command(
+        after_help = "Examples:\n  keyhold decrypt backup.tar.khe backup.tar\n  keyhold decrypt dir.tar.khe - | tar x"
+    )]
+    Decrypt(DecryptCmd),
+}
+
+fn runtime() -> CliResult<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Local(format!("cannot start the runtime: {e}")))
+}
+
+fn client(conn: &ConnArgs) -> CliResult<Client> {
+    Ok(Client::new(profile::resolve(conn)?)?)
+}
+
+fn dispatch(cmd: ClientCommand) -> CliResult<()> {
+    let rt = runtime()?;
+    match cmd {
+        ClientCommand::Keys(a) => {
+            let c = client(&a.conn)?;
+            rt.block_on(keys::run(&c, a.conn.output, a.cmd))
+        }
+        ClientCommand::Policies(a) => {
+            let c = client(&a.conn)?;
+            rt.block_on(admin::policies(&c, a.conn.output, a.cmd))
+        }
+        ClientCommand::Aliases(a) => {
+            let c = client(&a.conn)?;
+            rt.block_on(admin::aliases(&c, a.conn.output, a.cmd))
+        }
+        ClientCommand::Rings(a) => {
+            let c = client(&a.conn)?;
+            rt.block_on(admin::rings(&c, a.conn.output, a.cmd))
+        }
+        ClientCommand::ImportToken(a) => {
+            let c = client(&a.conn)?;
+            rt.block_on(admin::import_token(&c, a.conn.output, a.cmd))
+        }
+        ClientCommand::Profiles(a) => profiles::run(&a.conn, a.conn.output, a.cmd),
+        ClientCommand::Encrypt(a) => {
+            let c = client(&a.conn)?;
+            crypt::encrypt(&rt, &c, a.conn.output, a.args)
+        }
+        ClientCommand::Decrypt(a) => {
+            let c = client(&a.conn)?;
+            crypt::decrypt(&rt, &c, a.conn.output, a.args)
+        }
+    }
+}
+
+/// Runs a client command; errors go to stderr as one `keyhold: error: …` line (plus a
+/// hint) and become the documented exit code.
+pub fn run(cmd: ClientCommand) -> ExitCode {
+    match dispatch(cmd) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let e = e.with_default_hint();
+            eprintln!("keyhold: error: {e}");
+            e.exit_code()
+        }
+    }
+}
