@@ -26,8 +26,25 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// Answer every JSON body as `application/json` instead of Key Protect's vendor types.
     pub plain_json: bool,
-    /// Root-key versions kept unwrapped in memory.
+    /// Root-key versions kept unwrapped in memory (or as HSM session objects).
     pub key_cache_entries: usize,
+    /// Where the master key lives.
+    pub crypto_unit: CryptoUnitConfig,
+}
+
+/// The crypto unit of a deployment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CryptoUnitConfig {
+    /// In-process (aws-lc-rs); dev mode keeps its master key in the data directory.
+    Soft,
+    /// An HSM through a PKCS#11 module. The user PIN comes from `pin_file`, or
+    /// else from the environment variable `KEYHOLD_PKCS11_PIN`; never from an
+    /// argument (visible in `ps`).
+    Pkcs11 {
+        module: PathBuf,
+        token: String,
+        pin_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -51,6 +68,7 @@ impl ServerConfig {
             idle_timeout: Duration::from_secs(120),
             plain_json: false,
             key_cache_entries: keyhold_crypto::DEFAULT_CACHE_ENTRIES,
+            crypto_unit: CryptoUnitConfig::Soft,
         }
     }
 

@@ -23,16 +23,18 @@ const AUTO_PURGE_EVERY: Duration = Duration::from_secs(60);
 pub async fn serve_dev(cfg: ServerConfig) -> Result<(), String> {
     cfg.check_transport()?;
     // Opening the store blocks (and the PostgreSQL client runs its own runtime).
-    let (dir, store, lifetime, entries) = (
+    let (dir, store, lifetime, entries, unit) = (
         cfg.data_dir.clone(),
         cfg.store.clone(),
         cfg.token_lifetime.as_secs() as i64,
         cfg.key_cache_entries,
+        cfg.crypto_unit.clone(),
     );
-    let deployment =
-        tokio::task::spawn_blocking(move || dev::open(&dir, store.as_deref(), lifetime, entries))
-            .await
-            .map_err(|e| format!("start-up failed: {e}"))??;
+    let deployment = tokio::task::spawn_blocking(move || {
+        dev::open(&dir, store.as_deref(), lifetime, entries, &unit)
+    })
+    .await
+    .map_err(|e| format!("start-up failed: {e}"))??;
     let listener = TcpListener::bind(cfg.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use cryptoki::context::Pkcs11;
+use cryptoki::error::{Error, RvError};
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
@@ -23,16 +24,18 @@ const REQUIRED: [(MechanismType, &str); 5] = [
     ),
 ];
 
-/// Fails with a message naming every mechanism the token lacks.
+/// Fails with a message naming every mechanism the token lacks. (Asked one by
+/// one with C_GetMechanismInfo: cryptoki logs an error for every mechanism of
+/// C_GetMechanismList it has no name for.)
 pub(super) fn probe(ctx: &Pkcs11, slot: Slot, token: &str) -> Result<(), String> {
-    let have = ctx
-        .get_mechanism_list(slot)
-        .map_err(|e| format!("C_GetMechanismList failed: {e}"))?;
-    let missing: Vec<&str> = REQUIRED
-        .iter()
-        .filter(|(m, _)| !have.contains(m))
-        .map(|(_, name)| *name)
-        .collect();
+    let mut missing = Vec::new();
+    for (m, name) in REQUIRED {
+        match ctx.get_mechanism_info(slot, m) {
+            Ok(_) => {}
+            Err(Error::Pkcs11(RvError::MechanismInvalid, _)) => missing.push(name),
+            Err(e) => return Err(format!("C_GetMechanismInfo({name}) failed: {e}")),
+        }
+    }
     if missing.is_empty() {
         Ok(())
     } else {
