@@ -32,8 +32,14 @@ fn main() -> Result<(), String> {
     let token = args[1].clone();
     let pin = std::fs::read_to_string(&args[2]).map_err(|e| format!("{}: {e}", args[2]))?;
     let pin = Zeroizing::new(pin.trim_end().to_string());
-    let secs: f64 = args.get(3).map_or(Ok(5.0), |s| s.parse()).map_err(|_| "SECONDS")?;
-    let dek_len: usize = args.get(4).map_or(Ok(32), |s| s.parse()).map_err(|_| "DEK_BYTES")?;
+    let secs: f64 = args
+        .get(3)
+        .map_or(Ok(5.0), |s| s.parse())
+        .map_err(|_| "SECONDS")?;
+    let dek_len: usize = args
+        .get(4)
+        .map_or(Ok(32), |s| s.parse())
+        .map_err(|_| "DEK_BYTES")?;
     let run_for = Duration::from_secs_f64(secs);
     let dek = vec![7u8; dek_len];
 
@@ -55,7 +61,10 @@ fn main() -> Result<(), String> {
         .get_slots_with_token()
         .map_err(|e| e.to_string())?
         .into_iter()
-        .find(|s| ctx.get_token_info(*s).is_ok_and(|t| t.label().trim_end() == token))
+        .find(|s| {
+            ctx.get_token_info(*s)
+                .is_ok_and(|t| t.label().trim_end() == token)
+        })
         .ok_or("token not found")?;
     let s = ctx.open_rw_session(slot).map_err(|e| e.to_string())?;
     let _ = s.login(UserType::User, Some(&AuthPin::new(pin.to_string())));

@@ -162,7 +162,14 @@ impl Pkcs11Unit {
             }
             e => format!("PKCS#11 login to token {:?} failed: {e}", cfg.token_label),
         })?;
-        let keys = find_keys(&owner, &cfg.master_label, &cfg.mac_label, cfg.create_keys)?;
+        let keys = {
+            let _turn = if cfg.create_keys {
+                Some(objects::creation_lock(&cfg.module, &cfg.token_label)?)
+            } else {
+                None
+            };
+            find_keys(&owner, &cfg.master_label, &cfg.mac_label, cfg.create_keys)?
+        };
         let sessions = if cfg.sessions == 0 {
             std::thread::available_parallelism().map_or(2, |n| n.get())
         } else {

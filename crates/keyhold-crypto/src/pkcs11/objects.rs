@@ -1,6 +1,9 @@
 //! Token objects: the mechanism probe, the master key and the MAC key.
 
-use std::time::Duration;
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 
 use cryptoki::context::Pkcs11;
 use cryptoki::error::{Error, RvError};
@@ -112,13 +115,44 @@ fn candidates(session: &Session, label: &str) -> Result<Vec<ObjectHandle>, Strin
     Ok(keyed.into_iter().map(|(_, h)| h).collect())
 }
 
+/// Serializes find-or-create among the processes of this host that use one
+/// token: an exclusive `flock` on a file in the temporary directory named after
+/// the module and the token, released when the returned file is dropped.
+pub(super) fn creation_lock(module: &Path, token: &str) -> Result<File, String> {
+    let digest = aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        format!("{}\0{token}", module.display()).as_bytes(),
+    );
+    let tag: String = digest.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let path = std::env::temp_dir().join(format!("keyhold-pkcs11-{tag}.lock"));
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| format!("cannot open the lock file {}: {e}", path.display()))?;
+    // SAFETY: flock on a descriptor we own; it is released when `file` closes.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(format!(
+            "cannot lock {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(file)
+}
+
 /// The key labelled `label`, created when absent and `create` is set.
 ///
-/// Several processes may start at once against one token, each finding no key
-/// and creating one. All of them then use the same key: the one with the
-/// smallest CKA_ID. A creator waits before choosing so that concurrent
-/// creations are visible to it. (Production tokens should have the keys
-/// provisioned ahead of time.)
+/// Several processes may start at once against one token. On one host they
+/// take turns (`creation_lock`), so only the first creates the key. If
+/// duplicates exist anyway (processes on several hosts sharing a network HSM),
+/// every process uses the same one: the smallest CKA_ID. Production tokens
+/// should have the keys provisioned ahead of time.
 pub(super) fn find_or_create(
     session: &Session,
     role: Role,
@@ -136,7 +170,6 @@ pub(super) fn find_or_create(
         session
             .generate_key(&mech, &attrs)
             .map_err(|e| format!("cannot create the key {label:?} on the token: {e}"))?;
-        std::thread::sleep(Duration::from_millis(300));
         found = candidates(session, label)?;
     }
     let chosen = *found
