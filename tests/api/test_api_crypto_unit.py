@@ -7,6 +7,9 @@ These tests check what must hold for either unit:
   (the SQLite file and its WAL) or in the server log, even at trace level;
 - a stored blob that was tampered with, or swapped with another key's blob in the
   database, is refused with a clear error, while untouched keys keep working.
+
+They read the database file, so their servers use SQLite (`--store sqlite://…`, which
+beats KEYHOLD_STORE) whatever store the rest of the suite runs on: they are about the unit.
 """
 import base64
 import os
@@ -31,8 +34,13 @@ def test_unit_in_use(server_factory):
         assert master_file
 
 
-def test_no_root_key_plaintext_in_database_or_log(server_factory):
-    srv = server_factory(env={"KEYHOLD_LOG": "trace", "RUST_LOG": "trace"})
+def _sqlite(data_dir):
+    return ["--store", f"sqlite://{data_dir}/keyhold.db"]
+
+
+def test_no_root_key_plaintext_in_database_or_log(server_factory, tmp_path_factory):
+    d = tmp_path_factory.mktemp("keyhold-unit")
+    srv = server_factory(data_dir=d, extra=_sqlite(d), env={"KEYHOLD_LOG": "trace", "RUST_LOG": "trace"})
     c = srv.client()
     known = [os.urandom(n) for n in (32, 16, 24, 32)]
     kids = []
@@ -64,8 +72,9 @@ def _blobs(db):
         raise
 
 
-def test_tampered_and_swapped_blobs_are_refused(server_factory):
-    srv = server_factory()
+def test_tampered_and_swapped_blobs_are_refused(server_factory, tmp_path_factory):
+    d = tmp_path_factory.mktemp("keyhold-unit")
+    srv = server_factory(data_dir=d, extra=_sqlite(d))
     c = srv.client()
     a, b, d = (c.root_key()["id"] for _ in range(3))
     wa, wb, wd = (c.wrap(k) for k in (a, b, d))  # generated DEKs come back in "plaintext"
@@ -81,7 +90,7 @@ def test_tampered_and_swapped_blobs_are_refused(server_factory):
         con.execute("UPDATE key_versions SET blob = ? WHERE version_id = ?", (blobs[(ka, va)], vb))
     con.close()
 
-    srv2 = server_factory(data_dir=data_dir)
+    srv2 = server_factory(data_dir=data_dir, extra=_sqlite(data_dir))
     c2 = srv2.client()
     for kid, w in ((a, wa), (b, wb)):
         r = c2.unwrap_resp(kid, w["ciphertext"])
@@ -101,7 +110,7 @@ def test_tampered_and_swapped_blobs_are_refused(server_factory):
         bad[len(bad) // 2] ^= 0x04
         con.execute("UPDATE key_versions SET blob = ? WHERE version_id = ?", (bytes(bad), vd))
     con.close()
-    srv3 = server_factory(data_dir=data_dir)
+    srv3 = server_factory(data_dir=data_dir, extra=_sqlite(data_dir))
     c3 = srv3.client()
     assert unb64(c3.unwrap(a, wa["ciphertext"])["plaintext"]) == unb64(wa["plaintext"])
     assert unb64(c3.unwrap(b, wb["ciphertext"])["plaintext"]) == unb64(wb["plaintext"])
