@@ -16,7 +16,7 @@ pub(crate) struct BlobSealer {
     mac: hmac::Key,
 }
 
-fn binding_bytes(b: &Binding<'_>) -> Vec<u8> {
+pub(crate) fn binding_bytes(b: &Binding<'_>) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
     for part in [
         b.purpose.label(),

@@ -2,13 +2,18 @@
 //!
 //! A [`CryptoUnit`] owns a master key and never hands out root-key material: it
 //! returns blobs wrapped under the master key and performs DEK wrap/unwrap itself.
-//! [`SoftUnit`] is the in-process unit (aws-lc-rs); an HSM unit implements the
-//! same trait.
+//! [`SoftUnit`] is the in-process unit (aws-lc-rs); [`Pkcs11Unit`] keeps the
+//! master key in an HSM (cryptoki) and implements the same trait.
 
 mod blob;
+mod import;
+mod pkcs11;
 mod sealable;
 mod soft;
 
+pub use pkcs11::{
+    pkcs11_context, Pkcs11Config, Pkcs11Unit, DEFAULT_MAC_LABEL, DEFAULT_MASTER_LABEL,
+};
 pub use sealable::SealableUnit;
 pub use soft::{SoftUnit, DEFAULT_CACHE_ENTRIES};
 use zeroize::Zeroizing;

@@ -6,17 +6,12 @@ use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
 use aws_lc_rs::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
-use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
 use aws_lc_rs::hkdf;
-use aws_lc_rs::rsa::{
-    KeySize, OaepPrivateDecryptingKey, PrivateDecryptingKey, OAEP_SHA256_MGF1SHA256,
-};
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
 use lru::LruCache;
 use zeroize::Zeroizing;
 
 use crate::blob::BlobSealer;
+use crate::import;
 use crate::{Binding, CryptoError, CryptoUnit, Purpose, Result};
 
 /// Root-key versions kept unwrapped by default. Each entry is an aws-lc AEAD
@@ -46,17 +41,6 @@ fn gcm_for(len: usize) -> Result<&'static aead::Algorithm> {
         32 => Ok(&aead::AES_256_GCM),
         _ => Err(CryptoError::BlobIntegrity),
     }
-}
-
-fn pem(label: &str, der: &[u8]) -> String {
-    let b64 = STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
 }
 
 impl SoftUnit {
@@ -161,18 +145,9 @@ impl CryptoUnit for SoftUnit {
     }
 
     fn generate_import_key(&self, binding: &Binding<'_>) -> Result<(String, Vec<u8>)> {
-        let private = PrivateDecryptingKey::generate(KeySize::Rsa4096)
-            .map_err(|_| CryptoError::Unit("rsa keygen"))?;
-        let public: PublicKeyX509Der<'static> = private
-            .public_key()
-            .as_der()
-            .map_err(|_| CryptoError::Unit("rsa public der"))?;
-        let pkcs8: Pkcs8V1Der<'static> = private
-            .as_der()
-            .map_err(|_| CryptoError::Unit("rsa private der"))?;
-        let der = Zeroizing::new(pkcs8.as_ref().to_vec());
+        let (public_pem, der) = import::generate()?;
         let wrapped = self.sealer.seal(binding, &der)?;
-        Ok((pem("PUBLIC KEY", public.as_ref()), wrapped))
+        Ok((public_pem, wrapped))
     }
 
     fn import_decrypt(
@@ -182,19 +157,7 @@ impl CryptoUnit for SoftUnit {
         ciphertext: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>> {
         let der = self.sealer.open(binding, wrapped_private)?;
-        let key = PrivateDecryptingKey::from_pkcs8(&der).map_err(|_| CryptoError::BlobIntegrity)?;
-        let key = OaepPrivateDecryptingKey::new(key).map_err(|_| CryptoError::Unit("oaep key"))?;
-        let mut out = Zeroizing::new(vec![0u8; key.min_output_size()]);
-        let n = key
-            .decrypt(&OAEP_SHA256_MGF1SHA256, ciphertext, &mut out, None)
-            .map_err(|_| {
-                CryptoError::InvalidInput(
-                    "payload is not RSA-OAEP-SHA256 ciphertext for this import token",
-                )
-            })?
-            .len();
-        out.truncate(n);
-        Ok(out)
+        import::decrypt(&der, ciphertext)
     }
 
     fn forget(&self, version_id: &str) {

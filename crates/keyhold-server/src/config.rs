@@ -26,15 +26,19 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// Answer every JSON body as `application/json` instead of Key Protect's vendor types.
     pub plain_json: bool,
-    /// Root-key versions kept unwrapped in memory.
+    /// Root-key versions kept unwrapped in memory (or as HSM session objects).
     pub key_cache_entries: usize,
+    /// Where the customer's master key comes from.
     pub master_key: MasterKeySource,
+    /// Where the master key lives.
+    pub crypto_unit: CryptoUnitConfig,
 }
 
 /// Where the customer's master key comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MasterKeySource {
-    /// A file in the data directory (dev mode; never for real keys).
+    /// Dev mode: a file in the data directory (never for real keys), or with the
+    /// PKCS#11 unit the HSM's own master key.
     File,
     /// The key ceremony: the node starts sealed until a quorum loads the key parts.
     Ceremony,
@@ -47,6 +51,21 @@ impl MasterKeySource {
             MasterKeySource::Ceremony => "ceremony",
         }
     }
+}
+
+/// The crypto unit of a deployment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CryptoUnitConfig {
+    /// In-process (aws-lc-rs); dev mode keeps its master key in the data directory.
+    Soft,
+    /// An HSM through a PKCS#11 module. The user PIN comes from `pin_file`, or
+    /// else from the environment variable `KEYHOLD_PKCS11_PIN`; never from an
+    /// argument (visible in `ps`).
+    Pkcs11 {
+        module: PathBuf,
+        token: String,
+        pin_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -71,6 +90,7 @@ impl ServerConfig {
             plain_json: false,
             key_cache_entries: keyhold_crypto::DEFAULT_CACHE_ENTRIES,
             master_key: MasterKeySource::File,
+            crypto_unit: CryptoUnitConfig::Soft,
         }
     }
 

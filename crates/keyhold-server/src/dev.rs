@@ -1,5 +1,6 @@
 //! Dev mode (DESIGN §4): a data directory holding a SQLite store, a software
-//! master key kept in a file (with a loud warning), one key-management instance
+//! master key kept in a file (with a loud warning) or a PKCS#11 token whose
+//! master and MAC keys are created when absent, one key-management instance
 //! and three API keys, described in `dev.json` for scripts and tests.
 
 use std::fs;
@@ -10,7 +11,9 @@ use std::sync::Arc;
 
 use keyhold_core::model::Instance;
 use keyhold_core::timefmt;
-use keyhold_crypto::{Binding, CryptoUnit, Purpose, SealableUnit, SoftUnit};
+use keyhold_crypto::{
+    Binding, CryptoUnit, Pkcs11Config, Pkcs11Unit, Purpose, SealableUnit, SoftUnit,
+};
 use keyhold_store::{ApiKeyRecord, PostgresStore, SqliteStore, Store};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -18,7 +21,10 @@ use zeroize::Zeroizing;
 use crate::auth::apikey;
 use crate::auth::token::TokenService;
 use crate::ceremony::Ceremony;
-use crate::config::MasterKeySource;
+use crate::config::{CryptoUnitConfig, MasterKeySource};
+
+/// Where the PIN comes from when no PIN file is given.
+pub const PIN_ENV: &str = "KEYHOLD_PKCS11_PIN";
 
 pub const DEV_ACCOUNT: &str = "dev-account";
 const INSTANCE_SETTING: &str = "dev_instance_id";
@@ -122,6 +128,60 @@ fn load_or_create_master_key(dir: &Path) -> Result<Zeroizing<[u8; 32]>, String> 
 fn platform_unit(dir: &Path) -> Result<SoftUnit, String> {
     let key = load_or_create_key_file(dir, "platform.key")?;
     Ok(SoftUnit::new(key, 16))
+}
+
+fn read_pin(pin_file: Option<&Path>) -> Result<Zeroizing<String>, String> {
+    let pin = match pin_file {
+        Some(path) => {
+            let bytes = Zeroizing::new(fs::read(path).map_err(|e| io_err("cannot read the PIN file", path, e))?);
+            Zeroizing::new(
+                std::str::from_utf8(&bytes)
+                    .map_err(|_| format!("the PIN file {} is not UTF-8", path.display()))?
+                    .trim_end_matches(['\r', '\n'])
+                    .to_string(),
+            )
+        }
+        None => Zeroizing::new(std::env::var(PIN_ENV).map_err(|_| {
+            format!("the PKCS#11 unit needs the user PIN: --pkcs11-pin-file (KEYHOLD_PKCS11_PIN_FILE) or {PIN_ENV}")
+        })?),
+    };
+    if pin.is_empty() {
+        return Err("the PKCS#11 user PIN is empty".into());
+    }
+    Ok(pin)
+}
+
+/// Makes the deployment's crypto unit. Dev mode creates the HSM's master and
+/// MAC keys when the token has none.
+fn make_unit(
+    dir: &Path,
+    unit: &CryptoUnitConfig,
+    cache_entries: usize,
+) -> Result<Arc<dyn CryptoUnit>, String> {
+    match unit {
+        CryptoUnitConfig::Soft => {
+            let master = load_or_create_master_key(dir)?;
+            Ok(Arc::new(SoftUnit::new(master, cache_entries)))
+        }
+        CryptoUnitConfig::Pkcs11 {
+            module,
+            token,
+            pin_file,
+        } => {
+            let unit = Pkcs11Unit::open(Pkcs11Config {
+                module: module.clone(),
+                token_label: token.clone(),
+                pin: read_pin(pin_file.as_deref())?,
+                master_label: keyhold_crypto::DEFAULT_MASTER_LABEL.into(),
+                mac_label: keyhold_crypto::DEFAULT_MAC_LABEL.into(),
+                create_keys: true,
+                sessions: 0,
+                cache_entries,
+            })?;
+            tracing::info!(module = %module.display(), token = %token, "crypto unit: PKCS#11");
+            Ok(Arc::new(unit))
+        }
+    }
 }
 
 fn signing_key(
@@ -310,6 +370,7 @@ pub fn open(
     token_lifetime: i64,
     cache_entries: usize,
     source: MasterKeySource,
+    crypto_unit: &CryptoUnitConfig,
 ) -> Result<DevDeployment, String> {
     fs::create_dir_all(dir).map_err(|e| io_err("cannot create", dir, e))?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
@@ -318,12 +379,16 @@ pub fn open(
     check_source(store.as_ref(), source)?;
     let (unit, sealable, pkcs8): (Arc<dyn CryptoUnit>, _, _) = match source {
         MasterKeySource::File => {
-            let master = load_or_create_master_key(dir)?;
-            let unit: Arc<dyn CryptoUnit> = Arc::new(SoftUnit::new(master, cache_entries));
+            let unit = make_unit(dir, crypto_unit, cache_entries)?;
             let pkcs8 = signing_key(store.as_ref(), unit.as_ref(), SIGNING_KEY_SETTING)?;
             (unit, None, pkcs8)
         }
         MasterKeySource::Ceremony => {
+            if *crypto_unit != CryptoUnitConfig::Soft {
+                return Err("--master-key ceremony loads the master key into the soft crypto unit; \
+                    a PKCS#11 unit keeps its master key in the HSM (use --master-key file with --crypto-unit pkcs11)"
+                    .into());
+            }
             let platform = platform_unit(dir)?;
             let pkcs8 = signing_key(store.as_ref(), &platform, PLATFORM_SIGNING_KEY_SETTING)?;
             let unit = Arc::new(SealableUnit::sealed(cache_entries));

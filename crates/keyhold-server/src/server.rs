@@ -23,15 +23,16 @@ const AUTO_PURGE_EVERY: Duration = Duration::from_secs(60);
 pub async fn serve_dev(cfg: ServerConfig) -> Result<(), String> {
     cfg.check_transport()?;
     // Opening the store blocks (and the PostgreSQL client runs its own runtime).
-    let (dir, store, lifetime, entries, source) = (
+    let (dir, store, lifetime, entries, source, unit) = (
         cfg.data_dir.clone(),
         cfg.store.clone(),
         cfg.token_lifetime.as_secs() as i64,
         cfg.key_cache_entries,
         cfg.master_key,
+        cfg.crypto_unit.clone(),
     );
     let deployment = tokio::task::spawn_blocking(move || {
-        dev::open(&dir, store.as_deref(), lifetime, entries, source)
+        dev::open(&dir, store.as_deref(), lifetime, entries, source, &unit)
     })
     .await
     .map_err(|e| format!("start-up failed: {e}"))??;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use keyhold_server::config::{MasterKeySource, ServerConfig, TlsFiles};
+use keyhold_server::config::{CryptoUnitConfig, MasterKeySource, ServerConfig, TlsFiles};
 
 mod ceremony_cli;
 mod cli;
@@ -55,14 +55,35 @@ enum MasterKeyArg {
 #[command(
     after_help = "Examples:\n  keyhold serve --dev\n  keyhold serve --dev --listen 127.0.0.1:0 --data-dir /tmp/kh --rotate-min-interval 0\n  \
 keyhold serve --dev --listen 0.0.0.0:8443 --tls-cert cert.pem --tls-key key.pem\n  \
-keyhold serve --dev --master-key ceremony   # master key from the key ceremony (keyhold ceremony --help)"
+keyhold serve --dev --master-key ceremony   # master key from the key ceremony (keyhold ceremony --help)\n  \
+keyhold serve --dev --crypto-unit pkcs11 --pkcs11-module /usr/lib/softhsm/libsofthsm2.so \\\n      \
+--pkcs11-token keyhold --pkcs11-pin-file pin.txt      # or KEYHOLD_PKCS11_PIN=... in the environment"
 )]
 struct ServeArgs {
-    /// Development mode: SQLite store and a software crypto unit in --data-dir, with the
-    /// master key kept in a file there (never for real keys). Creates a key-management
-    /// instance and admin API keys on first start and writes them to DATA_DIR/dev.json.
+    /// Development mode: SQLite store in --data-dir and, with --crypto-unit soft, a software
+    /// crypto unit whose master key is kept in a file there (never for real keys). Creates a
+    /// key-management instance and admin API keys on first start and writes them to
+    /// DATA_DIR/dev.json.
     #[arg(long)]
     dev: bool,
+    /// Where the master key lives: soft (in this process; dev mode keeps it in --data-dir) or
+    /// pkcs11 (an HSM token; root keys are used inside it and never leave it in plain form).
+    #[arg(long, value_enum, default_value_t = UnitKind::Soft, env = "KEYHOLD_CRYPTO_UNIT", value_name = "UNIT")]
+    crypto_unit: UnitKind,
+    /// The PKCS#11 module (shared library) for --crypto-unit pkcs11,
+    /// e.g. /usr/lib/softhsm/libsofthsm2.so.
+    #[arg(long, env = "KEYHOLD_PKCS11_MODULE", value_name = "PATH")]
+    pkcs11_module: Option<PathBuf>,
+    /// The label of the PKCS#11 token (slot numbers are not stable; the label is).
+    /// Dev mode creates the master key "keyhold-master" and the MAC key "keyhold-mac" on it
+    /// when absent.
+    #[arg(long, env = "KEYHOLD_PKCS11_TOKEN", value_name = "LABEL")]
+    pkcs11_token: Option<String>,
+    /// A file holding the token's user PIN (trailing newline ignored). Without it the PIN is
+    /// read from the environment variable KEYHOLD_PKCS11_PIN. There is no PIN argument:
+    /// arguments are visible to every user in `ps`.
+    #[arg(long, env = "KEYHOLD_PKCS11_PIN_FILE", value_name = "PATH")]
+    pkcs11_pin_file: Option<PathBuf>,
     /// Address to listen on; port 0 picks a free port (the URL is printed and written to dev.json).
     #[arg(long, default_value = "127.0.0.1:8080", env = "KEYHOLD_LISTEN")]
     listen: SocketAddr,
@@ -115,7 +136,8 @@ struct ServeArgs {
     /// application/vnd.ibm.kms.* types for create, restore, wrap, unwrap and rewrap.
     #[arg(long)]
     plain_json: bool,
-    /// Root-key versions kept unwrapped in memory (least recently used are dropped and zeroized).
+    /// Root-key versions kept unwrapped in memory (least recently used are dropped and zeroized),
+    /// or, with the PKCS#11 unit, as HSM session objects (evicted ones are destroyed).
     #[arg(long, default_value_t = 10_000)]
     key_cache_entries: usize,
     /// Where the master key comes from: `file` (dev: a file in --data-dir) or `ceremony`
@@ -125,7 +147,31 @@ struct ServeArgs {
     master_key: MasterKeyArg,
 }
 
-fn config(a: ServeArgs) -> ServerConfig {
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum UnitKind {
+    Soft,
+    Pkcs11,
+}
+
+fn crypto_unit(a: &ServeArgs) -> Result<CryptoUnitConfig, String> {
+    match a.crypto_unit {
+        UnitKind::Soft => Ok(CryptoUnitConfig::Soft),
+        UnitKind::Pkcs11 => Ok(CryptoUnitConfig::Pkcs11 {
+            module: a
+                .pkcs11_module
+                .clone()
+                .ok_or("--crypto-unit pkcs11 needs --pkcs11-module (KEYHOLD_PKCS11_MODULE)")?,
+            token: a
+                .pkcs11_token
+                .clone()
+                .ok_or("--crypto-unit pkcs11 needs --pkcs11-token (KEYHOLD_PKCS11_TOKEN)")?,
+            pin_file: a.pkcs11_pin_file.clone(),
+        }),
+    }
+}
+
+fn config(a: ServeArgs) -> Result<ServerConfig, String> {
+    let unit = crypto_unit(&a)?;
     let mut cfg = ServerConfig::dev_defaults(a.data_dir);
     cfg.listen = a.listen;
     cfg.store = a.store;
@@ -149,7 +195,8 @@ fn config(a: ServeArgs) -> ServerConfig {
         MasterKeyArg::File => MasterKeySource::File,
         MasterKeyArg::Ceremony => MasterKeySource::Ceremony,
     };
-    cfg
+    cfg.crypto_unit = unit;
+    Ok(cfg)
 }
 
 /// glibc gives each thread that allocates an arena of its own (up to eight per core) and
@@ -213,7 +260,13 @@ fn main() -> ExitCode {
                 eprintln!("keyhold: only --dev deployments exist so far (the key ceremony and IAM will add production mode); run `keyhold serve --dev`");
                 return ExitCode::from(2);
             }
-            let cfg = config(args);
+            let cfg = match config(args) {
+                Ok(cfg) => cfg,
+                Err(e) => {
+                    eprintln!("keyhold: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
