@@ -34,6 +34,40 @@ impl SealableUnit {
             .store(Some(Arc::new(SoftUnit::new(master, self.cache_entries))));
     }
 
+    /// Installs both keys of a rotation in progress (unsealing mid-rotation):
+    /// `new` wraps, `old` still opens what is not re-wrapped yet.
+    pub fn unseal_rotating(&self, old: Zeroizing<[u8; 32]>, new: Zeroizing<[u8; 32]>) {
+        self.inner.store(Some(Arc::new(SoftUnit::rotating(
+            old,
+            new,
+            self.cache_entries,
+        ))));
+    }
+
+    /// Starts a master-key rotation: from now on blobs are wrapped under `new`,
+    /// and the current key still opens the blobs not re-wrapped yet.
+    pub fn begin_rotation(&self, new: Zeroizing<[u8; 32]>) -> Result<()> {
+        let cur = self.inner.load_full().ok_or(CryptoError::Sealed)?;
+        self.inner.store(Some(Arc::new(cur.rotated(new))));
+        Ok(())
+    }
+
+    /// Ends a rotation: the old key is dropped (wiped); cached root keys stay.
+    pub fn retire_old_key(&self) -> Result<()> {
+        let cur = self.inner.load_full().ok_or(CryptoError::Sealed)?;
+        self.inner.store(Some(Arc::new(cur.retired())));
+        Ok(())
+    }
+
+    pub fn is_rotating(&self) -> bool {
+        self.inner.load().as_ref().is_some_and(|u| u.is_rotating())
+    }
+
+    /// See [`SoftUnit::rewrap`].
+    pub fn rewrap(&self, binding: &Binding<'_>, blob: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.with(|u| u.rewrap(binding, blob))
+    }
+
     /// Forgets the master key. Requests in flight finish with the unit they loaded.
     pub fn seal(&self) {
         self.inner.store(None);
