@@ -63,6 +63,8 @@ pub enum Reason {
     KeyPartMismatch,
     /// This server takes its master key from a file, not from a ceremony.
     CeremonyDisabled,
+    /// The crypto instance's master key was destroyed (crypto-shredding).
+    MasterKeyZeroized,
 }
 
 impl Reason {
@@ -120,6 +122,7 @@ impl Reason {
             CeremonyStale => "CEREMONY_STALE_COMMAND_ERR",
             KeyPartMismatch => "KEY_PART_MISMATCH_ERR",
             CeremonyDisabled => "CEREMONY_DISABLED_ERR",
+            MasterKeyZeroized => "MASTER_KEY_ZEROIZED_ERR",
         }
     }
 
@@ -160,7 +163,8 @@ impl Reason {
             | CeremonyState
             | CeremonyStale
             | CeremonyDisabled => 409,
-            KeyDeleted => 410,
+            // Gone for good, like a deleted key: retrying cannot help (503 would say it can).
+            KeyDeleted | MasterKeyZeroized => 410,
             BodyTooLarge => 413,
             KeyInvalidState
             | KeyRootReqReg

@@ -392,7 +392,10 @@ mod tests {
                 .unwrap()[..],
             b"dek"
         );
-        assert_eq!(&k2.unwrap_material(&sb("s1"), &std).unwrap()[..], b"standard");
+        assert_eq!(
+            &k2.unwrap_material(&sb("s1"), &std).unwrap()[..],
+            b"standard"
+        );
         let new_std = k2.rewrap(&sb("s1"), &std).unwrap().unwrap();
         assert_eq!(k2.rewrap(&sb("s1"), &new_std).unwrap(), None);
         let new_root = k2.rewrap(&b("k", "v1"), &root).unwrap().unwrap();
@@ -426,7 +429,10 @@ mod tests {
         );
         // Unsealing mid-rotation with both keys gives the same unit.
         let both = SoftUnit::rotating(Zeroizing::new([9u8; 32]), Zeroizing::new([7u8; 32]), 4);
-        assert_eq!(&both.unwrap_material(&sb("s1"), &std).unwrap()[..], b"standard");
+        assert_eq!(
+            &both.unwrap_material(&sb("s1"), &std).unwrap()[..],
+            b"standard"
+        );
         assert_eq!(
             &both.unwrap_material(&sb("s1"), &new_std).unwrap()[..],
             b"standard"

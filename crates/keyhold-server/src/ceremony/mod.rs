@@ -7,7 +7,8 @@
 //! node's memory: a part or a master key is never stored. Each node is a crypto
 //! unit that is unsealed separately, as HPCS crypto units are.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
 
 use keyhold_ceremony::command::{Command, Verb};
 use keyhold_ceremony::register::{NewRegister, UnsealRegister};
@@ -23,11 +24,18 @@ use serde_json::{json, Value};
 
 use crate::service::store_err;
 
+mod rewrap;
 #[cfg(test)]
 mod tests;
 
+pub use rewrap::Hook;
+use rewrap::Walker;
+
 const STATE_PREFIX: &str = "ceremony_state:";
 const CAS_ATTEMPTS: u32 = 16;
+/// How often a node reads the ceremony state to learn that another node
+/// zeroized the master key.
+const ZEROIZE_POLL: Duration = Duration::from_secs(1);
 
 /// A signed command as the CLI sends it.
 #[derive(Debug, Deserialize)]
@@ -54,6 +62,8 @@ pub enum Outcome {
     },
     Unsealed {
         verification_pattern: String,
+        /// Mid-rotation: the new key's pattern (both keys were loaded).
+        rotating_to: Option<String>,
     },
 }
 
@@ -79,8 +89,10 @@ impl Outcome {
             }),
             Outcome::Unsealed {
                 verification_pattern,
+                rotating_to,
             } => json!({
                 "result": "unsealed", "verification_pattern": verification_pattern,
+                "rotating_to": rotating_to,
             }),
         }
     }
@@ -98,6 +110,7 @@ pub struct Ceremony {
     crypto_instance: String,
     account_id: String,
     regs: Mutex<Registers>,
+    walker: Arc<Walker>,
 }
 
 pub(crate) fn ceremony_err(e: CeremonyError) -> Error {
@@ -128,7 +141,13 @@ impl Ceremony {
         crypto_instance: &str,
         account_id: &str,
     ) -> Result<Self> {
+        let walker = Arc::new(Walker::new(
+            store.clone(),
+            unit.clone(),
+            format!("{STATE_PREFIX}{crypto_instance}"),
+        ));
         let c = Ceremony {
+            walker,
             store,
             unit,
             crypto_instance: crypto_instance.into(),
@@ -145,7 +164,49 @@ impl Ceremony {
         c.store
             .replace_setting_if(&c.key(), None, &fresh)
             .map_err(store_err)?;
+        let (_, st) = c.load()?;
+        if st.zeroized_at.is_some() {
+            c.unit.zeroize();
+        }
+        c.watch_for_zeroize();
         Ok(c)
+    }
+
+    /// Another node's `zeroize` reaches this one within [`ZEROIZE_POLL`]: a
+    /// thread reads the state (one small read) until the unit is zeroized or
+    /// the ceremony is dropped.
+    fn watch_for_zeroize(&self) {
+        let store: Weak<dyn Store> = Arc::downgrade(&self.store);
+        let unit = Arc::downgrade(&self.unit);
+        let key = self.key();
+        let _ = std::thread::Builder::new()
+            .name("keyhold-zeroize-watch".into())
+            .spawn(move || loop {
+                std::thread::sleep(ZEROIZE_POLL);
+                let (Some(store), Some(unit)) = (store.upgrade(), unit.upgrade()) else {
+                    return;
+                };
+                if unit.is_zeroized() {
+                    return;
+                }
+                let zeroized = store
+                    .get_setting(&key)
+                    .ok()
+                    .flatten()
+                    .and_then(|raw| serde_json::from_slice::<CeremonyState>(&raw).ok())
+                    .is_some_and(|st| st.zeroized_at.is_some());
+                if zeroized {
+                    unit.zeroize();
+                    tracing::warn!("the master key was zeroized by another node: key operations now answer MASTER_KEY_ZEROIZED_ERR");
+                    return;
+                }
+            });
+    }
+
+    /// Lets the rotation drop this node's cached key records (which carry
+    /// blobs) before the old master key is retired.
+    pub fn set_forget_cached_keys(&self, hook: Hook) {
+        self.walker.set_forget_cached_keys(hook);
     }
 
     pub fn account_id(&self) -> &str {
@@ -204,15 +265,34 @@ impl Ceremony {
                 "required": p.required, "created_at": p.created_at,
             }))
             .collect();
-        let current = match &st.current {
-            Some(c) => json!({"state": "valid", "verification_pattern": c.verification_pattern,
-                "parts": c.parts, "activated_at": c.activated_at}),
-            None => json!({"state": "empty"}),
+        let current = match (&st.current, st.zeroized_at) {
+            (Some(c), Some(at)) => {
+                json!({"state": "zeroized", "verification_pattern": c.verification_pattern,
+                "zeroized_at": at})
+            }
+            (Some(c), None) => {
+                json!({"state": "valid", "verification_pattern": c.verification_pattern,
+                "parts": c.parts, "activated_at": c.activated_at})
+            }
+            (None, _) => json!({"state": "empty"}),
+        };
+        let rotation = match &st.rotation {
+            Some(r) => json!({
+                "state": "rewrapping",
+                "to_verification_pattern": r.target.verification_pattern,
+                "to_parts": r.target.parts,
+                "blobs_done": r.done, "blobs_total": r.total, "blobs_unreadable": r.unreadable,
+                "phase": r.cursor.phase, "started_at": r.started_at,
+                "walking_on_this_node": self.walker.is_running(),
+            }),
+            None => Value::Null,
         };
         Ok(json!({
             "master_key_source": "ceremony",
             "crypto_instance": st.crypto_instance,
             "sealed": self.unit.is_sealed(),
+            "zeroized": st.zeroized_at.is_some(),
+            "rotation": rotation,
             "imprint_mode": st.imprint,
             "sequence": st.seq,
             "admins": admins,
@@ -221,7 +301,7 @@ impl Ceremony {
             "registers": {
                 "new": regs.new.view(),
                 "current": current,
-                "unseal": regs.unseal.view(st.current.as_ref()),
+                "unseal": regs.unseal.view(&st.keys()),
             },
             "transport_key": {
                 "id": regs.transport.id(),
@@ -251,7 +331,15 @@ impl Ceremony {
             // Refuse at the first signature what the registers would refuse at execution.
             match sub.command.verb {
                 Verb::Commit => regs.new.check_commit(pattern()?).map_err(ceremony_err)?,
-                Verb::Activate => regs.new.check_activate(pattern()?).map_err(ceremony_err)?,
+                Verb::Activate => {
+                    regs.new.check_activate(pattern()?).map_err(ceremony_err)?;
+                    if st.current.is_some() && self.unit.is_sealed() {
+                        return Err(Error::new(
+                            Reason::CeremonyState,
+                            "rotating the master key needs this node unsealed with the current key",
+                        ));
+                    }
+                }
                 _ => {}
             }
             let signed = st
@@ -270,8 +358,13 @@ impl Ceremony {
             st.apply(&command, now).map_err(ceremony_err)?;
             let activated = if command.verb == Verb::Activate {
                 let (key, record) = regs.new.committed(now).map_err(ceremony_err)?;
-                st.set_current(record);
-                Some(key)
+                if st.current.is_some() {
+                    st.begin_rotation(record, self.count_blobs()?, now);
+                    Some((key, true))
+                } else {
+                    st.set_current(record);
+                    Some((key, false))
+                }
             } else {
                 None
             };
@@ -283,9 +376,26 @@ impl Ceremony {
                 Verb::Activate => {
                     regs.new.clear();
                     regs.transport = new_transport()?;
-                    if let Some(key) = activated {
-                        self.unit.unseal(key);
+                    match activated {
+                        Some((key, true)) => {
+                            if self.unit.begin_rotation(key).is_err() {
+                                // Sealed meanwhile: the next unseal needs both keys and resumes.
+                                tracing::warn!("master-key rotation recorded while the unit was sealed; unseal with both keys' parts to run it");
+                            } else {
+                                tracing::info!("master-key rotation started: new blobs are wrapped under the new key; stored blobs are being re-wrapped");
+                                self.walker.start();
+                            }
+                        }
+                        Some((key, false)) => self.unit.unseal(key),
+                        None => {}
                     }
+                }
+                Verb::Zeroize => {
+                    self.unit.zeroize();
+                    regs.new.clear();
+                    regs.unseal.clear();
+                    regs.transport = new_transport()?;
+                    tracing::warn!("the master key was zeroized (crypto-shredding): key operations answer MASTER_KEY_ZEROIZED_ERR");
                 }
                 _ => {}
             }
@@ -343,10 +453,17 @@ impl Ceremony {
             let Some(part) = part else {
                 return Err(Error::bad_body("load-part needs a key part"));
             };
-            if st.current.is_some() {
+            st.check_not_zeroized().map_err(ceremony_err)?;
+            if st.rotation.is_some() {
                 return Err(Error::new(
                     Reason::CeremonyState,
-                    "a master key is already active; loading a new one (rotation) is not supported yet",
+                    "a master-key rotation is in progress; load a new key after it finished",
+                ));
+            }
+            if st.current.is_some() && self.unit.is_sealed() {
+                return Err(Error::new(
+                    Reason::CeremonyState,
+                    "a master key is active and this node is sealed: unseal it before loading a new master key (rotation)",
                 ));
             }
             let total: u8 = arg("parts")?
@@ -364,12 +481,14 @@ impl Ceremony {
                 approved_by: Vec::new(),
             });
         }
+        st.check_not_zeroized().map_err(ceremony_err)?;
         let Some(current) = &st.current else {
             return Err(Error::new(
                 Reason::CeremonyState,
                 "no master key has been activated yet: load parts into the new register, commit and activate",
             ));
         };
+        let keys = st.keys();
         if !self.unit.is_sealed() {
             return Err(Error::new(
                 Reason::CeremonyState,
@@ -379,31 +498,56 @@ impl Ceremony {
         match part {
             Some(part) => regs
                 .unseal
-                .load(current, &sub.admin, part)
+                .load(&keys, &sub.admin, part)
                 .map_err(ceremony_err)?,
             None => regs.unseal.approve(&sub.admin).map_err(ceremony_err)?,
         }
         let threshold = usize::from(st.signature_threshold.max(1));
         match regs.unseal.take_if_quorum(threshold) {
-            Some(key) => {
-                self.unit.unseal(key);
+            Some(mut got) => {
+                let rotating_to = st
+                    .rotation
+                    .as_ref()
+                    .map(|r| r.target.verification_pattern.clone());
+                let new = (got.len() == 2).then(|| got.pop()).flatten();
+                let Some(old) = got.pop() else {
+                    return Err(Error::internal());
+                };
+                match new {
+                    Some(new) => self.unit.unseal_rotating(old, new),
+                    None => self.unit.unseal(old),
+                }
                 regs.transport = new_transport()?;
-                tracing::info!(admin = %sub.admin, verification_pattern = %current.verification_pattern, "crypto unit unsealed");
+                tracing::info!(admin = %sub.admin, verification_pattern = %current.verification_pattern, rotating_to = ?rotating_to, "crypto unit unsealed");
+                if rotating_to.is_some() {
+                    tracing::info!("master-key rotation in progress: resuming the re-wrap walk");
+                    self.walker.start();
+                }
                 Ok(Outcome::Unsealed {
                     verification_pattern: current.verification_pattern.clone(),
+                    rotating_to,
                 })
             }
             None => {
-                let view = regs.unseal.view(Some(current));
+                let view = regs.unseal.view(&keys);
                 tracing::info!(admin = %sub.admin, loaded = view.parts_loaded.len(), approved = view.approved_by.len(), "unseal: part or approval recorded");
                 Ok(Outcome::PartLoaded {
                     register,
                     loaded: view.parts_loaded.len(),
-                    total: current.parts.len(),
+                    total: usize::from(view.parts_total),
                     approved_by: view.approved_by,
                 })
             }
         }
+    }
+}
+
+impl Ceremony {
+    /// Stored blobs a rotation re-wraps (for its progress).
+    fn count_blobs(&self) -> Result<u64> {
+        let v = self.store.count_versions().map_err(store_err)?;
+        let t = self.store.count_import_tokens().map_err(store_err)?;
+        Ok(v + t)
     }
 }
 

@@ -107,6 +107,10 @@ pub(crate) fn crypto_err(e: CryptoError) -> Error {
             Reason::CryptoUnitSealed,
             "The crypto unit is sealed: its master key is loaded only when a quorum of administrators unseals it (keyhold ceremony unseal)",
         ),
+        CryptoError::Zeroized => Error::new(
+            Reason::MasterKeyZeroized,
+            "The master key of this crypto instance was zeroized (crypto-shredding): its keys can never be used again",
+        ),
         CryptoError::Unit(what) => {
             tracing::error!(operation = what, "crypto unit failure");
             Error::internal()
@@ -190,6 +194,12 @@ impl Service {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// Drops every cached key record (they carry stored blobs): after a
+    /// master-key rotation re-wrapped them.
+    pub fn forget_cached_keys(&self) {
+        self.cache.clear();
     }
 
     pub fn unit(&self) -> &Arc<dyn CryptoUnit> {
