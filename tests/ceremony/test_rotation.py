@@ -115,7 +115,8 @@ THROTTLE = {"KEYHOLD_REWRAP_BATCH": "25", "KEYHOLD_REWRAP_PAUSE_MS": "40", "KEYH
 
 def test_rotation_under_load_loses_no_request(tmp_path):
     data = tmp_path / "server"
-    srv = start_server(data, extra=CEREMONY, env=THROTTLE)
+    # A small root-key cache: most requests open their key's blob, under either key.
+    srv = start_server(data, extra=[*CEREMONY, "--key-cache-entries", "64"], env=THROTTLE)
     try:
         alice, bob, carol, vp1 = bootstrap(tmp_path, data)
         kp = srv.client()
