@@ -99,8 +99,8 @@ pub(crate) fn crypto_err(e: CryptoError) -> Error {
         CryptoError::BlobIntegrity => {
             tracing::error!("stored key material failed its integrity check");
             Error::new(
-                Reason::UnprocessableCiphertext,
-                "The stored key material could not be used by the crypto unit",
+                Reason::StoredKeyIntegrity,
+                "The stored material of this key failed its integrity check (altered, or swapped with another key's, in the database); it was not used and nothing was changed. Restore the key's row from a backup",
             )
         }
         CryptoError::Sealed => Error::new(
