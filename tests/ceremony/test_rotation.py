@@ -17,7 +17,8 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from api_helpers import assert_kp_error, key_envelope, key_resource, start_server, unb64
+from api_helpers import (assert_kp_error, key_envelope, key_resource, secure_import_fields, start_server,
+                         unb64)
 from test_ceremony import CEREMONY, Admin, raw, status
 
 CAROL_PART_PASS = "carol part pass"
@@ -83,6 +84,18 @@ def check_all(kp, wrapped, std):
     r = raw(kp, "GET", f"/api/v2/keys/{std['id']}")
     assert r.status_code == 200, r.text
     assert r.json()["resources"][0]["payload"] == std["payload"]
+
+
+def secure_import_works(kp):
+    """The import token made before the rotation still decrypts (its private key was re-wrapped)."""
+    r = raw(kp, "GET", "/api/v2/import_token")
+    assert r.status_code == 200, r.text
+    material = os.urandom(32)
+    r = kp.create_key_resp(extractable=False, **secure_import_fields(r.json(), material))
+    assert r.status_code == 201, r.text
+    kid = r.json()["resources"][0]["id"]
+    ct = kp.wrap(kid, b"imported after rotation")["ciphertext"]
+    assert unb64(kp.unwrap(kid, ct)["plaintext"]) == b"imported after rotation"
 
 
 def load_new_key(alice, carol):
@@ -190,7 +203,9 @@ def test_rotation_under_load_loses_no_request(tmp_path):
         assert st["registers"]["current"]["verification_pattern"] == vp2
         assert failures == [], f"{len(failures)} of {done[0]} requests failed: {failures[:5]}"
         assert done[0] > 100, done[0]
+        assert st["rotation"] is None
         check_all(kp, wrapped, std)
+        secure_import_works(kp)
     finally:
         srv.stop()
 
@@ -259,6 +274,7 @@ def test_rotation_killed_midway_resumes_after_unseal_with_both_keys(tmp_path):
         st = wait_rotation_done(alice)
         assert st["registers"]["current"]["verification_pattern"] == vp2
         check_all(kp, wrapped, std)
+        secure_import_works(kp)
     finally:
         srv.stop()
 
