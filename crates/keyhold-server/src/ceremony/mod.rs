@@ -33,9 +33,9 @@ use rewrap::Walker;
 
 const STATE_PREFIX: &str = "ceremony_state:";
 const CAS_ATTEMPTS: u32 = 16;
-/// How often a node reads the ceremony state to learn that another node
-/// zeroized the master key.
-const ZEROIZE_POLL: Duration = Duration::from_secs(1);
+/// How often a node reads the ceremony state to learn what other nodes did
+/// (zeroize, a rotation started or finished).
+const STATE_POLL: Duration = Duration::from_secs(1);
 
 /// A signed command as the CLI sends it.
 #[derive(Debug, Deserialize)]
@@ -109,8 +109,30 @@ pub struct Ceremony {
     unit: Arc<SealableUnit>,
     crypto_instance: String,
     account_id: String,
-    regs: Mutex<Registers>,
+    regs: Arc<Mutex<Registers>>,
     walker: Arc<Walker>,
+    held: Arc<Mutex<HeldKeys>>,
+}
+
+/// The verification patterns of the keys this node's unit holds (none while
+/// sealed): the current key and, mid-rotation, the new one. Compared with the
+/// stored state to notice a rotation started or finished on another node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct HeldKeys {
+    pub current: Option<String>,
+    pub target: Option<String>,
+}
+
+impl HeldKeys {
+    fn of(st: &CeremonyState) -> Self {
+        HeldKeys {
+            current: st.current.as_ref().map(|c| c.verification_pattern.clone()),
+            target: st
+                .rotation
+                .as_ref()
+                .map(|r| r.target.verification_pattern.clone()),
+        }
+    }
 }
 
 pub(crate) fn ceremony_err(e: CeremonyError) -> Error {
@@ -141,22 +163,25 @@ impl Ceremony {
         crypto_instance: &str,
         account_id: &str,
     ) -> Result<Self> {
+        let held = Arc::new(Mutex::new(HeldKeys::default()));
         let walker = Arc::new(Walker::new(
             store.clone(),
             unit.clone(),
             format!("{STATE_PREFIX}{crypto_instance}"),
+            held.clone(),
         ));
         let c = Ceremony {
             walker,
+            held,
             store,
             unit,
             crypto_instance: crypto_instance.into(),
             account_id: account_id.into(),
-            regs: Mutex::new(Registers {
+            regs: Arc::new(Mutex::new(Registers {
                 new: NewRegister::default(),
                 unseal: UnsealRegister::default(),
                 transport: new_transport()?,
-            }),
+            })),
         };
         let fresh = serde_json::to_vec(&CeremonyState::new(crypto_instance))
             .map_err(|_| Error::internal())?;
@@ -168,37 +193,74 @@ impl Ceremony {
         if st.zeroized_at.is_some() {
             c.unit.zeroize();
         }
-        c.watch_for_zeroize();
+        c.follow_state();
         Ok(c)
     }
 
-    /// Another node's `zeroize` reaches this one within [`ZEROIZE_POLL`]: a
-    /// thread reads the state (one small read) until the unit is zeroized or
-    /// the ceremony is dropped.
-    fn watch_for_zeroize(&self) {
+    /// Other nodes' ceremony commands reach this one within [`STATE_POLL`]: a
+    /// thread reads the state (one small read) while the ceremony lives and
+    /// - zeroizes the unit after another node's `zeroize`;
+    /// - seals it when the keys it holds no longer match the state (a rotation
+    ///   started on another node: this node lacks the new key, and would
+    ///   otherwise fail on the blobs wrapped under it);
+    /// - retires the old key when another node finished a rotation this node
+    ///   was unsealed for (with both keys).
+    fn follow_state(&self) {
         let store: Weak<dyn Store> = Arc::downgrade(&self.store);
         let unit = Arc::downgrade(&self.unit);
+        let regs = Arc::downgrade(&self.regs);
+        let held = Arc::downgrade(&self.held);
+        let walker = Arc::downgrade(&self.walker);
         let key = self.key();
         let _ = std::thread::Builder::new()
-            .name("keyhold-zeroize-watch".into())
+            .name("keyhold-ceremony-follow".into())
             .spawn(move || loop {
-                std::thread::sleep(ZEROIZE_POLL);
-                let (Some(store), Some(unit)) = (store.upgrade(), unit.upgrade()) else {
+                std::thread::sleep(STATE_POLL);
+                let (Some(store), Some(unit), Some(regs), Some(held), Some(walker)) = (
+                    store.upgrade(),
+                    unit.upgrade(),
+                    regs.upgrade(),
+                    held.upgrade(),
+                    walker.upgrade(),
+                ) else {
                     return;
                 };
                 if unit.is_zeroized() {
                     return;
                 }
-                let zeroized = store
+                // Serialized with this node's own commands.
+                let Ok(_regs) = regs.lock() else { return };
+                let Some(st) = store
                     .get_setting(&key)
                     .ok()
                     .flatten()
                     .and_then(|raw| serde_json::from_slice::<CeremonyState>(&raw).ok())
-                    .is_some_and(|st| st.zeroized_at.is_some());
-                if zeroized {
+                else {
+                    continue;
+                };
+                if st.zeroized_at.is_some() {
                     unit.zeroize();
                     tracing::warn!("the master key was zeroized by another node: key operations now answer MASTER_KEY_ZEROIZED_ERR");
                     return;
+                }
+                if unit.is_sealed() {
+                    continue;
+                }
+                let Ok(mut have) = held.lock() else { return };
+                let want = HeldKeys::of(&st);
+                if *have == want {
+                    continue;
+                }
+                if have.target.is_some() && want.target.is_none() && want.current == have.target {
+                    walker.forget_cached();
+                    if unit.retire_old_key().is_ok() {
+                        tracing::info!("master-key rotation finished on another node: the old key is retired here too");
+                    }
+                    *have = want;
+                } else {
+                    unit.seal();
+                    *have = HeldKeys::default();
+                    tracing::warn!(held = ?*have, wanted = ?want, "the keys this node holds do not match the ceremony state (a master-key rotation started on another node): sealed; unseal it with the parts of every key status lists");
                 }
             });
     }
@@ -333,6 +395,12 @@ impl Ceremony {
                 Verb::Commit => regs.new.check_commit(pattern()?).map_err(ceremony_err)?,
                 Verb::Activate => {
                     regs.new.check_activate(pattern()?).map_err(ceremony_err)?;
+                    if st.current_pattern() == pattern()? {
+                        return Err(Error::new(
+                            Reason::CeremonyState,
+                            "the new master key register holds the current master key: rotate to a new key",
+                        ));
+                    }
                     if st.current.is_some() && self.unit.is_sealed() {
                         return Err(Error::new(
                             Reason::CeremonyState,
@@ -378,6 +446,9 @@ impl Ceremony {
                     regs.transport = new_transport()?;
                     match activated {
                         Some((key, true)) => {
+                            if let Ok(mut h) = self.held.lock() {
+                                *h = HeldKeys::of(&st);
+                            }
                             if self.unit.begin_rotation(key).is_err() {
                                 // Sealed meanwhile: the next unseal needs both keys and resumes.
                                 tracing::warn!("master-key rotation recorded while the unit was sealed; unseal with both keys' parts to run it");
@@ -386,7 +457,12 @@ impl Ceremony {
                                 self.walker.start();
                             }
                         }
-                        Some((key, false)) => self.unit.unseal(key),
+                        Some((key, false)) => {
+                            if let Ok(mut h) = self.held.lock() {
+                                *h = HeldKeys::of(&st);
+                            }
+                            self.unit.unseal(key)
+                        }
                         None => {}
                     }
                 }
@@ -513,6 +589,9 @@ impl Ceremony {
                 let Some(old) = got.pop() else {
                     return Err(Error::internal());
                 };
+                if let Ok(mut h) = self.held.lock() {
+                    *h = HeldKeys::of(&st);
+                }
                 match new {
                     Some(new) => self.unit.unseal_rotating(old, new),
                     None => self.unit.unseal(old),

@@ -7,12 +7,14 @@
 //! key becomes current and the old one is dropped from the unit.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use keyhold_ceremony::state::{CeremonyState, Rotation, RotationCursor, RotationPhase};
 use keyhold_crypto::{Binding, CryptoError, Purpose, SealableUnit};
 use keyhold_store::{Store, StoreError};
+
+use super::HeldKeys;
 
 const DEFAULT_BATCH: u32 = 256;
 const CAS_ATTEMPTS: u32 = 32;
@@ -29,6 +31,7 @@ pub(crate) struct Walker {
     pause: Duration,
     grace: Duration,
     forget_cached_keys: OnceLock<Hook>,
+    held: Arc<Mutex<HeldKeys>>,
 }
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -41,7 +44,12 @@ enum Step {
 }
 
 impl Walker {
-    pub(crate) fn new(store: Arc<dyn Store>, unit: Arc<SealableUnit>, state_key: String) -> Self {
+    pub(crate) fn new(
+        store: Arc<dyn Store>,
+        unit: Arc<SealableUnit>,
+        state_key: String,
+        held: Arc<Mutex<HeldKeys>>,
+    ) -> Self {
         // Throttles for tests and for operators who want a gentler walk.
         let batch = env_u64("KEYHOLD_REWRAP_BATCH")
             .map(|b| b.clamp(1, 10_000) as u32)
@@ -57,6 +65,7 @@ impl Walker {
             pause,
             grace,
             forget_cached_keys: OnceLock::new(),
+            held,
         }
     }
 
@@ -286,6 +295,9 @@ impl Walker {
             }
             st.finish_rotation();
             if self.save(&raw, &st)? {
+                if let Ok(mut h) = self.held.lock() {
+                    *h = HeldKeys::of(&st);
+                }
                 self.unit.retire_old_key().map_err(|e| e.to_string())?;
                 tracing::info!(verification_pattern = %rot.target.verification_pattern, blobs = rot.done, unreadable = rot.unreadable,
                     "master-key rotation finished: every stored blob is wrapped under the new master key; the old key is retired");
@@ -295,7 +307,7 @@ impl Walker {
         Err("the ceremony state kept changing; the rotation is not finished yet".into())
     }
 
-    fn forget_cached(&self) {
+    pub(crate) fn forget_cached(&self) {
         if let Some(f) = self.forget_cached_keys.get() {
             f();
         }
