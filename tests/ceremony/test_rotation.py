@@ -11,6 +11,7 @@ The walk is throttled for the test with KEYHOLD_REWRAP_BATCH / KEYHOLD_REWRAP_PA
 takes long enough to load it and to kill the server in the middle.
 """
 import base64
+import json
 import os
 import random
 import threading
@@ -257,6 +258,11 @@ def test_rotation_killed_midway_resumes_after_unseal_with_both_keys(tmp_path):
         done_at_kill = rot["blobs_done"]
         assert 0 < done_at_kill < rot["blobs_total"], rot
         assert rot["walking_on_this_node"] is False
+        # Progress is shown; no secret is: no part file's sealed bytes appear.
+        text = json.dumps(st) + alice.run("status")
+        assert "of" in text and "re-wrapped" in text
+        for path in (alice.part, bob.part, part2(alice), part2(carol)):
+            assert json.loads(open(path).read())["sealed"]["ciphertext"] not in text
         # Unsealing needs the parts of both keys: the old one's alone do not unseal.
         alice.sign("unseal", "--part", alice.part)
         out = bob.sign("unseal", "--part", bob.part)
