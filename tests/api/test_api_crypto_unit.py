@@ -94,9 +94,9 @@ def test_tampered_and_swapped_blobs_are_refused(server_factory, tmp_path_factory
     c2 = srv2.client()
     for kid, w in ((a, wa), (b, wb)):
         r = c2.unwrap_resp(kid, w["ciphertext"])
-        res = assert_kp_error(r, 422, "UNPROCESSABLE_CIPHERTEXT_ERR")
-        assert "stored key material" in res["reasons"][0]["message"], res
-        assert_kp_error(c2.wrap_resp(kid, os.urandom(16)), 422, "UNPROCESSABLE_CIPHERTEXT_ERR")
+        res = assert_kp_error(r, 409, "STORED_KEY_INTEGRITY_ERR")
+        assert "failed its integrity check" in res["reasons"][0]["message"], res
+        assert_kp_error(c2.wrap_resp(kid, os.urandom(16)), 409, "STORED_KEY_INTEGRITY_ERR")
     assert unb64(c2.unwrap(d, wd["ciphertext"])["plaintext"]) == unb64(wd["plaintext"])
     srv2.stop()
 
@@ -115,6 +115,6 @@ def test_tampered_and_swapped_blobs_are_refused(server_factory, tmp_path_factory
     assert unb64(c3.unwrap(a, wa["ciphertext"])["plaintext"]) == unb64(wa["plaintext"])
     assert unb64(c3.unwrap(b, wb["ciphertext"])["plaintext"]) == unb64(wb["plaintext"])
     r = c3.unwrap_resp(d, wd["ciphertext"])
-    assert_kp_error(r, 422, "UNPROCESSABLE_CIPHERTEXT_ERR")
+    assert_kp_error(r, 409, "STORED_KEY_INTEGRITY_ERR")
     srv3.stop()
     assert "stored key material failed its integrity check" in srv3.log_path.read_text(errors="replace")

@@ -22,6 +22,8 @@ pub enum Verb {
     LoadPart,
     Commit,
     Activate,
+    /// Crypto-shredding: the instance's master key is destroyed on every node.
+    Zeroize,
 }
 
 impl Verb {
@@ -34,6 +36,7 @@ impl Verb {
             Verb::LoadPart => "load-part",
             Verb::Commit => "commit",
             Verb::Activate => "activate",
+            Verb::Zeroize => "zeroize",
         }
     }
 }

@@ -193,59 +193,93 @@ impl NewRegister {
 /// when every part is in and at least the signature threshold of distinct
 /// administrators took part: the part holders, plus administrators who
 /// approve without a part when the holders alone are fewer than the threshold.
+///
+/// In the middle of a master-key rotation two keys are needed (the old one
+/// still opens the blobs not re-wrapped yet): the parts of both are loaded,
+/// each matched to its key by its verification pattern, and
+/// [`UnsealRegister::take_if_quorum`] returns the keys in the order given.
 #[derive(Default)]
 pub struct UnsealRegister {
-    parts: Vec<Loaded>,
+    /// Each loaded part with the index of the key it belongs to.
+    parts: Vec<(usize, Loaded)>,
     approvers: Vec<String>,
-    /// The combined, checked key, waiting for the quorum.
-    key: Option<Secret32>,
+    /// The combined, checked keys, waiting for the quorum.
+    keys: Option<Vec<Secret32>>,
 }
 
 impl UnsealRegister {
-    /// Loads one part; it must be one of the current key's parts not loaded yet.
+    /// Loads one part; it must be a part of one of `keys` not loaded yet.
     /// A refused part leaves the register as it was.
-    pub fn load(&mut self, current: &CurrentKey, holder: &str, part: Secret32) -> Result<()> {
+    pub fn load(&mut self, keys: &[&CurrentKey], holder: &str, part: Secret32) -> Result<()> {
         let pattern = part_pattern(&part);
-        if self.parts.iter().any(|p| p.pattern == pattern) {
+        if self.parts.iter().any(|(_, p)| p.pattern == pattern) {
             return Err(CeremonyError::NotAllowed(
                 "this key part is already loaded for unsealing".into(),
             ));
         }
-        if !current
+        let Some(idx) = keys
+            .iter()
+            .position(|k| k.parts.iter().any(|r| r.verification_pattern == pattern))
+        else {
+            let wanted: Vec<&str> = keys
+                .iter()
+                .map(|k| k.verification_pattern.as_str())
+                .collect();
+            let which = if keys.len() > 1 {
+                "the current master key or of the one it is being rotated to"
+            } else {
+                "the current master key"
+            };
+            return Err(CeremonyError::PartMismatch(format!(
+                "this key part (verification pattern {pattern}) is not a part of {which} (verification pattern {}); nothing was loaded",
+                wanted.join(" or ")
+            )));
+        };
+        if self
             .parts
             .iter()
-            .any(|r| r.verification_pattern == pattern)
+            .any(|(i, p)| *i == idx && p.holder == holder)
         {
-            return Err(CeremonyError::PartMismatch(format!(
-                "this key part (verification pattern {pattern}) is not a part of the current master key (verification pattern {}); nothing was loaded",
-                current.verification_pattern
-            )));
-        }
-        if self.parts.iter().any(|p| p.holder == holder) {
             return Err(CeremonyError::NotAllowed(format!(
                 "administrator {holder:?} already loaded a part; each part is loaded by a different administrator"
             )));
         }
-        self.parts.push(Loaded {
-            holder: holder.into(),
-            pattern,
-            part,
-        });
-        if self.parts.len() < current.parts.len() {
+        self.parts.push((
+            idx,
+            Loaded {
+                holder: holder.into(),
+                pattern,
+                part,
+            },
+        ));
+        let complete = keys
+            .iter()
+            .enumerate()
+            .all(|(i, k)| self.parts.iter().filter(|(j, _)| *j == i).count() >= k.parts.len());
+        if !complete {
             return Ok(());
         }
-        let key = combine(self.parts.iter().map(|p| &*p.part));
-        if master_pattern(&key) != current.verification_pattern {
-            self.clear();
-            return Err(CeremonyError::PartMismatch(
-                "the combined parts do not give the current master key's verification pattern; the unseal register was cleared".into(),
-            ));
+        let mut combined = Vec::with_capacity(keys.len());
+        for (i, k) in keys.iter().enumerate() {
+            let key = combine(
+                self.parts
+                    .iter()
+                    .filter(|(j, _)| *j == i)
+                    .map(|(_, p)| &*p.part),
+            );
+            if master_pattern(&key) != k.verification_pattern {
+                self.clear();
+                return Err(CeremonyError::PartMismatch(
+                    "the combined parts do not give the master key's verification pattern; the unseal register was cleared".into(),
+                ));
+            }
+            combined.push(key);
         }
-        // The parts are no longer needed: keep only the key.
-        for p in &mut self.parts {
+        // The parts are no longer needed: keep only the keys.
+        for (_, p) in &mut self.parts {
             zeroize::Zeroize::zeroize(&mut *p.part);
         }
-        self.key = Some(key);
+        self.keys = Some(combined);
         Ok(())
     }
 
@@ -262,36 +296,41 @@ impl UnsealRegister {
 
     /// Distinct administrators who loaded a part or approved.
     fn signers(&self) -> Vec<&str> {
-        let mut out: Vec<&str> = self.parts.iter().map(|p| p.holder.as_str()).collect();
-        for a in &self.approvers {
-            if !out.contains(&a.as_str()) {
+        let mut out: Vec<&str> = Vec::new();
+        for a in self
+            .parts
+            .iter()
+            .map(|(_, p)| p.holder.as_str())
+            .chain(self.approvers.iter().map(String::as_str))
+        {
+            if !out.contains(&a) {
                 out.push(a);
             }
         }
         out
     }
 
-    /// The master key, once every part is in and `threshold` administrators took
-    /// part; the register is then empty.
-    pub fn take_if_quorum(&mut self, threshold: usize) -> Option<Secret32> {
-        if self.key.is_none() || self.signers().len() < threshold {
+    /// The master keys, once every part is in and `threshold` administrators
+    /// took part; the register is then empty.
+    pub fn take_if_quorum(&mut self, threshold: usize) -> Option<Vec<Secret32>> {
+        if self.keys.is_none() || self.signers().len() < threshold {
             return None;
         }
-        let key = self.key.take();
+        let keys = self.keys.take();
         self.clear();
-        key
+        keys
     }
 
     pub fn clear(&mut self) {
         self.parts.clear();
         self.approvers.clear();
-        self.key = None;
+        self.keys = None;
     }
 
-    pub fn view(&self, current: Option<&CurrentKey>) -> RegisterView {
-        let total = current.map(|c| c.parts.len() as u8).unwrap_or(0);
+    pub fn view(&self, keys: &[&CurrentKey]) -> RegisterView {
+        let total = keys.iter().map(|c| c.parts.len() as u8).sum();
         RegisterView {
-            state: if self.key.is_some() {
+            state: if self.keys.is_some() {
                 RegisterState::FullUncommitted
             } else if self.parts.is_empty() {
                 RegisterState::Empty
@@ -302,7 +341,7 @@ impl UnsealRegister {
             parts_loaded: self
                 .parts
                 .iter()
-                .map(|p| PartRecord {
+                .map(|(_, p)| PartRecord {
                     holder: p.holder.clone(),
                     verification_pattern: p.pattern.clone(),
                 })
@@ -360,17 +399,17 @@ mod tests {
         let (_, current) = r.committed(0).unwrap();
 
         let mut u = UnsealRegister::default();
-        u.load(&current, "alice", part(1)).unwrap();
+        u.load(&[&current], "alice", part(1)).unwrap();
         assert!(u.take_if_quorum(2).is_none());
         assert!(matches!(
-            u.load(&current, "bob", part(9)),
+            u.load(&[&current], "bob", part(9)),
             Err(CeremonyError::PartMismatch(_))
         ));
-        assert_eq!(u.view(Some(&current)).parts_loaded.len(), 1);
-        u.load(&current, "bob", part(2)).unwrap();
+        assert_eq!(u.view(&[&current]).parts_loaded.len(), 1);
+        u.load(&[&current], "bob", part(2)).unwrap();
         let key = u.take_if_quorum(2).unwrap();
-        assert_eq!(*key, [3u8; 32]);
-        assert_eq!(u.view(Some(&current)).state, RegisterState::Empty);
+        assert_eq!(*key[0], [3u8; 32]);
+        assert_eq!(u.view(&[&current]).state, RegisterState::Empty);
     }
 
     #[test]
@@ -385,12 +424,42 @@ mod tests {
         let mut u = UnsealRegister::default();
         u.approve("carol").unwrap();
         assert!(u.approve("carol").is_err());
-        u.load(&current, "alice", part(1)).unwrap();
-        u.load(&current, "bob", part(2)).unwrap();
+        u.load(&[&current], "alice", part(1)).unwrap();
+        u.load(&[&current], "bob", part(2)).unwrap();
         // Threshold 4: alice, bob and carol are not enough; dave makes it.
         assert!(u.take_if_quorum(4).is_none());
         assert!(u.approve("alice").is_err());
         u.approve("dave").unwrap();
-        assert_eq!(*u.take_if_quorum(4).unwrap(), [3u8; 32]);
+        assert_eq!(*u.take_if_quorum(4).unwrap()[0], [3u8; 32]);
+    }
+
+    #[test]
+    fn unseal_mid_rotation_needs_both_keys() {
+        let rec = |a: u8, b: u8| {
+            let mut r = NewRegister::default();
+            r.load("alice", part(a), 2).unwrap();
+            r.load("bob", part(b), 2).unwrap();
+            let vp = r.pattern().unwrap();
+            r.commit(&vp).unwrap();
+            r.committed(0).unwrap().1
+        };
+        let (old, new) = (rec(1, 2), rec(4, 8));
+        let keys = [&old, &new];
+        let mut u = UnsealRegister::default();
+        u.load(&keys, "alice", part(1)).unwrap();
+        // The same administrator holds a part of each key.
+        u.load(&keys, "alice", part(4)).unwrap();
+        assert!(u.load(&keys, "alice", part(2)).is_err());
+        u.load(&keys, "bob", part(2)).unwrap();
+        assert!(u.take_if_quorum(2).is_none());
+        assert!(matches!(
+            u.load(&keys, "bob", part(9)),
+            Err(CeremonyError::PartMismatch(_))
+        ));
+        u.load(&keys, "bob", part(8)).unwrap();
+        assert_eq!(u.view(&keys).parts_total, 4);
+        let got = u.take_if_quorum(2).unwrap();
+        assert_eq!(*got[0], [3u8; 32]);
+        assert_eq!(*got[1], [12u8; 32]);
     }
 }

@@ -40,6 +40,54 @@ pub struct CurrentKey {
     pub activated_at: i64,
 }
 
+/// Where the re-wrap walk of a master-key rotation stands: every stored blob
+/// is visited in a stable order (key versions by version id, then import
+/// tokens by instance id); `after` is the last one done in `phase`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotationCursor {
+    pub phase: RotationPhase,
+    pub after: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RotationPhase {
+    KeyVersions,
+    ImportTokens,
+    Done,
+}
+
+/// A master-key rotation in progress: `current` still opens the blobs not
+/// re-wrapped yet; new blobs are wrapped under `target`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rotation {
+    pub target: CurrentKey,
+    pub cursor: RotationCursor,
+    /// Blobs visited so far, and how many there were when the walk started.
+    pub done: u64,
+    pub total: u64,
+    /// Blobs neither key opens (tampered or swapped): left as they are.
+    #[serde(default)]
+    pub unreadable: u64,
+    pub started_at: i64,
+}
+
+impl Rotation {
+    pub fn new(target: CurrentKey, total: u64, now: i64) -> Self {
+        Rotation {
+            target,
+            cursor: RotationCursor {
+                phase: RotationPhase::KeyVersions,
+                after: String::new(),
+            },
+            done: 0,
+            total,
+            unreadable: 0,
+            started_at: now,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Signature {
     pub admin: String,
@@ -67,6 +115,12 @@ pub struct CeremonyState {
     pub revocation_threshold: u8,
     pub current: Option<CurrentKey>,
     pub pending: Vec<Pending>,
+    /// A master-key rotation in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<Rotation>,
+    /// When the master key was destroyed (crypto-shredding): nothing unseals again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zeroized_at: Option<i64>,
 }
 
 /// What a signature did.
@@ -92,6 +146,8 @@ impl CeremonyState {
             revocation_threshold: 0,
             current: None,
             pending: Vec::new(),
+            rotation: None,
+            zeroized_at: None,
         }
     }
 
@@ -271,9 +327,9 @@ impl CeremonyState {
                     )));
                 }
                 if self
-                    .current
-                    .as_ref()
-                    .is_some_and(|c| c.parts.iter().any(|p| p.holder == name))
+                    .keys()
+                    .iter()
+                    .any(|c| c.parts.iter().any(|p| p.holder == name))
                 {
                     // Unsealing needs every part, loaded by its holder.
                     return Err(CeremonyError::NotAllowed(format!(
@@ -336,13 +392,34 @@ impl CeremonyState {
                         "master key parts are loaded, committed and activated only after leaving imprint mode".into(),
                     ));
                 }
-                if cmd.verb == Verb::Activate && self.current.is_some() {
-                    // Seam: rotation (re-wrapping stored keys under a new master key) comes later.
+                self.check_not_zeroized()?;
+                if self.rotation.is_some() {
                     return Err(CeremonyError::NotAllowed(
-                        "a master key is already active; master-key rotation is not supported yet"
-                            .into(),
+                        "a master-key rotation is in progress; wait until every stored key is re-wrapped (see status)".into(),
                     ));
                 }
+                // Activate while a key is current starts a rotation: the caller
+                // records it with [`CeremonyState::begin_rotation`].
+            }
+            Verb::Zeroize => {
+                if self.imprint {
+                    return Err(CeremonyError::NotAllowed(
+                        "zeroize is a quorum command, run after leaving imprint mode".into(),
+                    ));
+                }
+                self.check_not_zeroized()?;
+                if self.current.is_none() {
+                    return Err(CeremonyError::NotAllowed(
+                        "no master key has been activated: there is nothing to zeroize".into(),
+                    ));
+                }
+                if cmd.arg("verification_pattern")? != self.current_pattern() {
+                    return Err(CeremonyError::PartMismatch(
+                        "the verification pattern signed is not the current master key's".into(),
+                    ));
+                }
+                self.zeroized_at = Some(now);
+                self.rotation = None;
             }
         }
         if cmd.verb != Verb::LoadPart {
@@ -354,6 +431,49 @@ impl CeremonyState {
 
     pub fn set_current(&mut self, key: CurrentKey) {
         self.current = Some(key);
+    }
+
+    /// The keys whose parts unseal the unit: the current one, and during a
+    /// rotation the new one too.
+    pub fn keys(&self) -> Vec<&CurrentKey> {
+        self.current
+            .iter()
+            .chain(self.rotation.as_ref().map(|r| &r.target))
+            .collect()
+    }
+
+    /// The current master key's verification pattern ("" if none).
+    pub fn current_pattern(&self) -> &str {
+        self.current
+            .as_ref()
+            .map(|c| c.verification_pattern.as_str())
+            .unwrap_or("")
+    }
+
+    pub fn check_not_zeroized(&self) -> Result<()> {
+        match self.zeroized_at {
+            Some(_) => Err(CeremonyError::NotAllowed(
+                "the master key of this crypto instance was zeroized (crypto-shredding): its keys can never be used again".into(),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// `activate` while a key is current: new blobs are wrapped under `target`
+    /// from now on, and every stored blob is re-wrapped (`total` of them).
+    pub fn begin_rotation(&mut self, target: CurrentKey, total: u64, now: i64) {
+        self.rotation = Some(Rotation::new(target, total, now));
+    }
+
+    /// The walk is over: the new key is current and the old one is retired.
+    pub fn finish_rotation(&mut self) -> bool {
+        match self.rotation.take() {
+            Some(r) => {
+                self.current = Some(r.target);
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -481,7 +601,51 @@ mod tests {
             run(&mut st, rm, &a),
             Err(CeremonyError::NotAllowed(_))
         ));
+        // Activate while a key is current starts a rotation; nothing else key-related runs meanwhile.
         let act = Command::new("ci", st.seq, Verb::Activate);
+        assert!(matches!(
+            run(&mut st, act, &a).unwrap(),
+            Signed::Ready { .. }
+        ));
+        let target = CurrentKey {
+            verification_pattern: "vp2".into(),
+            parts: vec![PartRecord {
+                holder: "carol".into(),
+                verification_pattern: "q".into(),
+            }],
+            activated_at: 1,
+        };
+        st.begin_rotation(target.clone(), 10, 1);
+        assert_eq!(st.keys().len(), 2);
+        let rm = Command::new("ci", st.seq, Verb::RemoveAdmin).with("name", "carol");
+        assert!(matches!(
+            run(&mut st, rm, &a),
+            Err(CeremonyError::NotAllowed(_))
+        ));
+        let act = Command::new("ci", st.seq, Verb::Activate);
+        assert!(matches!(
+            run(&mut st, act, &a),
+            Err(CeremonyError::NotAllowed(_))
+        ));
+        assert!(st.finish_rotation());
+        assert_eq!(st.current.as_ref(), Some(&target));
+        assert_eq!(st.keys().len(), 1);
+
+        // Zeroize names the key it destroys; afterwards nothing key-related runs.
+        let z = Command::new("ci", st.seq, Verb::Zeroize).with("verification_pattern", "vp");
+        assert!(matches!(
+            run(&mut st, z, &a),
+            Err(CeremonyError::PartMismatch(_))
+        ));
+        let z = Command::new("ci", st.seq, Verb::Zeroize).with("verification_pattern", "vp2");
+        run(&mut st, z, &a).unwrap();
+        assert!(st.zeroized_at.is_some());
+        let z = Command::new("ci", st.seq, Verb::Zeroize).with("verification_pattern", "vp2");
+        assert!(matches!(
+            run(&mut st, z, &a),
+            Err(CeremonyError::NotAllowed(_))
+        ));
+        let act = Command::new("ci", st.seq, Verb::Commit);
         assert!(matches!(
             run(&mut st, act, &a),
             Err(CeremonyError::NotAllowed(_))

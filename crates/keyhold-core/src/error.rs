@@ -63,6 +63,10 @@ pub enum Reason {
     KeyPartMismatch,
     /// This server takes its master key from a file, not from a ceremony.
     CeremonyDisabled,
+    /// The crypto instance's master key was destroyed (crypto-shredding).
+    MasterKeyZeroized,
+    /// A key's stored material fails its integrity check (altered or swapped in the database).
+    StoredKeyIntegrity,
 }
 
 impl Reason {
@@ -120,6 +124,8 @@ impl Reason {
             CeremonyStale => "CEREMONY_STALE_COMMAND_ERR",
             KeyPartMismatch => "KEY_PART_MISMATCH_ERR",
             CeremonyDisabled => "CEREMONY_DISABLED_ERR",
+            MasterKeyZeroized => "MASTER_KEY_ZEROIZED_ERR",
+            StoredKeyIntegrity => "STORED_KEY_INTEGRITY_ERR",
         }
     }
 
@@ -159,8 +165,12 @@ impl Reason {
             | KeyRingNotEmpty
             | CeremonyState
             | CeremonyStale
-            | CeremonyDisabled => 409,
-            KeyDeleted => 410,
+            | CeremonyDisabled
+            // The key's stored state conflicts with any use of it; the client caused
+            // nothing and a retry cannot help, so neither 4xx-for-input nor 5xx fits better.
+            | StoredKeyIntegrity => 409,
+            // Gone for good, like a deleted key: retrying cannot help (503 would say it can).
+            KeyDeleted | MasterKeyZeroized => 410,
             BodyTooLarge => 413,
             KeyInvalidState
             | KeyRootReqReg

@@ -11,6 +11,7 @@ use crate::{Binding, CryptoError, Result};
 const FORMAT: u8 = 1;
 const TAG_LEN: usize = 32;
 
+#[derive(Clone)]
 pub(crate) struct BlobSealer {
     kek_bytes: Zeroizing<[u8; 32]>,
     mac: hmac::Key,

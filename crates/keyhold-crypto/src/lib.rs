@@ -64,6 +64,9 @@ pub enum CryptoError {
     /// The unit holds no master key: a quorum of administrators must unseal it.
     #[error("the crypto unit is sealed")]
     Sealed,
+    /// The master key was destroyed on purpose (crypto-shredding): nothing unwraps again.
+    #[error("the master key was zeroized")]
+    Zeroized,
 }
 
 pub type Result<T> = std::result::Result<T, CryptoError>;

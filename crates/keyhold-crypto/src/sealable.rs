@@ -3,6 +3,7 @@
 //! [`SoftUnit`]. Sealing drops the inner unit, whose derived keys and cached
 //! root keys are wiped on drop. The hot path is one atomic pointer load.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
@@ -13,6 +14,7 @@ use crate::{Binding, CryptoError, CryptoUnit, Result, SoftUnit};
 pub struct SealableUnit {
     inner: ArcSwapOption<SoftUnit>,
     cache_entries: usize,
+    zeroized: AtomicBool,
 }
 
 impl SealableUnit {
@@ -21,6 +23,7 @@ impl SealableUnit {
         SealableUnit {
             inner: ArcSwapOption::empty(),
             cache_entries,
+            zeroized: AtomicBool::new(false),
         }
     }
 
@@ -28,10 +31,61 @@ impl SealableUnit {
         self.inner.load().is_none()
     }
 
+    /// Forgets the master key for good (crypto-shredding): calls answer
+    /// [`CryptoError::Zeroized`] and unsealing does nothing any more.
+    pub fn zeroize(&self) {
+        self.zeroized.store(true, Ordering::SeqCst);
+        self.inner.store(None);
+    }
+
+    pub fn is_zeroized(&self) -> bool {
+        self.zeroized.load(Ordering::SeqCst)
+    }
+
     /// Installs the master key (the ceremony checked its verification pattern).
     pub fn unseal(&self, master: Zeroizing<[u8; 32]>) {
+        if self.is_zeroized() {
+            return;
+        }
         self.inner
             .store(Some(Arc::new(SoftUnit::new(master, self.cache_entries))));
+    }
+
+    /// Installs both keys of a rotation in progress (unsealing mid-rotation):
+    /// `new` wraps, `old` still opens what is not re-wrapped yet.
+    pub fn unseal_rotating(&self, old: Zeroizing<[u8; 32]>, new: Zeroizing<[u8; 32]>) {
+        if self.is_zeroized() {
+            return;
+        }
+        self.inner.store(Some(Arc::new(SoftUnit::rotating(
+            old,
+            new,
+            self.cache_entries,
+        ))));
+    }
+
+    /// Starts a master-key rotation: from now on blobs are wrapped under `new`,
+    /// and the current key still opens the blobs not re-wrapped yet.
+    pub fn begin_rotation(&self, new: Zeroizing<[u8; 32]>) -> Result<()> {
+        let cur = self.inner.load_full().ok_or(CryptoError::Sealed)?;
+        self.inner.store(Some(Arc::new(cur.rotated(new))));
+        Ok(())
+    }
+
+    /// Ends a rotation: the old key is dropped (wiped); cached root keys stay.
+    pub fn retire_old_key(&self) -> Result<()> {
+        let cur = self.inner.load_full().ok_or(CryptoError::Sealed)?;
+        self.inner.store(Some(Arc::new(cur.retired())));
+        Ok(())
+    }
+
+    pub fn is_rotating(&self) -> bool {
+        self.inner.load().as_ref().is_some_and(|u| u.is_rotating())
+    }
+
+    /// See [`SoftUnit::rewrap`].
+    pub fn rewrap(&self, binding: &Binding<'_>, blob: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.with(|u| u.rewrap(binding, blob))
     }
 
     /// Forgets the master key. Requests in flight finish with the unit they loaded.
@@ -42,6 +96,7 @@ impl SealableUnit {
     fn with<T>(&self, f: impl FnOnce(&SoftUnit) -> Result<T>) -> Result<T> {
         match &*self.inner.load() {
             Some(u) => f(u),
+            None if self.is_zeroized() => Err(CryptoError::Zeroized),
             None => Err(CryptoError::Sealed),
         }
     }
@@ -141,6 +196,12 @@ mod tests {
         assert_eq!(
             &u.decrypt_dek(&b, &blob, &[0; 12], b"", &ct).unwrap()[..],
             b"dek"
+        );
+        u.zeroize();
+        u.unseal(Zeroizing::new([1u8; 32]));
+        assert_eq!(
+            u.decrypt_dek(&b, &blob, &[0; 12], b"", &ct).unwrap_err(),
+            CryptoError::Zeroized
         );
     }
 }

@@ -21,7 +21,12 @@ pub const DEFAULT_CACHE_ENTRIES: usize = 10_000;
 
 pub struct SoftUnit {
     sealer: BlobSealer,
-    root_keys: Mutex<LruCache<String, Arc<LessSafeKey>>>,
+    /// During a master-key rotation: the old master key's sealer. Blobs the
+    /// current key does not open (their MAC fails fast) are tried with it.
+    legacy: Option<BlobSealer>,
+    /// Shared with the unit this one was rotated from or to: the root keys'
+    /// bytes do not change with their wrapping, so cached entries stay valid.
+    root_keys: Arc<Mutex<LruCache<String, Arc<LessSafeKey>>>>,
 }
 
 fn derive(master: &[u8; 32], info: &[u8]) -> Zeroizing<[u8; 32]> {
@@ -46,12 +51,79 @@ fn gcm_for(len: usize) -> Result<&'static aead::Algorithm> {
 impl SoftUnit {
     /// Takes ownership of the master key; only derived keys are kept.
     pub fn new(master: Zeroizing<[u8; 32]>, cache_entries: usize) -> Self {
-        let kek = derive(&master, b"blob-wrap");
-        let mac = derive(&master, b"blob-mac");
         let cap = NonZeroUsize::new(cache_entries.max(1)).unwrap_or(NonZeroUsize::MIN);
         SoftUnit {
-            sealer: BlobSealer::new(kek, &mac[..]),
-            root_keys: Mutex::new(LruCache::new(cap)),
+            sealer: Self::sealer_for(&master),
+            legacy: None,
+            root_keys: Arc::new(Mutex::new(LruCache::new(cap))),
+        }
+    }
+
+    fn sealer_for(master: &[u8; 32]) -> BlobSealer {
+        let kek = derive(master, b"blob-wrap");
+        let mac = derive(master, b"blob-mac");
+        BlobSealer::new(kek, &mac[..])
+    }
+
+    /// A unit that wraps under `new_master` and still opens what this unit's
+    /// current key wrapped (master-key rotation). The root-key cache is shared.
+    pub fn rotated(&self, new_master: Zeroizing<[u8; 32]>) -> SoftUnit {
+        SoftUnit {
+            sealer: Self::sealer_for(&new_master),
+            legacy: Some(self.sealer.clone()),
+            root_keys: self.root_keys.clone(),
+        }
+    }
+
+    /// A unit holding both keys from the start: `new_master` wraps, `old_master`
+    /// still opens (unsealing in the middle of a rotation).
+    pub fn rotating(
+        old_master: Zeroizing<[u8; 32]>,
+        new_master: Zeroizing<[u8; 32]>,
+        cache_entries: usize,
+    ) -> SoftUnit {
+        let old = SoftUnit::new(old_master, cache_entries);
+        old.rotated(new_master)
+    }
+
+    /// This unit without its old key (the rotation is over); the cache is shared.
+    pub fn retired(&self) -> SoftUnit {
+        SoftUnit {
+            sealer: self.sealer.clone(),
+            legacy: None,
+            root_keys: self.root_keys.clone(),
+        }
+    }
+
+    pub fn is_rotating(&self) -> bool {
+        self.legacy.is_some()
+    }
+
+    /// Opens a blob under the current key, or the old one during a rotation.
+    fn open(&self, binding: &Binding<'_>, blob: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        match self.sealer.open(binding, blob) {
+            Err(CryptoError::BlobIntegrity) => match &self.legacy {
+                Some(old) => old.open(binding, blob),
+                None => Err(CryptoError::BlobIntegrity),
+            },
+            other => other,
+        }
+    }
+
+    /// Re-wraps a blob under the current key: `None` when it already is, the new
+    /// blob when the old key wrapped it. A blob neither key opens (tampered,
+    /// swapped) is `BlobIntegrity`. The material never leaves the unit.
+    pub fn rewrap(&self, binding: &Binding<'_>, blob: &[u8]) -> Result<Option<Vec<u8>>> {
+        match self.sealer.open(binding, blob) {
+            Ok(_) => Ok(None),
+            Err(CryptoError::BlobIntegrity) => {
+                let Some(old) = &self.legacy else {
+                    return Err(CryptoError::BlobIntegrity);
+                };
+                let material = old.open(binding, blob)?;
+                self.sealer.seal(binding, &material).map(Some)
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -61,7 +133,7 @@ impl SoftUnit {
                 return Ok(k.clone());
             }
         }
-        let material = self.sealer.open(binding, blob)?;
+        let material = self.open(binding, blob)?;
         let alg = gcm_for(material.len())?;
         let key = UnboundKey::new(alg, &material).map_err(|_| CryptoError::Unit("aead key"))?;
         let key = Arc::new(LessSafeKey::new(key));
@@ -99,7 +171,7 @@ impl CryptoUnit for SoftUnit {
         if binding.purpose == Purpose::RootKey {
             return Err(CryptoError::Unit("root key material never leaves the unit"));
         }
-        self.sealer.open(binding, blob)
+        self.open(binding, blob)
     }
 
     fn encrypt_dek(
@@ -156,7 +228,7 @@ impl CryptoUnit for SoftUnit {
         wrapped_private: &[u8],
         ciphertext: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>> {
-        let der = self.sealer.open(binding, wrapped_private)?;
+        let der = self.open(binding, wrapped_private)?;
         import::decrypt(&der, ciphertext)
     }
 
@@ -258,5 +330,75 @@ mod tests {
                 &u.wrap_material(&b("k", "v"), &[1u8; 32]).unwrap()
             )
             .is_err());
+    }
+
+    #[test]
+    fn rotation_rewraps_and_retires_the_old_key() {
+        let k1 = unit();
+        let sb = |v| Binding {
+            purpose: Purpose::StandardKey,
+            instance_id: "inst",
+            object_id: "k",
+            version_id: v,
+        };
+        let root = k1.generate_wrapped(&b("k", "v1"), 32).unwrap();
+        let std = k1.wrap_material(&sb("s1"), b"standard").unwrap();
+        let ct = k1
+            .encrypt_dek(&b("k", "v1"), &root, &[2; 12], b"", b"dek")
+            .unwrap();
+        let k2 = k1.rotated(Zeroizing::new([7u8; 32]));
+        assert!(k2.is_rotating());
+        // Old blobs still open, new ones are wrapped under the new key.
+        k2.forget("v1");
+        assert_eq!(
+            &k2.decrypt_dek(&b("k", "v1"), &root, &[2; 12], b"", &ct)
+                .unwrap()[..],
+            b"dek"
+        );
+        assert_eq!(
+            &k2.unwrap_material(&sb("s1"), &std).unwrap()[..],
+            b"standard"
+        );
+        let new_std = k2.rewrap(&sb("s1"), &std).unwrap().unwrap();
+        assert_eq!(k2.rewrap(&sb("s1"), &new_std).unwrap(), None);
+        let new_root = k2.rewrap(&b("k", "v1"), &root).unwrap().unwrap();
+        // A tampered or swapped blob is refused by both keys.
+        let mut bad = root.clone();
+        bad[3] ^= 1;
+        assert_eq!(
+            k2.rewrap(&b("k", "v1"), &bad).unwrap_err(),
+            CryptoError::BlobIntegrity
+        );
+        assert_eq!(
+            k2.rewrap(&b("k", "v2"), &root).unwrap_err(),
+            CryptoError::BlobIntegrity
+        );
+        let done = k2.retired();
+        assert!(!done.is_rotating());
+        done.forget("v1");
+        assert_eq!(
+            &done
+                .decrypt_dek(&b("k", "v1"), &new_root, &[2; 12], b"", &ct)
+                .unwrap()[..],
+            b"dek"
+        );
+        assert_eq!(
+            &done.unwrap_material(&sb("s1"), &new_std).unwrap()[..],
+            b"standard"
+        );
+        assert_eq!(
+            done.unwrap_material(&sb("s1"), &std).unwrap_err(),
+            CryptoError::BlobIntegrity
+        );
+        // Unsealing mid-rotation with both keys gives the same unit.
+        let both = SoftUnit::rotating(Zeroizing::new([9u8; 32]), Zeroizing::new([7u8; 32]), 4);
+        assert_eq!(
+            &both.unwrap_material(&sb("s1"), &std).unwrap()[..],
+            b"standard"
+        );
+        assert_eq!(
+            &both.unwrap_material(&sb("s1"), &new_std).unwrap()[..],
+            b"standard"
+        );
     }
 }

@@ -71,6 +71,12 @@ pub async fn serve_dev(cfg: ServerConfig) -> Result<(), String> {
         addr.port(),
     );
     if let Some(c) = &deployment.ceremony {
+        let cached = Arc::downgrade(&svc);
+        c.set_forget_cached_keys(Box::new(move || {
+            if let Some(svc) = cached.upgrade() {
+                svc.forget_cached_keys();
+            }
+        }));
         state = state.with_ceremony(c.clone());
         tracing::warn!("master key from the key ceremony: the crypto unit is SEALED; key operations answer 503 CRYPTO_UNIT_SEALED_ERR until administrators load the key parts (keyhold ceremony unseal, or the first ceremony's activate)");
     }

@@ -86,6 +86,23 @@ pub enum Change {
     Alive,
 }
 
+/// A key version's stored blob, for re-wrapping under a new master key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionBlob {
+    pub instance_id: String,
+    pub key_id: String,
+    pub version_id: String,
+    /// Standard (extractable) keys are bound as such; root keys otherwise.
+    pub extractable: bool,
+    pub blob: Vec<u8>,
+}
+
+fn unsupported<T>() -> Result<T> {
+    Err(StoreError::Unavailable(
+        "this store cannot re-wrap stored blobs".into(),
+    ))
+}
+
 /// How often a watching store proves its notification channel alive.
 pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_millis(300);
 
@@ -170,4 +187,38 @@ pub trait Store: Send + Sync + 'static {
     /// Decrements the remaining retrievals if any are left; returns the token as
     /// updated and whether this retrieval was granted.
     fn retrieve_import_token(&self, instance_id: &str) -> Result<Option<(ImportToken, bool)>>;
+
+    /// Master-key rotation: key versions' blobs with a version id greater than
+    /// `after`, in version-id order (a stable order to resume from).
+    fn version_blobs_after(&self, after: &str, limit: u32) -> Result<Vec<VersionBlob>> {
+        let _ = (after, limit);
+        unsupported()
+    }
+    /// How many key versions are stored (all instances).
+    fn count_versions(&self) -> Result<u64> {
+        unsupported()
+    }
+    /// Compare-and-swap of one version's blob; returns whether it wrote.
+    fn replace_version_blob_if(&self, version_id: &str, old: &[u8], new: &[u8]) -> Result<bool> {
+        let _ = (version_id, old, new);
+        unsupported()
+    }
+    /// Import tokens of instances after `after`, in instance-id order.
+    fn import_tokens_after(&self, after: &str, limit: u32) -> Result<Vec<ImportToken>> {
+        let _ = (after, limit);
+        unsupported()
+    }
+    fn count_import_tokens(&self) -> Result<u64> {
+        unsupported()
+    }
+    /// Replaces a token's wrapped private key if it still is `old`.
+    fn replace_import_token_key_if(
+        &self,
+        instance_id: &str,
+        old: &[u8],
+        new: &[u8],
+    ) -> Result<bool> {
+        let _ = (instance_id, old, new);
+        unsupported()
+    }
 }

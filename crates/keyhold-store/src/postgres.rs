@@ -21,7 +21,8 @@ use postgres::{Client, Config, NoTls, Transaction};
 
 use crate::query::{self, crn_like, list_where, now_placeholder, order_and_page, Dialect, Param};
 use crate::{
-    ApiKeyRecord, Change, ChangeListener, RegistrationQuery, Result, Store, StoreError, HEARTBEAT,
+    ApiKeyRecord, Change, ChangeListener, RegistrationQuery, Result, Store, StoreError,
+    VersionBlob, HEARTBEAT,
 };
 
 /// Connections kept open for reuse; more may exist briefly under load.
@@ -779,6 +780,90 @@ impl Store for PostgresStore {
             )
             .map_err(db_err)?;
             Ok(Some((token, true)))
+        })
+    }
+
+    fn version_blobs_after(&self, after: &str, limit: u32) -> Result<Vec<VersionBlob>> {
+        let rows = self
+            .client()?
+            .query(
+                "SELECT v.instance_id, v.key_id, v.version_id, COALESCE(k.extractable, 0), v.blob FROM key_versions v
+                 LEFT JOIN keys k ON k.instance_id = v.instance_id AND k.id = v.key_id
+                 WHERE v.version_id COLLATE \"C\" > $1 ORDER BY v.version_id COLLATE \"C\" LIMIT $2",
+                &[&after, &i64::from(limit)],
+            )
+            .map_err(db_err)?;
+        Ok(rows
+            .iter()
+            .map(|r| VersionBlob {
+                instance_id: r.get(0),
+                key_id: r.get(1),
+                version_id: r.get(2),
+                extractable: r.get::<_, i64>(3) != 0,
+                blob: r.get(4),
+            })
+            .collect())
+    }
+
+    fn count_versions(&self) -> Result<u64> {
+        let row = self
+            .client()?
+            .query_one("SELECT COUNT(*) FROM key_versions", &[])
+            .map_err(db_err)?;
+        Ok(row.get::<_, i64>(0).max(0) as u64)
+    }
+
+    fn replace_version_blob_if(&self, version_id: &str, old: &[u8], new: &[u8]) -> Result<bool> {
+        let n = self
+            .client()?
+            .execute(
+                "UPDATE key_versions SET blob = $3 WHERE version_id = $1 AND blob = $2",
+                &[&version_id, &old, &new],
+            )
+            .map_err(db_err)?;
+        Ok(n == 1)
+    }
+
+    fn import_tokens_after(&self, after: &str, limit: u32) -> Result<Vec<ImportToken>> {
+        self.docs(
+            "SELECT doc FROM import_tokens WHERE instance_id COLLATE \"C\" > $1 ORDER BY instance_id COLLATE \"C\" LIMIT $2",
+            &[&after, &i64::from(limit)],
+        )
+    }
+
+    fn count_import_tokens(&self) -> Result<u64> {
+        let row = self
+            .client()?
+            .query_one("SELECT COUNT(*) FROM import_tokens", &[])
+            .map_err(db_err)?;
+        Ok(row.get::<_, i64>(0).max(0) as u64)
+    }
+
+    fn replace_import_token_key_if(
+        &self,
+        instance_id: &str,
+        old: &[u8],
+        new: &[u8],
+    ) -> Result<bool> {
+        self.in_tx(|tx| {
+            let row = tx
+                .query_opt(
+                    "SELECT doc FROM import_tokens WHERE instance_id = $1 FOR UPDATE",
+                    &[&instance_id],
+                )
+                .map_err(db_err)?;
+            let Some(row) = row else { return Ok(false) };
+            let mut token: ImportToken = from_json(&row.get::<_, String>(0))?;
+            if token.wrapped_private_key != old {
+                return Ok(false);
+            }
+            token.wrapped_private_key = new.to_vec();
+            tx.execute(
+                "UPDATE import_tokens SET doc = $2 WHERE instance_id = $1",
+                &[&instance_id, &to_json(&token)?],
+            )
+            .map_err(db_err)?;
+            Ok(true)
         })
     }
 }

@@ -14,7 +14,7 @@ use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, ErrorCode, OptionalExtension, Transaction};
 
 use crate::query::{crn_like, list_where, now_placeholder, order_and_page, schema, Dialect, Param};
-use crate::{ApiKeyRecord, RegistrationQuery, Result, Store, StoreError};
+use crate::{ApiKeyRecord, RegistrationQuery, Result, Store, StoreError, VersionBlob};
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
@@ -611,6 +611,95 @@ impl Store for SqliteStore {
         tx.commit().map_err(db_err)?;
         Ok(Some((token, true)))
     }
+
+    fn version_blobs_after(&self, after: &str, limit: u32) -> Result<Vec<VersionBlob>> {
+        let conn = self.conn()?;
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT v.instance_id, v.key_id, v.version_id, COALESCE(k.extractable, 0), v.blob FROM key_versions v
+                 LEFT JOIN keys k ON k.instance_id = v.instance_id AND k.id = v.key_id
+                 WHERE v.version_id > ?1 ORDER BY v.version_id LIMIT ?2",
+            )
+            .map_err(db_err)?;
+        let rows = stmt
+            .query_map(params![after, i64::from(limit)], |r| {
+                Ok(VersionBlob {
+                    instance_id: r.get(0)?,
+                    key_id: r.get(1)?,
+                    version_id: r.get(2)?,
+                    extractable: r.get(3)?,
+                    blob: r.get(4)?,
+                })
+            })
+            .map_err(db_err)?;
+        rows.map(|r| r.map_err(db_err)).collect()
+    }
+
+    fn count_versions(&self) -> Result<u64> {
+        let n: i64 = self
+            .conn()?
+            .query_row("SELECT COUNT(*) FROM key_versions", [], |r| r.get(0))
+            .map_err(db_err)?;
+        Ok(n.max(0) as u64)
+    }
+
+    fn replace_version_blob_if(&self, version_id: &str, old: &[u8], new: &[u8]) -> Result<bool> {
+        let n = self
+            .conn()?
+            .execute(
+                "UPDATE key_versions SET blob = ?3 WHERE version_id = ?1 AND blob = ?2",
+                params![version_id, old, new],
+            )
+            .map_err(db_err)?;
+        Ok(n == 1)
+    }
+
+    fn import_tokens_after(&self, after: &str, limit: u32) -> Result<Vec<ImportToken>> {
+        docs(
+            &*self.conn()?,
+            "SELECT doc FROM import_tokens WHERE instance_id > ?1 ORDER BY instance_id LIMIT ?2",
+            params![after, i64::from(limit)],
+        )
+    }
+
+    fn count_import_tokens(&self) -> Result<u64> {
+        let n: i64 = self
+            .conn()?
+            .query_row("SELECT COUNT(*) FROM import_tokens", [], |r| r.get(0))
+            .map_err(db_err)?;
+        Ok(n.max(0) as u64)
+    }
+
+    fn replace_import_token_key_if(
+        &self,
+        instance_id: &str,
+        old: &[u8],
+        new: &[u8],
+    ) -> Result<bool> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction().map_err(db_err)?;
+        let doc: Option<String> = tx
+            .query_row(
+                "SELECT doc FROM import_tokens WHERE instance_id = ?1",
+                [instance_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err)?;
+        let Some(doc) = doc else { return Ok(false) };
+        let mut token: ImportToken = from_json(&doc)?;
+        if token.wrapped_private_key != old {
+            return Ok(false);
+        }
+        token.wrapped_private_key = new.to_vec();
+        tx.execute(
+            "UPDATE import_tokens SET doc = ?2 WHERE instance_id = ?1",
+            params![instance_id, to_json(&token)?],
+        )
+        .map_err(db_err)?;
+        tx.commit().map_err(db_err)?;
+        Ok(true)
+    }
 }
 
 #[cfg(test)]
@@ -661,6 +750,53 @@ mod tests {
             created_at: 100,
             blob: vec![seq as u8; 8],
         }
+    }
+
+    #[test]
+    fn blobs_walk_in_order_and_swap_by_compare() {
+        let s = SqliteStore::open_in_memory().unwrap();
+        for id in ["b", "a", "c"] {
+            let mut k = key(id, "default", KeyState::Active, &[]);
+            k.extractable = id == "c";
+            s.insert_key(&k, &version(&k, 1)).unwrap();
+        }
+        assert_eq!(s.count_versions().unwrap(), 3);
+        let first = s.version_blobs_after("", 2).unwrap();
+        let ids: Vec<_> = first.iter().map(|b| b.version_id.as_str()).collect();
+        assert_eq!(ids, ["a-1", "b-1"]);
+        let rest = s.version_blobs_after("b-1", 2).unwrap();
+        assert_eq!(rest.len(), 1);
+        assert!(rest[0].extractable && !first[0].extractable);
+        assert!(!s.replace_version_blob_if("a-1", b"other", b"new").unwrap());
+        assert!(s
+            .replace_version_blob_if("a-1", &first[0].blob, b"new")
+            .unwrap());
+        assert_eq!(s.version_blobs_after("", 1).unwrap()[0].blob, b"new");
+
+        let t = ImportToken {
+            instance_id: "inst".into(),
+            created_at: 1,
+            expires_at: 1000,
+            max_retrievals: 1,
+            remaining_retrievals: 1,
+            public_key_pem: String::new(),
+            nonce: vec![1; 12],
+            wrapped_private_key: vec![1],
+            token_id: "t".into(),
+        };
+        s.put_import_token(&t).unwrap();
+        assert_eq!(s.count_import_tokens().unwrap(), 1);
+        assert_eq!(s.import_tokens_after("", 5).unwrap().len(), 1);
+        assert!(s.import_tokens_after("inst", 5).unwrap().is_empty());
+        assert!(!s.replace_import_token_key_if("inst", &[2], &[3]).unwrap());
+        assert!(s.replace_import_token_key_if("inst", &[1], &[3]).unwrap());
+        assert_eq!(
+            s.get_import_token("inst")
+                .unwrap()
+                .unwrap()
+                .wrapped_private_key,
+            [3]
+        );
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! node's memory: a part or a master key is never stored. Each node is a crypto
 //! unit that is unsealed separately, as HPCS crypto units are.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
 
 use keyhold_ceremony::command::{Command, Verb};
 use keyhold_ceremony::register::{NewRegister, UnsealRegister};
@@ -23,11 +24,18 @@ use serde_json::{json, Value};
 
 use crate::service::store_err;
 
+mod rewrap;
 #[cfg(test)]
 mod tests;
 
+pub use rewrap::Hook;
+use rewrap::Walker;
+
 const STATE_PREFIX: &str = "ceremony_state:";
 const CAS_ATTEMPTS: u32 = 16;
+/// How often a node reads the ceremony state to learn what other nodes did
+/// (zeroize, a rotation started or finished).
+const STATE_POLL: Duration = Duration::from_secs(1);
 
 /// A signed command as the CLI sends it.
 #[derive(Debug, Deserialize)]
@@ -54,6 +62,8 @@ pub enum Outcome {
     },
     Unsealed {
         verification_pattern: String,
+        /// Mid-rotation: the new key's pattern (both keys were loaded).
+        rotating_to: Option<String>,
     },
 }
 
@@ -79,8 +89,10 @@ impl Outcome {
             }),
             Outcome::Unsealed {
                 verification_pattern,
+                rotating_to,
             } => json!({
                 "result": "unsealed", "verification_pattern": verification_pattern,
+                "rotating_to": rotating_to,
             }),
         }
     }
@@ -97,7 +109,30 @@ pub struct Ceremony {
     unit: Arc<SealableUnit>,
     crypto_instance: String,
     account_id: String,
-    regs: Mutex<Registers>,
+    regs: Arc<Mutex<Registers>>,
+    walker: Arc<Walker>,
+    held: Arc<Mutex<HeldKeys>>,
+}
+
+/// The verification patterns of the keys this node's unit holds (none while
+/// sealed): the current key and, mid-rotation, the new one. Compared with the
+/// stored state to notice a rotation started or finished on another node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct HeldKeys {
+    pub current: Option<String>,
+    pub target: Option<String>,
+}
+
+impl HeldKeys {
+    fn of(st: &CeremonyState) -> Self {
+        HeldKeys {
+            current: st.current.as_ref().map(|c| c.verification_pattern.clone()),
+            target: st
+                .rotation
+                .as_ref()
+                .map(|r| r.target.verification_pattern.clone()),
+        }
+    }
 }
 
 pub(crate) fn ceremony_err(e: CeremonyError) -> Error {
@@ -128,16 +163,25 @@ impl Ceremony {
         crypto_instance: &str,
         account_id: &str,
     ) -> Result<Self> {
+        let held = Arc::new(Mutex::new(HeldKeys::default()));
+        let walker = Arc::new(Walker::new(
+            store.clone(),
+            unit.clone(),
+            format!("{STATE_PREFIX}{crypto_instance}"),
+            held.clone(),
+        ));
         let c = Ceremony {
+            walker,
+            held,
             store,
             unit,
             crypto_instance: crypto_instance.into(),
             account_id: account_id.into(),
-            regs: Mutex::new(Registers {
+            regs: Arc::new(Mutex::new(Registers {
                 new: NewRegister::default(),
                 unseal: UnsealRegister::default(),
                 transport: new_transport()?,
-            }),
+            })),
         };
         let fresh = serde_json::to_vec(&CeremonyState::new(crypto_instance))
             .map_err(|_| Error::internal())?;
@@ -145,7 +189,86 @@ impl Ceremony {
         c.store
             .replace_setting_if(&c.key(), None, &fresh)
             .map_err(store_err)?;
+        let (_, st) = c.load()?;
+        if st.zeroized_at.is_some() {
+            c.unit.zeroize();
+        }
+        c.follow_state();
         Ok(c)
+    }
+
+    /// Other nodes' ceremony commands reach this one within [`STATE_POLL`]: a
+    /// thread reads the state (one small read) while the ceremony lives and
+    /// - zeroizes the unit after another node's `zeroize`;
+    /// - seals it when the keys it holds no longer match the state (a rotation
+    ///   started on another node: this node lacks the new key, and would
+    ///   otherwise fail on the blobs wrapped under it);
+    /// - retires the old key when another node finished a rotation this node
+    ///   was unsealed for (with both keys).
+    fn follow_state(&self) {
+        let store: Weak<dyn Store> = Arc::downgrade(&self.store);
+        let unit = Arc::downgrade(&self.unit);
+        let regs = Arc::downgrade(&self.regs);
+        let held = Arc::downgrade(&self.held);
+        let walker = Arc::downgrade(&self.walker);
+        let key = self.key();
+        let _ = std::thread::Builder::new()
+            .name("keyhold-ceremony-follow".into())
+            .spawn(move || loop {
+                std::thread::sleep(STATE_POLL);
+                let (Some(store), Some(unit), Some(regs), Some(held), Some(walker)) = (
+                    store.upgrade(),
+                    unit.upgrade(),
+                    regs.upgrade(),
+                    held.upgrade(),
+                    walker.upgrade(),
+                ) else {
+                    return;
+                };
+                if unit.is_zeroized() {
+                    return;
+                }
+                // Serialized with this node's own commands.
+                let Ok(_regs) = regs.lock() else { return };
+                let Some(st) = store
+                    .get_setting(&key)
+                    .ok()
+                    .flatten()
+                    .and_then(|raw| serde_json::from_slice::<CeremonyState>(&raw).ok())
+                else {
+                    continue;
+                };
+                if st.zeroized_at.is_some() {
+                    unit.zeroize();
+                    tracing::warn!("the master key was zeroized by another node: key operations now answer MASTER_KEY_ZEROIZED_ERR");
+                    return;
+                }
+                if unit.is_sealed() {
+                    continue;
+                }
+                let Ok(mut have) = held.lock() else { return };
+                let want = HeldKeys::of(&st);
+                if *have == want {
+                    continue;
+                }
+                if have.target.is_some() && want.target.is_none() && want.current == have.target {
+                    walker.forget_cached();
+                    if unit.retire_old_key().is_ok() {
+                        tracing::info!("master-key rotation finished on another node: the old key is retired here too");
+                    }
+                    *have = want;
+                } else {
+                    unit.seal();
+                    *have = HeldKeys::default();
+                    tracing::warn!(held = ?*have, wanted = ?want, "the keys this node holds do not match the ceremony state (a master-key rotation started on another node): sealed; unseal it with the parts of every key status lists");
+                }
+            });
+    }
+
+    /// Lets the rotation drop this node's cached key records (which carry
+    /// blobs) before the old master key is retired.
+    pub fn set_forget_cached_keys(&self, hook: Hook) {
+        self.walker.set_forget_cached_keys(hook);
     }
 
     pub fn account_id(&self) -> &str {
@@ -204,15 +327,34 @@ impl Ceremony {
                 "required": p.required, "created_at": p.created_at,
             }))
             .collect();
-        let current = match &st.current {
-            Some(c) => json!({"state": "valid", "verification_pattern": c.verification_pattern,
-                "parts": c.parts, "activated_at": c.activated_at}),
-            None => json!({"state": "empty"}),
+        let current = match (&st.current, st.zeroized_at) {
+            (Some(c), Some(at)) => {
+                json!({"state": "zeroized", "verification_pattern": c.verification_pattern,
+                "zeroized_at": at})
+            }
+            (Some(c), None) => {
+                json!({"state": "valid", "verification_pattern": c.verification_pattern,
+                "parts": c.parts, "activated_at": c.activated_at})
+            }
+            (None, _) => json!({"state": "empty"}),
+        };
+        let rotation = match &st.rotation {
+            Some(r) => json!({
+                "state": "rewrapping",
+                "to_verification_pattern": r.target.verification_pattern,
+                "to_parts": r.target.parts,
+                "blobs_done": r.done, "blobs_total": r.total, "blobs_unreadable": r.unreadable,
+                "phase": r.cursor.phase, "started_at": r.started_at,
+                "walking_on_this_node": self.walker.is_running(),
+            }),
+            None => Value::Null,
         };
         Ok(json!({
             "master_key_source": "ceremony",
             "crypto_instance": st.crypto_instance,
             "sealed": self.unit.is_sealed(),
+            "zeroized": st.zeroized_at.is_some(),
+            "rotation": rotation,
             "imprint_mode": st.imprint,
             "sequence": st.seq,
             "admins": admins,
@@ -221,7 +363,7 @@ impl Ceremony {
             "registers": {
                 "new": regs.new.view(),
                 "current": current,
-                "unseal": regs.unseal.view(st.current.as_ref()),
+                "unseal": regs.unseal.view(&st.keys()),
             },
             "transport_key": {
                 "id": regs.transport.id(),
@@ -251,7 +393,21 @@ impl Ceremony {
             // Refuse at the first signature what the registers would refuse at execution.
             match sub.command.verb {
                 Verb::Commit => regs.new.check_commit(pattern()?).map_err(ceremony_err)?,
-                Verb::Activate => regs.new.check_activate(pattern()?).map_err(ceremony_err)?,
+                Verb::Activate => {
+                    regs.new.check_activate(pattern()?).map_err(ceremony_err)?;
+                    if st.current_pattern() == pattern()? {
+                        return Err(Error::new(
+                            Reason::CeremonyState,
+                            "the new master key register holds the current master key: rotate to a new key",
+                        ));
+                    }
+                    if st.current.is_some() && self.unit.is_sealed() {
+                        return Err(Error::new(
+                            Reason::CeremonyState,
+                            "rotating the master key needs this node unsealed with the current key",
+                        ));
+                    }
+                }
                 _ => {}
             }
             let signed = st
@@ -270,8 +426,13 @@ impl Ceremony {
             st.apply(&command, now).map_err(ceremony_err)?;
             let activated = if command.verb == Verb::Activate {
                 let (key, record) = regs.new.committed(now).map_err(ceremony_err)?;
-                st.set_current(record);
-                Some(key)
+                if st.current.is_some() {
+                    st.begin_rotation(record, self.count_blobs()?, now);
+                    Some((key, true))
+                } else {
+                    st.set_current(record);
+                    Some((key, false))
+                }
             } else {
                 None
             };
@@ -283,9 +444,34 @@ impl Ceremony {
                 Verb::Activate => {
                     regs.new.clear();
                     regs.transport = new_transport()?;
-                    if let Some(key) = activated {
-                        self.unit.unseal(key);
+                    match activated {
+                        Some((key, true)) => {
+                            if let Ok(mut h) = self.held.lock() {
+                                *h = HeldKeys::of(&st);
+                            }
+                            if self.unit.begin_rotation(key).is_err() {
+                                // Sealed meanwhile: the next unseal needs both keys and resumes.
+                                tracing::warn!("master-key rotation recorded while the unit was sealed; unseal with both keys' parts to run it");
+                            } else {
+                                tracing::info!("master-key rotation started: new blobs are wrapped under the new key; stored blobs are being re-wrapped");
+                                self.walker.start();
+                            }
+                        }
+                        Some((key, false)) => {
+                            if let Ok(mut h) = self.held.lock() {
+                                *h = HeldKeys::of(&st);
+                            }
+                            self.unit.unseal(key)
+                        }
+                        None => {}
                     }
+                }
+                Verb::Zeroize => {
+                    self.unit.zeroize();
+                    regs.new.clear();
+                    regs.unseal.clear();
+                    regs.transport = new_transport()?;
+                    tracing::warn!("the master key was zeroized (crypto-shredding): key operations answer MASTER_KEY_ZEROIZED_ERR");
                 }
                 _ => {}
             }
@@ -343,10 +529,17 @@ impl Ceremony {
             let Some(part) = part else {
                 return Err(Error::bad_body("load-part needs a key part"));
             };
-            if st.current.is_some() {
+            st.check_not_zeroized().map_err(ceremony_err)?;
+            if st.rotation.is_some() {
                 return Err(Error::new(
                     Reason::CeremonyState,
-                    "a master key is already active; loading a new one (rotation) is not supported yet",
+                    "a master-key rotation is in progress; load a new key after it finished",
+                ));
+            }
+            if st.current.is_some() && self.unit.is_sealed() {
+                return Err(Error::new(
+                    Reason::CeremonyState,
+                    "a master key is active and this node is sealed: unseal it before loading a new master key (rotation)",
                 ));
             }
             let total: u8 = arg("parts")?
@@ -364,12 +557,14 @@ impl Ceremony {
                 approved_by: Vec::new(),
             });
         }
+        st.check_not_zeroized().map_err(ceremony_err)?;
         let Some(current) = &st.current else {
             return Err(Error::new(
                 Reason::CeremonyState,
                 "no master key has been activated yet: load parts into the new register, commit and activate",
             ));
         };
+        let keys = st.keys();
         if !self.unit.is_sealed() {
             return Err(Error::new(
                 Reason::CeremonyState,
@@ -379,31 +574,59 @@ impl Ceremony {
         match part {
             Some(part) => regs
                 .unseal
-                .load(current, &sub.admin, part)
+                .load(&keys, &sub.admin, part)
                 .map_err(ceremony_err)?,
             None => regs.unseal.approve(&sub.admin).map_err(ceremony_err)?,
         }
         let threshold = usize::from(st.signature_threshold.max(1));
         match regs.unseal.take_if_quorum(threshold) {
-            Some(key) => {
-                self.unit.unseal(key);
+            Some(mut got) => {
+                let rotating_to = st
+                    .rotation
+                    .as_ref()
+                    .map(|r| r.target.verification_pattern.clone());
+                let new = (got.len() == 2).then(|| got.pop()).flatten();
+                let Some(old) = got.pop() else {
+                    return Err(Error::internal());
+                };
+                if let Ok(mut h) = self.held.lock() {
+                    *h = HeldKeys::of(&st);
+                }
+                match new {
+                    Some(new) => self.unit.unseal_rotating(old, new),
+                    None => self.unit.unseal(old),
+                }
                 regs.transport = new_transport()?;
-                tracing::info!(admin = %sub.admin, verification_pattern = %current.verification_pattern, "crypto unit unsealed");
+                tracing::info!(admin = %sub.admin, verification_pattern = %current.verification_pattern, rotating_to = ?rotating_to, "crypto unit unsealed");
+                if rotating_to.is_some() {
+                    tracing::info!("master-key rotation in progress: resuming the re-wrap walk");
+                    self.walker.start();
+                }
                 Ok(Outcome::Unsealed {
                     verification_pattern: current.verification_pattern.clone(),
+                    rotating_to,
                 })
             }
             None => {
-                let view = regs.unseal.view(Some(current));
+                let view = regs.unseal.view(&keys);
                 tracing::info!(admin = %sub.admin, loaded = view.parts_loaded.len(), approved = view.approved_by.len(), "unseal: part or approval recorded");
                 Ok(Outcome::PartLoaded {
                     register,
                     loaded: view.parts_loaded.len(),
-                    total: current.parts.len(),
+                    total: usize::from(view.parts_total),
                     approved_by: view.approved_by,
                 })
             }
         }
+    }
+}
+
+impl Ceremony {
+    /// Stored blobs a rotation re-wraps (for its progress).
+    fn count_blobs(&self) -> Result<u64> {
+        let v = self.store.count_versions().map_err(store_err)?;
+        let t = self.store.count_import_tokens().map_err(store_err)?;
+        Ok(v + t)
     }
 }
 

@@ -99,13 +99,17 @@ pub(crate) fn crypto_err(e: CryptoError) -> Error {
         CryptoError::BlobIntegrity => {
             tracing::error!("stored key material failed its integrity check");
             Error::new(
-                Reason::UnprocessableCiphertext,
-                "The stored key material could not be used by the crypto unit",
+                Reason::StoredKeyIntegrity,
+                "The stored material of this key failed its integrity check (altered, or swapped with another key's, in the database); it was not used and nothing was changed. Restore the key's row from a backup",
             )
         }
         CryptoError::Sealed => Error::new(
             Reason::CryptoUnitSealed,
             "The crypto unit is sealed: its master key is loaded only when a quorum of administrators unseals it (keyhold ceremony unseal)",
+        ),
+        CryptoError::Zeroized => Error::new(
+            Reason::MasterKeyZeroized,
+            "The master key of this crypto instance was zeroized (crypto-shredding): its keys can never be used again",
         ),
         CryptoError::Unit(what) => {
             tracing::error!(operation = what, "crypto unit failure");
@@ -190,6 +194,12 @@ impl Service {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// Drops every cached key record (they carry stored blobs): after a
+    /// master-key rotation re-wrapped them.
+    pub fn forget_cached_keys(&self) {
+        self.cache.clear();
     }
 
     pub fn unit(&self) -> &Arc<dyn CryptoUnit> {

@@ -55,6 +55,15 @@ Examples (three administrators, signature threshold 2, a master key in two parts
   keyhold ceremony unseal --part alice.part --admin-key alice.key
   keyhold ceremony unseal --part bob.part --admin-key bob.key
   keyhold ceremony status
+  # rotation, while unsealed: the new parts' holders load them, then two administrators sign
+  keyhold ceremony load-part --parts 2 --part alice2.part --admin-key alice.key   (and bob2.part)
+  keyhold ceremony commit --admin-key alice.key      then     --admin-key carol.key
+  keyhold ceremony rotate --admin-key alice.key      then     --admin-key carol.key
+  keyhold ceremony status       # rotation: blobs done / total; the old key is retired at the end
+  # a restart mid-rotation: unseal with the parts of both keys (each holder, each part)
+  keyhold ceremony unseal --part alice.part --admin-key alice.key   (alice2.part, bob.part, bob2.part)
+  # crypto-shredding: destroy the master key; every key then answers MASTER_KEY_ZEROIZED_ERR
+  keyhold ceremony zeroize --verification-pattern VP --admin-key alice.key   then   --admin-key carol.key
 
 Passphrases are asked at the terminal, or read from --passphrase-file /
 --part-passphrase-file, or from $KEYHOLD_ADMIN_PASSPHRASE / $KEYHOLD_PART_PASSPHRASE.";
@@ -177,6 +186,25 @@ enum CeremonyCommand {
     Activate {
         #[arg(long)]
         verification_pattern: Option<String>,
+        #[command(flatten)]
+        signer: SignerArgs,
+    },
+    /// Rotate the master key: make the committed new key current while the old one is
+    /// active. New keys are wrapped under it at once; every stored key is re-wrapped in
+    /// the background (progress in status); then the old key is retired.
+    Rotate {
+        #[arg(long)]
+        verification_pattern: Option<String>,
+        #[command(flatten)]
+        signer: SignerArgs,
+    },
+    /// Destroy the master key (crypto-shredding): every node seals for good and every key
+    /// of the instance answers MASTER_KEY_ZEROIZED_ERR. Cannot be undone.
+    Zeroize {
+        /// The CURRENT master key's verification pattern (as status shows it): you sign
+        /// the key you destroy.
+        #[arg(long)]
+        verification_pattern: String,
         #[command(flatten)]
         signer: SignerArgs,
     },
@@ -310,10 +338,15 @@ fn report(out: &Value) {
                 );
             }
         }
-        Some("unsealed") => println!(
-            "UNSEALED: the crypto unit holds the master key with verification pattern {}",
-            out["verification_pattern"].as_str().unwrap_or("?")
-        ),
+        Some("unsealed") => {
+            println!(
+                "UNSEALED: the crypto unit holds the master key with verification pattern {}",
+                out["verification_pattern"].as_str().unwrap_or("?")
+            );
+            if let Some(to) = out["rotating_to"].as_str() {
+                println!("rotation in progress to the master key with verification pattern {to}: re-wrapping resumes");
+            }
+        }
         _ => println!("{out}"),
     }
 }
@@ -380,6 +413,25 @@ fn print_status(st: &Value) {
             s => s,
         }
     );
+    if st["zeroized"] == true {
+        println!("ZEROIZED:            the master key was destroyed; nothing unseals again");
+    }
+    let rot = &st["rotation"];
+    if rot.is_object() {
+        println!(
+            "rotation:            to pattern {}: {} of {} blobs re-wrapped ({} unreadable), phase {}{}",
+            rot["to_verification_pattern"].as_str().unwrap_or("-"),
+            rot["blobs_done"],
+            rot["blobs_total"],
+            rot["blobs_unreadable"],
+            rot["phase"].as_str().unwrap_or("?"),
+            if rot["walking_on_this_node"] == true {
+                ", running"
+            } else {
+                ", waiting (unseal with both keys' parts to resume)"
+            }
+        );
+    }
     for p in st["pending"].as_array().into_iter().flatten() {
         println!(
             "pending:             {} {} signed by {} (needs {})",
@@ -579,6 +631,17 @@ fn run(a: CeremonyArgs) -> Result<(), CliError> {
             report(&load_part(&mut c, "unseal", None, part.as_ref(), signer)?);
             Ok(())
         }
+        CeremonyCommand::Zeroize {
+            verification_pattern,
+            signer,
+        } => {
+            let s = open_signer(signer)?;
+            let mut c = connect(&a)?;
+            let (cmd, _) = prepare(&mut c, Verb::Zeroize)?;
+            let cmd = cmd.with("verification_pattern", verification_pattern.as_str());
+            report(&submit(&mut c, &cmd, &s)?);
+            Ok(())
+        }
         CeremonyCommand::Commit {
             verification_pattern,
             signer,
@@ -586,7 +649,12 @@ fn run(a: CeremonyArgs) -> Result<(), CliError> {
         | CeremonyCommand::Activate {
             verification_pattern,
             signer,
+        }
+        | CeremonyCommand::Rotate {
+            verification_pattern,
+            signer,
         } => {
+            let rotate = matches!(a.command, CeremonyCommand::Rotate { .. });
             let verb = if matches!(a.command, CeremonyCommand::Commit { .. }) {
                 Verb::Commit
             } else {
@@ -595,6 +663,19 @@ fn run(a: CeremonyArgs) -> Result<(), CliError> {
             let s = open_signer(signer)?;
             let mut c = connect(&a)?;
             let (cmd, st) = prepare(&mut c, verb)?;
+            let current = st["registers"]["current"]["state"].as_str() == Some("valid");
+            if rotate && !current {
+                return Err(CliError::Refused(
+                    "no master key is current: the first key is made current with `activate`"
+                        .into(),
+                ));
+            }
+            if verb == Verb::Activate && !rotate && current {
+                return Err(CliError::Usage(
+                    "a master key is current: a new one replaces it with `keyhold ceremony rotate`"
+                        .into(),
+                ));
+            }
             let vp = pattern_from(&st, verification_pattern.clone())?;
             println!("new master key verification pattern: {vp}");
             report(&submit(&mut c, &cmd.with("verification_pattern", vp), &s)?);
