@@ -10,6 +10,7 @@ use keyhold_server::config::{CryptoUnitConfig, MasterKeySource, ServerConfig, Tl
 
 mod ceremony_cli;
 mod cli;
+mod log_writer;
 
 #[derive(Parser)]
 #[command(
@@ -233,15 +234,15 @@ fn main() -> ExitCode {
         Command::Client(cmd) => return cli::run(cmd),
         other => Cli { command: other },
     };
-    // Log lines are written by a background thread in batches (one write per batch,
-    // not per request); none is dropped: a full queue slows the request down instead.
-    let (log_writer, _log_guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("keyhold-log")
-        .finish(std::io::BufWriter::with_capacity(
-            64 * 1024,
-            std::io::stderr(),
-        ));
+    // Log lines are written by a background thread in batches (log_writer.rs); none
+    // is dropped: a full buffer slows the request down instead.
+    let (log_writer, _log_guard) = match log_writer::batched_stderr() {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("keyhold: cannot start the log writer: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     tracing_subscriber::fmt()
         .json()
         .with_writer(log_writer)
