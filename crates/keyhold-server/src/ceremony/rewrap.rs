@@ -287,6 +287,23 @@ impl Walker {
         self.forget_cached();
         std::thread::sleep(self.grace);
         self.forget_cached();
+        // A request that wrapped a blob under the old key just before the rotation
+        // began may have stored it after the walk passed its place. Retiring the old
+        // key would then lose that key for good, so walk everything once more and
+        // retire only after a walk that found nothing left under the old key.
+        loop {
+            match self.sweep()? {
+                None => return Ok(()),
+                Some(0) => break,
+                Some(n) => {
+                    tracing::warn!(
+                        blobs = n,
+                        "master-key rotation: re-wrapped blobs stored under the old key after the walk passed them; checking again"
+                    );
+                    std::thread::sleep(self.grace);
+                }
+            }
+        }
         for _ in 0..CAS_ATTEMPTS {
             let (raw, mut st) = self.load()?;
             match &st.rotation {
@@ -307,9 +324,138 @@ impl Walker {
         Err("the ceremony state kept changing; the rotation is not finished yet".into())
     }
 
+    /// Walks every stored blob once more and re-wraps any still under the old key.
+    /// Returns how many it re-wrapped (`None`: the unit was sealed meanwhile). Blobs
+    /// neither key opens were counted by the walk; they are left as they are.
+    fn sweep(&self) -> Result<Option<u64>, String> {
+        let mut rewrapped = 0;
+        let mut after = String::new();
+        loop {
+            let batch = self
+                .store
+                .version_blobs_after(&after, self.batch)
+                .map_err(|e| e.to_string())?;
+            let Some(last) = batch.last() else { break };
+            for b in &batch {
+                let binding = Binding {
+                    purpose: if b.extractable {
+                        Purpose::StandardKey
+                    } else {
+                        Purpose::RootKey
+                    },
+                    instance_id: &b.instance_id,
+                    object_id: &b.key_id,
+                    version_id: &b.version_id,
+                };
+                match self.unit.rewrap(&binding, &b.blob) {
+                    Ok(None) | Err(CryptoError::BlobIntegrity) => {}
+                    Ok(Some(new)) => {
+                        self.store
+                            .replace_version_blob_if(&b.version_id, &b.blob, &new)
+                            .map_err(|e| e.to_string())?;
+                        rewrapped += 1;
+                    }
+                    Err(CryptoError::Sealed) => return Ok(None),
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+            after = last.version_id.clone();
+        }
+        after.clear();
+        loop {
+            let batch = self
+                .store
+                .import_tokens_after(&after, self.batch)
+                .map_err(|e| e.to_string())?;
+            let Some(last) = batch.last() else { break };
+            for t in &batch {
+                let binding = Binding {
+                    purpose: Purpose::ImportTokenKey,
+                    instance_id: &t.instance_id,
+                    object_id: &t.token_id,
+                    version_id: "1",
+                };
+                match self.unit.rewrap(&binding, &t.wrapped_private_key) {
+                    Ok(None) | Err(CryptoError::BlobIntegrity) => {}
+                    Ok(Some(new)) => {
+                        self.store
+                            .replace_import_token_key_if(
+                                &t.instance_id,
+                                &t.wrapped_private_key,
+                                &new,
+                            )
+                            .map_err(|e| e.to_string())?;
+                        rewrapped += 1;
+                    }
+                    Err(CryptoError::Sealed) => return Ok(None),
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+            after = last.instance_id.clone();
+        }
+        Ok(Some(rewrapped))
+    }
+
     pub(crate) fn forget_cached(&self) {
         if let Some(f) = self.forget_cached_keys.get() {
             f();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use keyhold_core::model::ImportToken;
+    use keyhold_crypto::CryptoUnit;
+    use keyhold_store::SqliteStore;
+    use zeroize::Zeroizing;
+
+    use super::*;
+
+    #[test]
+    fn the_sweep_finds_a_blob_stored_under_the_old_key_after_the_walk() {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().unwrap());
+        let unit = Arc::new(SealableUnit::sealed(16));
+        unit.unseal(Zeroizing::new([1u8; 32]));
+        let binding = Binding {
+            purpose: Purpose::ImportTokenKey,
+            instance_id: "inst",
+            object_id: "t",
+            version_id: "1",
+        };
+        // Wrapped just before the rotation began, stored after the walk passed it.
+        let old = unit.wrap_material(&binding, b"private key").unwrap();
+        unit.begin_rotation(Zeroizing::new([2u8; 32])).unwrap();
+        store
+            .put_import_token(&ImportToken {
+                instance_id: "inst".into(),
+                created_at: 0,
+                expires_at: i64::MAX,
+                max_retrievals: 1,
+                remaining_retrievals: 1,
+                public_key_pem: String::new(),
+                nonce: vec![0; 12],
+                wrapped_private_key: old.clone(),
+                token_id: "t".into(),
+            })
+            .unwrap();
+        let held = Arc::new(Mutex::new(HeldKeys {
+            current: None,
+            target: None,
+        }));
+        let walker = Walker::new(store.clone(), unit.clone(), "test".into(), held);
+        assert_eq!(walker.sweep().unwrap(), Some(1));
+        assert_eq!(walker.sweep().unwrap(), Some(0), "a clean sweep comes next");
+        let new = store
+            .get_import_token("inst")
+            .unwrap()
+            .unwrap()
+            .wrapped_private_key;
+        assert_ne!(new, old);
+        unit.retire_old_key().unwrap();
+        assert_eq!(
+            &unit.unwrap_material(&binding, &new).unwrap()[..],
+            b"private key"
+        );
     }
 }
