@@ -11,8 +11,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use keyhold_ceremony::state::{CeremonyState, Rotation, RotationCursor, RotationPhase};
+use keyhold_core::model::ImportToken;
 use keyhold_crypto::{Binding, CryptoError, Purpose, SealableUnit};
-use keyhold_store::{Store, StoreError};
+use keyhold_store::{Store, StoreError, VersionBlob};
 
 use super::HeldKeys;
 
@@ -41,6 +42,18 @@ fn env_u64(name: &str) -> Option<u64> {
 enum Step {
     More,
     Stop,
+}
+
+/// What became of one stored blob.
+#[derive(Clone, Copy)]
+enum Outcome {
+    /// Already under the new key.
+    AlreadyNew,
+    Rewrapped,
+    /// Neither key opens it (tampered or swapped); left as it is.
+    Unreadable,
+    /// The unit was sealed meanwhile: stop, the walk resumes at the next unseal.
+    Sealed,
 }
 
 impl Walker {
@@ -146,24 +159,55 @@ impl Walker {
         }
     }
 
-    /// Re-wraps one blob; `Ok(false)` when neither key opens it.
+    /// Re-wraps one blob under the new key and writes it with `write` (a
+    /// compare-and-swap: it does nothing when the blob changed meanwhile, say
+    /// because another node re-wrapped it).
     fn rewrap(
         &self,
         binding: &Binding<'_>,
         blob: &[u8],
         write: impl FnOnce(&[u8]) -> Result<bool, StoreError>,
-    ) -> Result<Option<bool>, String> {
+    ) -> Result<Outcome, String> {
         match self.unit.rewrap(binding, blob) {
-            Ok(None) => Ok(Some(true)),
+            Ok(None) => Ok(Outcome::AlreadyNew),
             Ok(Some(new)) => {
-                // False: the blob changed meanwhile (another node re-wrapped it).
                 write(&new).map_err(|e| e.to_string())?;
-                Ok(Some(true))
+                Ok(Outcome::Rewrapped)
             }
-            Err(CryptoError::BlobIntegrity) => Ok(Some(false)),
-            Err(CryptoError::Sealed) => Ok(None),
+            Err(CryptoError::BlobIntegrity) => Ok(Outcome::Unreadable),
+            Err(CryptoError::Sealed) => Ok(Outcome::Sealed),
             Err(e) => Err(e.to_string()),
         }
+    }
+
+    fn rewrap_version(&self, b: &VersionBlob) -> Result<Outcome, String> {
+        let binding = Binding {
+            purpose: if b.extractable {
+                Purpose::StandardKey
+            } else {
+                Purpose::RootKey
+            },
+            instance_id: &b.instance_id,
+            object_id: &b.key_id,
+            version_id: &b.version_id,
+        };
+        self.rewrap(&binding, &b.blob, |new| {
+            self.store
+                .replace_version_blob_if(&b.version_id, &b.blob, new)
+        })
+    }
+
+    fn rewrap_token(&self, t: &ImportToken) -> Result<Outcome, String> {
+        let binding = Binding {
+            purpose: Purpose::ImportTokenKey,
+            instance_id: &t.instance_id,
+            object_id: &t.token_id,
+            version_id: "1",
+        };
+        self.rewrap(&binding, &t.wrapped_private_key, |new| {
+            self.store
+                .replace_import_token_key_if(&t.instance_id, &t.wrapped_private_key, new)
+        })
     }
 
     fn versions(&self, rot: &Rotation) -> Result<Step, String> {
@@ -176,24 +220,10 @@ impl Walker {
         };
         let mut unreadable = 0;
         for b in &batch {
-            let binding = Binding {
-                purpose: if b.extractable {
-                    Purpose::StandardKey
-                } else {
-                    Purpose::RootKey
-                },
-                instance_id: &b.instance_id,
-                object_id: &b.key_id,
-                version_id: &b.version_id,
-            };
-            let r = self.rewrap(&binding, &b.blob, |new| {
-                self.store
-                    .replace_version_blob_if(&b.version_id, &b.blob, new)
-            })?;
-            match r {
-                None => return Ok(Step::Stop),
-                Some(true) => {}
-                Some(false) => {
+            match self.rewrap_version(b)? {
+                Outcome::Sealed => return Ok(Step::Stop),
+                Outcome::AlreadyNew | Outcome::Rewrapped => {}
+                Outcome::Unreadable => {
                     unreadable += 1;
                     tracing::error!(instance_id = %b.instance_id, key_id = %b.key_id, version_id = %b.version_id,
                         "master-key rotation: a stored blob fails its integrity check under both keys (tampered or swapped); left as it is");
@@ -220,20 +250,10 @@ impl Walker {
         };
         let mut unreadable = 0;
         for t in &batch {
-            let binding = Binding {
-                purpose: Purpose::ImportTokenKey,
-                instance_id: &t.instance_id,
-                object_id: &t.token_id,
-                version_id: "1",
-            };
-            let r = self.rewrap(&binding, &t.wrapped_private_key, |new| {
-                self.store
-                    .replace_import_token_key_if(&t.instance_id, &t.wrapped_private_key, new)
-            })?;
-            match r {
-                None => return Ok(Step::Stop),
-                Some(true) => {}
-                Some(false) => {
+            match self.rewrap_token(t)? {
+                Outcome::Sealed => return Ok(Step::Stop),
+                Outcome::AlreadyNew | Outcome::Rewrapped => {}
+                Outcome::Unreadable => {
                     unreadable += 1;
                     tracing::error!(instance_id = %t.instance_id, "master-key rotation: an import token's private key fails its integrity check under both keys; left as it is");
                 }
@@ -329,6 +349,14 @@ impl Walker {
     /// neither key opens were counted by the walk; they are left as they are.
     fn sweep(&self) -> Result<Option<u64>, String> {
         let mut rewrapped = 0;
+        let mut count = |o: Outcome| match o {
+            Outcome::Sealed => None,
+            Outcome::Rewrapped => {
+                rewrapped += 1;
+                Some(())
+            }
+            Outcome::AlreadyNew | Outcome::Unreadable => Some(()),
+        };
         let mut after = String::new();
         loop {
             let batch = self
@@ -337,26 +365,8 @@ impl Walker {
                 .map_err(|e| e.to_string())?;
             let Some(last) = batch.last() else { break };
             for b in &batch {
-                let binding = Binding {
-                    purpose: if b.extractable {
-                        Purpose::StandardKey
-                    } else {
-                        Purpose::RootKey
-                    },
-                    instance_id: &b.instance_id,
-                    object_id: &b.key_id,
-                    version_id: &b.version_id,
-                };
-                match self.unit.rewrap(&binding, &b.blob) {
-                    Ok(None) | Err(CryptoError::BlobIntegrity) => {}
-                    Ok(Some(new)) => {
-                        self.store
-                            .replace_version_blob_if(&b.version_id, &b.blob, &new)
-                            .map_err(|e| e.to_string())?;
-                        rewrapped += 1;
-                    }
-                    Err(CryptoError::Sealed) => return Ok(None),
-                    Err(e) => return Err(e.to_string()),
+                if count(self.rewrap_version(b)?).is_none() {
+                    return Ok(None);
                 }
             }
             after = last.version_id.clone();
@@ -369,26 +379,8 @@ impl Walker {
                 .map_err(|e| e.to_string())?;
             let Some(last) = batch.last() else { break };
             for t in &batch {
-                let binding = Binding {
-                    purpose: Purpose::ImportTokenKey,
-                    instance_id: &t.instance_id,
-                    object_id: &t.token_id,
-                    version_id: "1",
-                };
-                match self.unit.rewrap(&binding, &t.wrapped_private_key) {
-                    Ok(None) | Err(CryptoError::BlobIntegrity) => {}
-                    Ok(Some(new)) => {
-                        self.store
-                            .replace_import_token_key_if(
-                                &t.instance_id,
-                                &t.wrapped_private_key,
-                                &new,
-                            )
-                            .map_err(|e| e.to_string())?;
-                        rewrapped += 1;
-                    }
-                    Err(CryptoError::Sealed) => return Ok(None),
-                    Err(e) => return Err(e.to_string()),
+                if count(self.rewrap_token(t)?).is_none() {
+                    return Ok(None);
                 }
             }
             after = last.instance_id.clone();
@@ -405,7 +397,6 @@ impl Walker {
 
 #[cfg(test)]
 mod tests {
-    use keyhold_core::model::ImportToken;
     use keyhold_crypto::CryptoUnit;
     use keyhold_store::SqliteStore;
     use zeroize::Zeroizing;
