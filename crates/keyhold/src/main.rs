@@ -141,9 +141,10 @@ struct ServeArgs {
     /// or, with the PKCS#11 unit, as HSM session objects (evicted ones are destroyed).
     #[arg(long, default_value_t = 10_000)]
     key_cache_entries: usize,
-    /// Where the master key comes from: `file` (dev: a file in --data-dir) or `ceremony`
-    /// (administrators load key parts; see `keyhold ceremony --help`; the server starts
-    /// sealed and key operations answer 503 CRYPTO_UNIT_SEALED_ERR until unsealed).
+    /// Where the master key comes from: `file` (dev: a file in --data-dir; with
+    /// --crypto-unit pkcs11, the HSM's own key) or `ceremony` (administrators load key parts;
+    /// see `keyhold ceremony --help`; the server starts sealed and key operations answer 503
+    /// CRYPTO_UNIT_SEALED_ERR until unsealed; soft unit only for now).
     #[arg(long, value_enum, default_value = "file", env = "KEYHOLD_MASTER_KEY")]
     master_key: MasterKeyArg,
 }
