@@ -88,6 +88,48 @@ impl Permission {
     }
 }
 
+/// Platform roles on an account or an instance (Appendix B, last paragraph):
+/// viewing instances, creating/deleting them, and managing access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlatformRole {
+    Viewer,
+    Operator,
+    Editor,
+    Administrator,
+}
+
+/// A set of platform roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PlatformRoles(u8);
+
+impl PlatformRoles {
+    pub const NONE: PlatformRoles = PlatformRoles(0);
+    pub const ALL: PlatformRoles = PlatformRoles(0b1111);
+
+    pub fn of(roles: &[PlatformRole]) -> PlatformRoles {
+        PlatformRoles(roles.iter().fold(0, |acc, r| acc | (1 << (*r as u8))))
+    }
+
+    pub fn has(self, r: PlatformRole) -> bool {
+        self.0 & (1 << (r as u8)) != 0
+    }
+
+    /// Listing and reading instances: any platform role.
+    pub fn may_view(self) -> bool {
+        self.0 != 0
+    }
+
+    /// Creating, updating and deleting instances.
+    pub fn may_edit(self) -> bool {
+        self.has(PlatformRole::Editor) || self.has(PlatformRole::Administrator)
+    }
+
+    /// Managing access policies, authorizations and identities.
+    pub fn may_administer(self) -> bool {
+        self.has(PlatformRole::Administrator)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

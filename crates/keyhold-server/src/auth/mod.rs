@@ -5,7 +5,7 @@
 pub mod apikey;
 pub mod token;
 
-use keyhold_core::access::{Role, Roles};
+use keyhold_core::access::{PlatformRoles, Role, Roles};
 use keyhold_core::model::Instance;
 use keyhold_core::{Error, Reason, Result};
 
@@ -45,7 +45,18 @@ pub struct Principal {
 /// and its service IDs Reader (what a service-to-service authorization grants);
 /// IAM access policies replace it.
 pub trait Authorizer: Send + Sync + 'static {
+    /// The service roles `principal` holds on `instance` (Key Protect actions).
     fn roles(&self, principal: &Principal, instance: &Instance) -> Result<Roles>;
+
+    /// The platform roles `principal` holds in `account_id`, on `instance_id`
+    /// when given (one instance), else account-wide (creating instances,
+    /// managing IAM).
+    fn platform_roles(
+        &self,
+        principal: &Principal,
+        account_id: &str,
+        instance_id: Option<&str>,
+    ) -> Result<PlatformRoles>;
 }
 
 pub struct AccountAuthorizer;
@@ -66,6 +77,21 @@ impl Authorizer for AccountAuthorizer {
             ]),
             PrincipalKind::Service => Roles::of(&[Role::Reader]),
         })
+    }
+
+    fn platform_roles(
+        &self,
+        principal: &Principal,
+        account_id: &str,
+        _instance_id: Option<&str>,
+    ) -> Result<PlatformRoles> {
+        Ok(
+            if principal.account_id == account_id && principal.kind == PrincipalKind::User {
+                PlatformRoles::ALL
+            } else {
+                PlatformRoles::NONE
+            },
+        )
     }
 }
 
