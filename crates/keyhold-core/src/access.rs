@@ -30,6 +30,10 @@ impl Roles {
         self.0 & Self::bit(r) != 0
     }
 
+    pub fn union(self, other: Roles) -> Roles {
+        Roles(self.0 | other.0)
+    }
+
     fn any_of(self, roles: &[Role]) -> bool {
         roles.iter().any(|r| self.has(*r))
     }
@@ -112,6 +116,10 @@ impl PlatformRoles {
 
     pub fn has(self, r: PlatformRole) -> bool {
         self.0 & (1 << (r as u8)) != 0
+    }
+
+    pub fn union(self, other: PlatformRoles) -> PlatformRoles {
+        PlatformRoles(self.0 | other.0)
     }
 
     /// Listing and reading instances: any platform role.

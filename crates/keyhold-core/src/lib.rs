@@ -5,6 +5,7 @@
 
 pub mod access;
 pub mod envelope;
+pub mod iam;
 pub mod error;
 pub mod list;
 pub mod model;

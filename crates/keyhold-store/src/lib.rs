@@ -54,6 +54,20 @@ pub struct ApiKeyRecord {
     pub created_at: Timestamp,
 }
 
+/// An IAM object of an account (user, service ID, access group, group
+/// membership, access policy), kept as a JSON document. `refs` names the ids
+/// it depends on: deleting any of them deletes it in the same transaction, so
+/// removing a user also removes its memberships and policies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IamObject {
+    pub account_id: String,
+    /// `user`, `serviceid`, `group`, `member` or `policy`.
+    pub kind: String,
+    pub id: String,
+    pub refs: Vec<String>,
+    pub doc: String,
+}
+
 /// Which registrations to list.
 #[derive(Debug, Clone, Default)]
 pub struct RegistrationQuery {
@@ -74,6 +88,10 @@ pub enum Change {
     },
     InstancePolicies {
         instance_id: String,
+    },
+    /// An account's IAM objects (identities, groups, policies, API keys) changed.
+    Iam {
+        account_id: String,
     },
     /// Anything may have changed (e.g. keys moved between rings).
     Everything,
@@ -123,6 +141,22 @@ pub trait Store: Send + Sync + 'static {
 
     fn put_api_key(&self, key: &ApiKeyRecord) -> Result<()>;
     fn find_api_key(&self, hash: &[u8]) -> Result<Option<ApiKeyRecord>>;
+    /// The account's API keys (never their secrets: only hashes are stored).
+    fn list_api_keys(&self, account_id: &str) -> Result<Vec<ApiKeyRecord>>;
+    fn get_api_key(&self, account_id: &str, id: &str) -> Result<Option<ApiKeyRecord>>;
+    /// Removes an API key (NotFound if absent).
+    fn delete_api_key(&self, account_id: &str, id: &str) -> Result<()>;
+    /// Rotation: the key keeps its id and gets a new secret's hash (NotFound if absent).
+    fn replace_api_key_hash(&self, account_id: &str, id: &str, hash: &[u8]) -> Result<()>;
+
+    /// Inserts an IAM object (Duplicate if its id is taken) and notifies other nodes.
+    fn insert_iam_object(&self, obj: &IamObject) -> Result<()>;
+    fn get_iam_object(&self, account_id: &str, kind: &str, id: &str) -> Result<Option<IamObject>>;
+    /// The account's objects of one kind, by id.
+    fn list_iam_objects(&self, account_id: &str, kind: &str) -> Result<Vec<IamObject>>;
+    /// Deletes an object, every object of the account whose `refs` name it, and the
+    /// API keys of the principal it is, in one transaction (NotFound if absent).
+    fn delete_iam_object(&self, account_id: &str, kind: &str, id: &str) -> Result<()>;
 
     fn get_setting(&self, name: &str) -> Result<Option<Vec<u8>>>;
     fn put_setting(&self, name: &str, value: &[u8]) -> Result<()>;

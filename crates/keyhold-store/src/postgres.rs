@@ -19,9 +19,12 @@ use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::ToSql;
 use postgres::{Client, Config, NoTls, Transaction};
 
-use crate::query::{self, crn_like, list_where, now_placeholder, order_and_page, Dialect, Param};
+use crate::query::{
+    self, crn_like, list_where, now_placeholder, order_and_page, refs_column, refs_like, refs_parse,
+    Dialect, Param,
+};
 use crate::{
-    ApiKeyRecord, Change, ChangeListener, RegistrationQuery, Result, Store, StoreError,
+    ApiKeyRecord, Change, ChangeListener, IamObject, RegistrationQuery, Result, Store, StoreError,
     VersionBlob, HEARTBEAT,
 };
 
@@ -107,6 +110,31 @@ impl Drop for Pooled<'_> {
     }
 }
 
+const API_KEY_COLUMNS: &str =
+    "hash, id, principal_id, principal_kind, account_id, name, created_at";
+
+fn api_key_row(r: &postgres::Row) -> ApiKeyRecord {
+    ApiKeyRecord {
+        hash: r.get(0),
+        id: r.get(1),
+        principal_id: r.get(2),
+        principal_kind: r.get(3),
+        account_id: r.get(4),
+        name: r.get(5),
+        created_at: r.get(6),
+    }
+}
+
+fn iam_row(r: &postgres::Row) -> IamObject {
+    IamObject {
+        account_id: r.get(0),
+        kind: r.get(1),
+        id: r.get(2),
+        refs: refs_parse(&r.get::<_, String>(3)),
+        doc: r.get(4),
+    }
+}
+
 fn notify(tx: &mut Transaction<'_>, channel: &str, payload: &str) -> Result<()> {
     tx.execute("SELECT pg_notify($1, $2)", &[&channel, &payload])
         .map_err(db_err)?;
@@ -126,6 +154,9 @@ fn parse_notice(payload: &str) -> Change {
         },
         (Some("p"), Some(i), None) => Change::InstancePolicies {
             instance_id: i.into(),
+        },
+        (Some("i"), Some(a), None) => Change::Iam {
+            account_id: a.into(),
         },
         _ => Change::Everything,
     }
@@ -363,19 +394,121 @@ impl Store for PostgresStore {
         let row = self
             .client()?
             .query_opt(
-                "SELECT hash, id, principal_id, principal_kind, account_id, name, created_at FROM api_keys WHERE hash = $1",
+                &format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE hash = $1"),
                 &[&hash],
             )
             .map_err(db_err)?;
-        Ok(row.map(|r| ApiKeyRecord {
-            hash: r.get(0),
-            id: r.get(1),
-            principal_id: r.get(2),
-            principal_kind: r.get(3),
-            account_id: r.get(4),
-            name: r.get(5),
-            created_at: r.get(6),
-        }))
+        Ok(row.as_ref().map(api_key_row))
+    }
+
+    fn list_api_keys(&self, account_id: &str) -> Result<Vec<ApiKeyRecord>> {
+        let rows = self
+            .client()?
+            .query(
+                &format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE account_id = $1 ORDER BY created_at, id"),
+                &[&account_id],
+            )
+            .map_err(db_err)?;
+        Ok(rows.iter().map(api_key_row).collect())
+    }
+
+    fn get_api_key(&self, account_id: &str, id: &str) -> Result<Option<ApiKeyRecord>> {
+        let row = self
+            .client()?
+            .query_opt(
+                &format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE account_id = $1 AND id = $2"),
+                &[&account_id, &id],
+            )
+            .map_err(db_err)?;
+        Ok(row.as_ref().map(api_key_row))
+    }
+
+    fn delete_api_key(&self, account_id: &str, id: &str) -> Result<()> {
+        self.in_tx(|tx| {
+            let n = tx
+                .execute(
+                    "DELETE FROM api_keys WHERE account_id = $1 AND id = $2",
+                    &[&account_id, &id],
+                )
+                .map_err(db_err)?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            notify(tx, &self.channel, &format!("i {account_id}"))
+        })
+    }
+
+    fn replace_api_key_hash(&self, account_id: &str, id: &str, hash: &[u8]) -> Result<()> {
+        self.in_tx(|tx| {
+            let n = tx
+                .execute(
+                    "UPDATE api_keys SET hash = $3 WHERE account_id = $1 AND id = $2",
+                    &[&account_id, &id, &hash],
+                )
+                .map_err(db_err)?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            notify(tx, &self.channel, &format!("i {account_id}"))
+        })
+    }
+
+    fn insert_iam_object(&self, o: &IamObject) -> Result<()> {
+        self.in_tx(|tx| {
+            tx.execute(
+                "INSERT INTO iam_objects (account_id, kind, id, refs, doc) VALUES ($1,$2,$3,$4,$5)",
+                &[&o.account_id, &o.kind, &o.id, &refs_column(&o.refs), &o.doc],
+            )
+            .map_err(db_err)?;
+            notify(tx, &self.channel, &format!("i {}", o.account_id))
+        })
+    }
+
+    fn get_iam_object(&self, account_id: &str, kind: &str, id: &str) -> Result<Option<IamObject>> {
+        let row = self
+            .client()?
+            .query_opt(
+                "SELECT account_id, kind, id, refs, doc FROM iam_objects WHERE account_id = $1 AND kind = $2 AND id = $3",
+                &[&account_id, &kind, &id],
+            )
+            .map_err(db_err)?;
+        Ok(row.as_ref().map(iam_row))
+    }
+
+    fn list_iam_objects(&self, account_id: &str, kind: &str) -> Result<Vec<IamObject>> {
+        let rows = self
+            .client()?
+            .query(
+                "SELECT account_id, kind, id, refs, doc FROM iam_objects WHERE account_id = $1 AND kind = $2 ORDER BY id",
+                &[&account_id, &kind],
+            )
+            .map_err(db_err)?;
+        Ok(rows.iter().map(iam_row).collect())
+    }
+
+    fn delete_iam_object(&self, account_id: &str, kind: &str, id: &str) -> Result<()> {
+        self.in_tx(|tx| {
+            let n = tx
+                .execute(
+                    "DELETE FROM iam_objects WHERE account_id = $1 AND kind = $2 AND id = $3",
+                    &[&account_id, &kind, &id],
+                )
+                .map_err(db_err)?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            tx.execute(
+                "DELETE FROM iam_objects WHERE account_id = $1 AND refs LIKE $2 ESCAPE '\\'",
+                &[&account_id, &refs_like(id)],
+            )
+            .map_err(db_err)?;
+            tx.execute(
+                "DELETE FROM api_keys WHERE account_id = $1 AND principal_id = $2",
+                &[&account_id, &id],
+            )
+            .map_err(db_err)?;
+            notify(tx, &self.channel, &format!("i {account_id}"))
+        })
     }
 
     fn get_setting(&self, name: &str) -> Result<Option<Vec<u8>>> {

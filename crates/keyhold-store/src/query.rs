@@ -69,6 +69,9 @@ CREATE TABLE IF NOT EXISTS registrations (instance_id TEXT NOT NULL, key_id TEXT
 CREATE INDEX IF NOT EXISTS registrations_by_crn ON registrations (instance_id, crn);
 CREATE TABLE IF NOT EXISTS instance_policies (instance_id TEXT NOT NULL, policy_type TEXT NOT NULL,
     doc TEXT NOT NULL, PRIMARY KEY (instance_id, policy_type));
+CREATE TABLE IF NOT EXISTS iam_objects (account_id TEXT NOT NULL, kind TEXT NOT NULL, id TEXT NOT NULL,
+    refs TEXT NOT NULL, doc TEXT NOT NULL, PRIMARY KEY (account_id, kind, id));
+CREATE INDEX IF NOT EXISTS api_keys_by_account ON api_keys (account_id, id);
 CREATE TABLE IF NOT EXISTS import_tokens (instance_id TEXT PRIMARY KEY, doc TEXT NOT NULL);
 "#;
 
@@ -275,4 +278,26 @@ mod tests {
     fn crn_patterns_escape_like_metacharacters() {
         assert_eq!(crn_like("crn:v1:a_b%:*"), "crn:v1:a\\_b\\%:%");
     }
+}
+
+/// `refs` as stored: space-separated with a space on each side, so
+/// `refs LIKE '% <id> %'` finds objects that name `<id>` (ids hold no spaces).
+pub(crate) fn refs_column(refs: &[String]) -> String {
+    format!(" {} ", refs.join(" "))
+}
+
+pub(crate) fn refs_parse(s: &str) -> Vec<String> {
+    s.split_whitespace().map(str::to_string).collect()
+}
+
+/// The LIKE pattern matching objects whose refs name `id` (LIKE's wildcards escaped).
+pub(crate) fn refs_like(id: &str) -> String {
+    let escaped: String = id
+        .chars()
+        .flat_map(|c| match c {
+            '%' | '_' | '\\' => vec!['\\', c],
+            c => vec![c],
+        })
+        .collect();
+    format!("% {escaped} %")
 }

@@ -13,8 +13,11 @@ use keyhold_core::timefmt::Timestamp;
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, ErrorCode, OptionalExtension, Transaction};
 
-use crate::query::{crn_like, list_where, now_placeholder, order_and_page, schema, Dialect, Param};
-use crate::{ApiKeyRecord, RegistrationQuery, Result, Store, StoreError, VersionBlob};
+use crate::query::{
+    crn_like, list_where, now_placeholder, order_and_page, refs_column, refs_like, refs_parse,
+    schema, Dialect, Param,
+};
+use crate::{ApiKeyRecord, IamObject, RegistrationQuery, Result, Store, StoreError, VersionBlob};
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
@@ -65,6 +68,31 @@ fn docs<T: serde::de::DeserializeOwned>(
         out.push(from_json(&row.map_err(db_err)?)?);
     }
     Ok(out)
+}
+
+const API_KEY_COLUMNS: &str =
+    "hash, id, principal_id, principal_kind, account_id, name, created_at";
+
+fn api_key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
+    Ok(ApiKeyRecord {
+        hash: r.get(0)?,
+        id: r.get(1)?,
+        principal_id: r.get(2)?,
+        principal_kind: r.get(3)?,
+        account_id: r.get(4)?,
+        name: r.get(5)?,
+        created_at: r.get(6)?,
+    })
+}
+
+fn iam_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<IamObject> {
+    Ok(IamObject {
+        account_id: r.get(0)?,
+        kind: r.get(1)?,
+        id: r.get(2)?,
+        refs: refs_parse(&r.get::<_, String>(3)?),
+        doc: r.get(4)?,
+    })
 }
 
 fn sqlite_params(params: &[Param]) -> Vec<Value> {
@@ -173,22 +201,119 @@ impl Store for SqliteStore {
     fn find_api_key(&self, hash: &[u8]) -> Result<Option<ApiKeyRecord>> {
         self.conn()?
             .query_row(
-                "SELECT hash, id, principal_id, principal_kind, account_id, name, created_at FROM api_keys WHERE hash = ?1",
+                &format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE hash = ?1"),
                 [hash],
-                |r| {
-                    Ok(ApiKeyRecord {
-                        hash: r.get(0)?,
-                        id: r.get(1)?,
-                        principal_id: r.get(2)?,
-                        principal_kind: r.get(3)?,
-                        account_id: r.get(4)?,
-                        name: r.get(5)?,
-                        created_at: r.get(6)?,
-                    })
-                },
+                api_key_row,
             )
             .optional()
             .map_err(db_err)
+    }
+
+    fn list_api_keys(&self, account_id: &str) -> Result<Vec<ApiKeyRecord>> {
+        let conn = self.conn()?;
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE account_id = ?1 ORDER BY created_at, id"
+            ))
+            .map_err(db_err)?;
+        let rows = stmt.query_map([account_id], api_key_row).map_err(db_err)?;
+        rows.map(|r| r.map_err(db_err)).collect()
+    }
+
+    fn get_api_key(&self, account_id: &str, id: &str) -> Result<Option<ApiKeyRecord>> {
+        self.conn()?
+            .query_row(
+                &format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE account_id = ?1 AND id = ?2"),
+                [account_id, id],
+                api_key_row,
+            )
+            .optional()
+            .map_err(db_err)
+    }
+
+    fn delete_api_key(&self, account_id: &str, id: &str) -> Result<()> {
+        let n = self
+            .conn()?
+            .execute(
+                "DELETE FROM api_keys WHERE account_id = ?1 AND id = ?2",
+                [account_id, id],
+            )
+            .map_err(db_err)?;
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    fn replace_api_key_hash(&self, account_id: &str, id: &str, hash: &[u8]) -> Result<()> {
+        let n = self
+            .conn()?
+            .execute(
+                "UPDATE api_keys SET hash = ?3 WHERE account_id = ?1 AND id = ?2",
+                params![account_id, id, hash],
+            )
+            .map_err(db_err)?;
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    fn insert_iam_object(&self, o: &IamObject) -> Result<()> {
+        self.conn()?
+            .execute(
+                "INSERT INTO iam_objects (account_id, kind, id, refs, doc) VALUES (?1,?2,?3,?4,?5)",
+                params![o.account_id, o.kind, o.id, refs_column(&o.refs), o.doc],
+            )
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    fn get_iam_object(&self, account_id: &str, kind: &str, id: &str) -> Result<Option<IamObject>> {
+        self.conn()?
+            .query_row(
+                "SELECT account_id, kind, id, refs, doc FROM iam_objects WHERE account_id = ?1 AND kind = ?2 AND id = ?3",
+                [account_id, kind, id],
+                iam_row,
+            )
+            .optional()
+            .map_err(db_err)
+    }
+
+    fn list_iam_objects(&self, account_id: &str, kind: &str) -> Result<Vec<IamObject>> {
+        let conn = self.conn()?;
+        let mut stmt = conn
+            .prepare(
+                "SELECT account_id, kind, id, refs, doc FROM iam_objects WHERE account_id = ?1 AND kind = ?2 ORDER BY id",
+            )
+            .map_err(db_err)?;
+        let rows = stmt.query_map([account_id, kind], iam_row).map_err(db_err)?;
+        rows.map(|r| r.map_err(db_err)).collect()
+    }
+
+    fn delete_iam_object(&self, account_id: &str, kind: &str, id: &str) -> Result<()> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction().map_err(db_err)?;
+        let n = tx
+            .execute(
+                "DELETE FROM iam_objects WHERE account_id = ?1 AND kind = ?2 AND id = ?3",
+                [account_id, kind, id],
+            )
+            .map_err(db_err)?;
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        tx.execute(
+            "DELETE FROM iam_objects WHERE account_id = ?1 AND refs LIKE ?2 ESCAPE '\\'",
+            params![account_id, refs_like(id)],
+        )
+        .map_err(db_err)?;
+        tx.execute(
+            "DELETE FROM api_keys WHERE account_id = ?1 AND principal_id = ?2",
+            [account_id, id],
+        )
+        .map_err(db_err)?;
+        tx.commit().map_err(db_err)
     }
 
     fn get_setting(&self, name: &str) -> Result<Option<Vec<u8>>> {

@@ -228,6 +228,14 @@ impl keyhold_store::Store for CountingStore {
         get_instance(&self, id: &str) -> keyhold_store::Result<Option<Instance>>;
         put_api_key(&self, key: &keyhold_store::ApiKeyRecord) -> keyhold_store::Result<()>;
         find_api_key(&self, hash: &[u8]) -> keyhold_store::Result<Option<keyhold_store::ApiKeyRecord>>;
+        list_api_keys(&self, account_id: &str) -> keyhold_store::Result<Vec<keyhold_store::ApiKeyRecord>>;
+        get_api_key(&self, account_id: &str, id: &str) -> keyhold_store::Result<Option<keyhold_store::ApiKeyRecord>>;
+        delete_api_key(&self, account_id: &str, id: &str) -> keyhold_store::Result<()>;
+        replace_api_key_hash(&self, account_id: &str, id: &str, hash: &[u8]) -> keyhold_store::Result<()>;
+        insert_iam_object(&self, obj: &keyhold_store::IamObject) -> keyhold_store::Result<()>;
+        get_iam_object(&self, account_id: &str, kind: &str, id: &str) -> keyhold_store::Result<Option<keyhold_store::IamObject>>;
+        list_iam_objects(&self, account_id: &str, kind: &str) -> keyhold_store::Result<Vec<keyhold_store::IamObject>>;
+        delete_iam_object(&self, account_id: &str, kind: &str, id: &str) -> keyhold_store::Result<()>;
         get_setting(&self, name: &str) -> keyhold_store::Result<Option<Vec<u8>>>;
         put_setting(&self, name: &str, value: &[u8]) -> keyhold_store::Result<()>;
         put_setting_if_absent(&self, name: &str, value: &[u8]) -> keyhold_store::Result<Vec<u8>>;
