@@ -21,6 +21,8 @@ use zeroize::Zeroizing;
 use crate::auth::apikey;
 use crate::auth::token::TokenService;
 use crate::ceremony::Ceremony;
+use crate::service::{bootstrap_policy, ensure_object, service_id_object, user_object};
+use keyhold_core::iam::AnyRole;
 use crate::config::{CryptoUnitConfig, MasterKeySource};
 
 /// Where the PIN comes from when no PIN file is given.
@@ -273,6 +275,49 @@ fn api_key(
     Ok(key.to_string())
 }
 
+/// Every service role, and every platform role: what the dev administrators hold.
+pub fn all_roles() -> Vec<AnyRole> {
+    use keyhold_core::access::{PlatformRole as P, Role as R};
+    let mut roles: Vec<AnyRole> = [
+        R::Reader,
+        R::ReaderPlus,
+        R::Writer,
+        R::Manager,
+        R::KeyPurge,
+        R::KmipAdapterManager,
+    ]
+    .into_iter()
+    .map(AnyRole::Service)
+    .collect();
+    roles.extend(
+        [P::Viewer, P::Operator, P::Editor, P::Administrator]
+            .into_iter()
+            .map(AnyRole::Platform),
+    );
+    roles
+}
+
+/// The dev identities and the policies that reproduce dev mode's access: both
+/// administrators hold every role account-wide, the service ID Reader (what a
+/// service-to-service authorization grants). Idempotent (fixed ids).
+fn dev_access(store: &dyn Store) -> Result<(), String> {
+    ensure_object(store, &user_object(DEV_ACCOUNT, "dev-admin", "dev administrator"))?;
+    ensure_object(store, &user_object(DEV_ACCOUNT, "dev-admin-2", "second dev administrator"))?;
+    ensure_object(store, &service_id_object(DEV_ACCOUNT, "dev-service", "dev service ID"))?;
+    for (policy, subject, roles) in [
+        ("dev-policy-admin", "dev-admin", all_roles()),
+        ("dev-policy-admin-2", "dev-admin-2", all_roles()),
+        (
+            "dev-policy-service",
+            "dev-service",
+            vec![AnyRole::Service(keyhold_core::access::Role::Reader)],
+        ),
+    ] {
+        ensure_object(store, &bootstrap_policy(DEV_ACCOUNT, policy, subject, &roles)?)?;
+    }
+    Ok(())
+}
+
 /// Opens the store `url` names (`sqlite://PATH` or `postgres://…[?schema=NAME]`),
 /// or SQLite in the data directory. Without a schema, a PostgreSQL deployment
 /// keeps its tables in a schema named after the data directory, so nodes given
@@ -435,6 +480,7 @@ pub fn open(
             "dev service ID",
         )?,
     };
+    dev_access(store.as_ref())?;
     Ok(DevDeployment {
         store,
         unit,

@@ -12,7 +12,7 @@ use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use axum_server::Handle;
 
 use crate::api::{router, AppState};
-use crate::auth::AccountAuthorizer;
+use crate::auth::PolicyAuthorizer;
 use crate::config::ServerConfig;
 use crate::dev::{self, DevInfo};
 use crate::service::Service;
@@ -66,7 +66,7 @@ pub async fn serve_dev(cfg: ServerConfig) -> Result<(), String> {
     let mut state = AppState::new(
         svc.clone(),
         deployment.tokens.clone(),
-        Arc::new(AccountAuthorizer),
+        Arc::new(PolicyAuthorizer::new(svc.clone())),
         &cfg,
         addr.port(),
     );

@@ -58,7 +58,7 @@ async fn dispatch(
     match action {
         "wrap" => {
             run("Key could not be wrapped", async move {
-                ctx.require(Permission::Wrap)?;
+                ctx.require_key(&st, Permission::Wrap, &id).await?;
                 let c = crypto_body(&bytes, false)?;
                 let plaintext = c
                     .plaintext
@@ -80,7 +80,7 @@ async fn dispatch(
         }
         "unwrap" => {
             run("Key could not be unwrapped", async move {
-                ctx.require(Permission::Wrap)?;
+                ctx.require_key(&st, Permission::Wrap, &id).await?;
                 let c = crypto_body(&bytes, true)?;
                 let ciphertext = ciphertext_of(&c)?;
                 let aad = c.aad.unwrap_or_default();
@@ -103,7 +103,7 @@ async fn dispatch(
         }
         "rewrap" => {
             run("Key could not be rewrapped", async move {
-                ctx.require(Permission::Wrap)?;
+                ctx.require_key(&st, Permission::Wrap, &id).await?;
                 let c = crypto_body(&bytes, true)?;
                 let ciphertext = ciphertext_of(&c)?;
                 let aad = c.aad.unwrap_or_default();
@@ -117,7 +117,7 @@ async fn dispatch(
         }
         "rotate" => {
             run("Key could not be rotated", async move {
-                ctx.require(Permission::Rotate)?;
+                ctx.require_key(&st, Permission::Rotate, &id).await?;
                 let r: MaterialIn = match body::parse(&bytes)? {
                     None => MaterialIn::default(),
                     Some(v) => body::typed(v)?,
@@ -141,11 +141,12 @@ async fn dispatch(
             };
             let action = action.to_string();
             run(op, async move {
-                ctx.require(match action.as_str() {
+                let p = match action.as_str() {
                     "enable" | "disable" => Permission::EnableDisable,
                     "sync" => Permission::Sync,
                     _ => Permission::AuthorizeDeletion,
-                })?;
+                };
+                ctx.require_key(&st, p, &id).await?;
                 // These actions take no body; whatever was sent must still be JSON-ish.
                 let _ = body::parse(&bytes)?;
                 let principal = ctx.principal.clone();

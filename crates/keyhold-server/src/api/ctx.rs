@@ -12,7 +12,7 @@ use keyhold_core::model::Instance;
 use keyhold_core::{Error, Reason};
 
 use super::error::ApiError;
-use super::AppState;
+use super::{blocking, AppState};
 use crate::auth::Principal;
 use crate::service::cidr_contains;
 
@@ -24,16 +24,80 @@ pub struct Ctx {
     pub roles: Roles,
 }
 
+fn not_allowed() -> Error {
+    Error::new(
+        Reason::Unauthorized,
+        "The caller's roles do not allow this action",
+    )
+}
+
 impl Ctx {
-    /// Refuses the request unless the caller's roles grant `p`.
+    /// Refuses the request unless the caller's instance-wide roles grant `p`.
     pub fn require(&self, p: Permission) -> Result<(), Error> {
         if p.allowed(self.roles) {
             Ok(())
         } else {
-            Err(Error::new(
-                Reason::Unauthorized,
-                "The caller's roles do not allow this action",
-            ))
+            Err(not_allowed())
+        }
+    }
+
+    /// Refuses the request unless the caller may do `p` on the key `id_or_alias`:
+    /// instance-wide roles first (no lookup), else roles granted on the key's ring
+    /// or on the key itself. A key the caller may not touch is not revealed either.
+    pub async fn require_key(
+        &self,
+        st: &AppState,
+        p: Permission,
+        id_or_alias: &str,
+    ) -> Result<(), Error> {
+        if p.allowed(self.roles) {
+            return Ok(());
+        }
+        let instance_id = self.instance.id.clone();
+        let (ring, key_id) = match st.0.svc.cached_view(&instance_id, id_or_alias) {
+            Some(v) => (v.record.key_ring.clone(), v.record.id.clone()),
+            None => {
+                let id = id_or_alias.to_string();
+                let found = blocking(st, move |svc| {
+                    svc.get_key(&instance_id, &id, false)
+                        .map(|(k, _)| (k.key_ring, k.id))
+                })
+                .await;
+                match found {
+                    Ok(found) => found,
+                    Err(e) if e.reason == Reason::Unavailable => return Err(e),
+                    Err(_) => return Err(not_allowed()),
+                }
+            }
+        };
+        let roles = st
+            .0
+            .authz
+            .key_roles(&self.principal, &self.instance, &ring, Some(&key_id))?;
+        if p.allowed(roles) {
+            Ok(())
+        } else {
+            Err(not_allowed())
+        }
+    }
+
+    /// [`Ctx::require`], or roles granted on key ring `ring` (creating or listing
+    /// keys with an `X-Kms-Key-Ring` header).
+    pub fn require_ring(&self, st: &AppState, p: Permission, ring: Option<&str>) -> Result<(), Error> {
+        if p.allowed(self.roles) {
+            return Ok(());
+        }
+        let Some(ring) = ring else {
+            return Err(not_allowed());
+        };
+        let roles = st
+            .0
+            .authz
+            .key_roles(&self.principal, &self.instance, ring, None)?;
+        if p.allowed(roles) {
+            Ok(())
+        } else {
+            Err(not_allowed())
         }
     }
 }
@@ -77,6 +141,15 @@ impl FromRequestParts<AppState> for Ctx {
             .instance(instance_id)
             .await?
             .ok_or_else(Error::unauthorized)?;
+        if principal.account_id != instance.account_id {
+            return Err(Error::unauthorized().into());
+        }
+        // Load the account's access on the blocking pool when this node has not
+        // cached it, so the authorizer below answers from memory.
+        if st.0.svc.cached_account_access(&principal.account_id).is_none() {
+            let account = principal.account_id.clone();
+            blocking(st, move |svc| svc.account_access(&account).map(|_| ())).await?;
+        }
         let roles = st.0.authz.roles(&principal, &instance)?;
         if let Some(networks) = &st.instance_policies(&instance.id).await?.allowed_networks {
             let peer = parts

@@ -6,15 +6,17 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
+use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use super::ctx::RawBody;
 use super::{blocking, AppState};
+use crate::auth::token::KeyBinding;
 use crate::auth::{apikey, Principal, PrincipalKind};
 
 const APIKEY_GRANT: &str = "urn:ibm:params:oauth:grant-type:apikey";
 
-fn iam_error(status: StatusCode, code: &str, message: &str) -> Response {
+pub(crate) fn iam_error(status: StatusCode, code: &str, message: &str) -> Response {
     let body = json!({"errorCode": code, "errorMessage": message,
         "context": {"requestId": uuid::Uuid::new_v4().to_string()}});
     (
@@ -44,7 +46,7 @@ pub async fn token(State(st): State<AppState>, RawBody(bytes): RawBody) -> Respo
     let grant = field("grant_type")
         .map(|g| g.to_string())
         .unwrap_or_default();
-    let principal: Principal = match grant.as_str() {
+    let (principal, binding): (Principal, KeyBinding) = match grant.as_str() {
         APIKEY_GRANT => {
             let Some(key) = field("apikey").filter(|k| !k.is_empty()) else {
                 return iam_error(
@@ -62,11 +64,17 @@ pub async fn token(State(st): State<AppState>, RawBody(bytes): RawBody) -> Respo
             .await;
             match found {
                 Ok(Some(rec)) => match PrincipalKind::parse(&rec.principal_kind) {
-                    Some(kind) => Principal {
-                        id: rec.principal_id,
-                        kind,
-                        account_id: rec.account_id,
-                    },
+                    Some(kind) => (
+                        Principal {
+                            id: rec.principal_id,
+                            kind,
+                            account_id: rec.account_id,
+                        },
+                        KeyBinding {
+                            fp: apikey::fingerprint(&rec.hash),
+                            id: rec.id,
+                        },
+                    ),
                     None => {
                         return iam_error(
                             StatusCode::BAD_REQUEST,
@@ -93,13 +101,41 @@ pub async fn token(State(st): State<AppState>, RawBody(bytes): RawBody) -> Respo
         }
         "refresh_token" => {
             let token = field("refresh_token").unwrap_or_default();
-            match st.0.tokens.principal_of_refresh(&token) {
-                Ok(p) => p,
+            let refused = || {
+                iam_error(
+                    StatusCode::BAD_REQUEST,
+                    "BXNIM0407E",
+                    "Provided refresh token is invalid or expired",
+                )
+            };
+            let Ok((principal, Some(binding))) = st.0.tokens.refresh_grant(&token) else {
+                return refused();
+            };
+            // The API key the token descends from must still exist, unrotated.
+            let (account, key_id) = (principal.account_id.clone(), binding.id.clone());
+            let current = blocking(&st, move |svc| {
+                svc.store().get_api_key(&account, &key_id).map_err(|_| {
+                    keyhold_core::Error::unavailable("The identity store is unavailable")
+                })
+            })
+            .await;
+            match current {
+                Ok(Some(rec))
+                    if rec.principal_id == principal.id
+                        && bool::from(
+                            apikey::fingerprint(&rec.hash)
+                                .as_bytes()
+                                .ct_eq(binding.fp.as_bytes()),
+                        ) =>
+                {
+                    (principal, binding)
+                }
+                Ok(_) => return refused(),
                 Err(_) => {
                     return iam_error(
-                        StatusCode::BAD_REQUEST,
-                        "BXNIM0407E",
-                        "Provided refresh token is invalid or expired",
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "BXNIM0503E",
+                        "The identity store is unavailable",
                     )
                 }
             }
@@ -112,7 +148,7 @@ pub async fn token(State(st): State<AppState>, RawBody(bytes): RawBody) -> Respo
             )
         }
     };
-    match st.0.tokens.issue(&principal) {
+    match st.0.tokens.issue_bound(&principal, Some(&binding)) {
         Ok(t) => {
             let body = json!({"access_token": t.access_token, "refresh_token": t.refresh_token, "token_type": "Bearer",
                 "expires_in": t.expires_in, "expiration": t.expiration, "scope": "ibm openid"});

@@ -7,7 +7,7 @@ use axum::response::Response;
 use keyhold_core::access::Permission;
 use keyhold_core::list::{self, ListKeys};
 use keyhold_core::timefmt;
-use keyhold_core::{Error, Result};
+use keyhold_core::{Error, Reason, Result};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -175,8 +175,9 @@ async fn create_inner(
     bytes: axum::body::Bytes,
     with_overrides: bool,
 ) -> super::ApiResult {
-    ctx.require(Permission::CreateKey)?;
-    let request = parse_create(&bytes, key_ring_header(&headers), with_overrides)?;
+    let ring = key_ring_header(&headers);
+    ctx.require_ring(&st, Permission::CreateKey, ring.as_deref())?;
+    let request = parse_create(&bytes, ring, with_overrides)?;
     let instance_id = ctx.instance.id.clone();
     let principal = ctx.principal.clone();
     let (key, payload) = blocking(&st, move |svc| {
@@ -228,7 +229,11 @@ pub async fn list(
     RawQuery(q): RawQuery,
 ) -> Response {
     run("Keys could not be listed", async move {
-        ctx.require(Permission::ListKeys)?;
+        ctx.require_ring(
+            &st,
+            Permission::ListKeys,
+            key_ring_header(&headers).as_deref(),
+        )?;
         let query = list_query(&q, &headers)?;
         let instance_id = ctx.instance.id.clone();
         let keys = blocking(&st, move |svc| svc.list_keys(&instance_id, &query)).await?;
@@ -250,7 +255,11 @@ pub async fn count(
     RawQuery(q): RawQuery,
 ) -> Response {
     run("Keys could not be counted", async move {
-        ctx.require(Permission::ListKeys)?;
+        ctx.require_ring(
+            &st,
+            Permission::ListKeys,
+            key_ring_header(&headers).as_deref(),
+        )?;
         let query = list_query(&q, &headers)?;
         let instance_id = ctx.instance.id.clone();
         let n = blocking(&st, move |svc| svc.count_keys(&instance_id, &query)).await?;
@@ -264,16 +273,23 @@ pub async fn count(
 }
 
 async fn get_inner(st: AppState, ctx: Ctx, id: String, with_payload: bool) -> super::ApiResult {
-    ctx.require(Permission::ReadKeyMetadata)?;
+    ctx.require_key(&st, Permission::ReadKeyMetadata, &id).await?;
     // A standard key's payload is for ReaderPlus and up; a Reader may not read the key at all.
-    let may_read_payload = ctx.require(Permission::ReadKeyPayload).is_ok();
+    let may_read_payload = ctx
+        .require_key(&st, Permission::ReadKeyPayload, &id)
+        .await
+        .is_ok();
     let instance_id = ctx.instance.id.clone();
     let (key, payload) = blocking(&st, move |svc| {
         svc.get_key(&instance_id, &id, with_payload && may_read_payload)
     })
     .await?;
     if with_payload && key.extractable && !may_read_payload {
-        ctx.require(Permission::ReadKeyPayload)?;
+        return Err(Error::new(
+            Reason::Unauthorized,
+            "The caller's roles do not allow this action",
+        )
+        .into());
     }
     let body = key_envelope(&st, &ctx, &[(key, payload.as_ref().map(|p| p.as_slice()))]);
     Ok(reply(&st, StatusCode::OK, Body::Json, &body))
@@ -303,7 +319,7 @@ pub async fn patch(
     RawBody(bytes): RawBody,
 ) -> Response {
     run("Key could not be updated", async move {
-        ctx.require(Permission::DeleteRestorePatch)?;
+        ctx.require_key(&st, Permission::DeleteRestorePatch, &id).await?;
         #[derive(Deserialize)]
         struct PatchIn {
             keyringid: Option<String>,
@@ -343,7 +359,7 @@ pub async fn delete(
     RawQuery(q): RawQuery,
 ) -> Response {
     run("Key could not be deleted", async move {
-        ctx.require(Permission::DeleteRestorePatch)?;
+        ctx.require_key(&st, Permission::DeleteRestorePatch, &id).await?;
         let pairs = query_pairs(&q)?;
         let force = query_flag(&pairs, "force")?;
         let instance_id = ctx.instance.id.clone();
@@ -374,7 +390,7 @@ pub(crate) async fn restore_inner(
     id: String,
     bytes: axum::body::Bytes,
 ) -> super::ApiResult {
-    ctx.require(Permission::DeleteRestorePatch)?;
+    ctx.require_key(&st, Permission::DeleteRestorePatch, &id).await?;
     if let Some(v) = body::parse(&bytes)? {
         let m: body::MaterialIn = body::typed(v)?;
         import_material(m.payload, m.encryptednonce, m.iv, m.encryptionalgorithm)?;
@@ -411,7 +427,7 @@ pub async fn purge(
     PathArgs(id): PathArgs<String>,
 ) -> Response {
     run("Key could not be purged", async move {
-        ctx.require(Permission::Purge)?;
+        ctx.require_key(&st, Permission::Purge, &id).await?;
         let instance_id = ctx.instance.id.clone();
         let key = blocking(&st, move |svc| svc.purge_key(&instance_id, &id)).await?;
         if wants_representation(&headers) {
@@ -435,7 +451,7 @@ pub async fn versions(
     RawQuery(q): RawQuery,
 ) -> Response {
     run("Key versions could not be retrieved", async move {
-        ctx.require(Permission::ReadKeyMetadata)?;
+        ctx.require_key(&st, Permission::ReadKeyMetadata, &id).await?;
         let pairs = query_pairs(&q)?;
         let mut limit = 200u32;
         let mut offset = 0u64;

@@ -88,7 +88,8 @@ pub async fn put_key_policies(
     RawBody(bytes): RawBody,
 ) -> Response {
     run("Key policies could not be set", async move {
-        ctx.require(Permission::ManagePolicies)?;
+        ctx.require_key(&st, Permission::ManagePolicies, &id)
+            .await?;
         let only = policy_param(&q, &["rotation", "dualAuthDelete"])?;
         let inputs = parse_key_policies(body::resources(body::parse(&bytes)?)?, only)?;
         let instance_id = ctx.instance.id.clone();
@@ -114,7 +115,8 @@ pub async fn get_key_policies(
     RawQuery(q): RawQuery,
 ) -> Response {
     run("Key policies could not be retrieved", async move {
-        ctx.require(Permission::ManagePolicies)?;
+        ctx.require_key(&st, Permission::ManagePolicies, &id)
+            .await?;
         let only = policy_param(&q, &["rotation", "dualAuthDelete"])?;
         let instance_id = ctx.instance.id.clone();
         let (key, _) = blocking(&st, move |svc| svc.get_key(&instance_id, &id, false)).await?;

@@ -101,7 +101,10 @@ async fn list_registrations(
     key: Option<String>,
     q: Option<String>,
 ) -> super::ApiResult {
-    ctx.require(Permission::Registrations)?;
+    match &key {
+        Some(id) => ctx.require_key(&st, Permission::Registrations, id).await?,
+        None => ctx.require(Permission::Registrations)?,
+    }
     let (query, with_total) = registration_query(&q, key.is_none())?;
     let instance_id = ctx.instance.id.clone();
     let (regs, total, names) = blocking(&st, move |svc| {
@@ -228,7 +231,8 @@ async fn write_registration(
     bytes: axum::body::Bytes,
     mode: RegistrationWrite,
 ) -> super::ApiResult {
-    ctx.require(Permission::Registrations)?;
+    ctx.require_key(&st, Permission::Registrations, &id)
+            .await?;
     require_service(&ctx.principal)?;
     let input = registration_input(&bytes, matches!(mode, RegistrationWrite::Replace))?;
     let instance_id = ctx.instance.id.clone();
@@ -303,7 +307,8 @@ pub async fn delete_registration(
     PathArgs((id, crn)): PathArgs<(String, String)>,
 ) -> Response {
     run("Registration could not be deleted", async move {
-        ctx.require(Permission::Registrations)?;
+        ctx.require_key(&st, Permission::Registrations, &id)
+            .await?;
         require_service(&ctx.principal)?;
         let instance_id = ctx.instance.id.clone();
         blocking(&st, move |svc| {
@@ -324,7 +329,8 @@ pub async fn registration_action(
     RawBody(bytes): RawBody,
 ) -> Response {
     run("Registrations could not be deactivated", async move {
-        ctx.require(Permission::Registrations)?;
+        ctx.require_key(&st, Permission::Registrations, &id)
+            .await?;
         require_service(&ctx.principal)?;
         let pairs = query_pairs(&q)?;
         if pairs
@@ -364,7 +370,7 @@ pub async fn create_alias(
     PathArgs((id, alias)): PathArgs<(String, String)>,
 ) -> Response {
     run("Key alias could not be created", async move {
-        ctx.require(Permission::Aliases)?;
+        ctx.require_key(&st, Permission::Aliases, &id).await?;
         let instance_id = ctx.instance.id.clone();
         let alias_name = alias.clone();
         let key = blocking(&st, move |svc| svc.add_alias(&instance_id, &id, &alias_name)).await?;
@@ -384,7 +390,7 @@ pub async fn delete_alias(
     PathArgs((id, alias)): PathArgs<(String, String)>,
 ) -> Response {
     run("Key alias could not be deleted", async move {
-        ctx.require(Permission::Aliases)?;
+        ctx.require_key(&st, Permission::Aliases, &id).await?;
         let instance_id = ctx.instance.id.clone();
         blocking(&st, move |svc| svc.remove_alias(&instance_id, &id, &alias)).await?;
         Ok(no_content())

@@ -21,3 +21,10 @@ pub fn hash(apikey: &str) -> Vec<u8> {
         .as_ref()
         .to_vec()
 }
+
+/// A short fingerprint of a stored hash, put in refresh tokens so that a
+/// rotated or deleted API key stops refreshing (compared with the stored one).
+pub fn fingerprint(hash: &[u8]) -> String {
+    let d = digest::digest(&digest::SHA256, hash);
+    URL_SAFE_NO_PAD.encode(&d.as_ref()[..12])
+}

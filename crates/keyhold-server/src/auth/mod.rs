@@ -5,9 +5,14 @@
 pub mod apikey;
 pub mod token;
 
+use std::sync::Arc;
+
 use keyhold_core::access::{PlatformRoles, Role, Roles};
+use keyhold_core::iam::Target;
 use keyhold_core::model::Instance;
 use keyhold_core::{Error, Reason, Result};
+
+use crate::service::Service;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PrincipalKind {
@@ -47,6 +52,20 @@ pub struct Principal {
 pub trait Authorizer: Send + Sync + 'static {
     /// The service roles `principal` holds on `instance` (Key Protect actions).
     fn roles(&self, principal: &Principal, instance: &Instance) -> Result<Roles>;
+
+    /// The service roles `principal` holds on one key ring of `instance`, or on
+    /// one key (`key_id`) in that ring: instance-wide roles plus any granted on
+    /// that ring or key. Only consulted when the instance-wide roles fall short.
+    fn key_roles(
+        &self,
+        principal: &Principal,
+        instance: &Instance,
+        ring_id: &str,
+        key_id: Option<&str>,
+    ) -> Result<Roles> {
+        let _ = (ring_id, key_id);
+        self.roles(principal, instance)
+    }
 
     /// The platform roles `principal` holds in `account_id`, on `instance_id`
     /// when given (one instance), else account-wide (creating instances,
@@ -92,6 +111,71 @@ impl Authorizer for AccountAuthorizer {
                 PlatformRoles::NONE
             },
         )
+    }
+}
+
+/// Authorization by IAM access policies (direct and through access groups),
+/// read from the node's per-account cache: the request path touches no database
+/// unless an IAM write (here, or on another node: the store's change notice,
+/// within the 1 s bound) dropped the account's entry.
+pub struct PolicyAuthorizer {
+    svc: Arc<Service>,
+}
+
+impl PolicyAuthorizer {
+    pub fn new(svc: Arc<Service>) -> Self {
+        PolicyAuthorizer { svc }
+    }
+
+    fn service_roles(
+        &self,
+        principal: &Principal,
+        instance: &Instance,
+        ring: Option<&str>,
+        key: Option<&str>,
+    ) -> Result<Roles> {
+        if principal.account_id != instance.account_id {
+            return Err(Error::unauthorized());
+        }
+        let access = self.svc.account_access(&principal.account_id)?;
+        Ok(access.service_roles(
+            &principal.id,
+            Target {
+                account_id: &instance.account_id,
+                instance_id: &instance.id,
+                ring,
+                key,
+            },
+        ))
+    }
+}
+
+impl Authorizer for PolicyAuthorizer {
+    fn roles(&self, principal: &Principal, instance: &Instance) -> Result<Roles> {
+        self.service_roles(principal, instance, None, None)
+    }
+
+    fn key_roles(
+        &self,
+        principal: &Principal,
+        instance: &Instance,
+        ring_id: &str,
+        key_id: Option<&str>,
+    ) -> Result<Roles> {
+        self.service_roles(principal, instance, Some(ring_id), key_id)
+    }
+
+    fn platform_roles(
+        &self,
+        principal: &Principal,
+        account_id: &str,
+        instance_id: Option<&str>,
+    ) -> Result<PlatformRoles> {
+        if principal.account_id != account_id {
+            return Ok(PlatformRoles::NONE);
+        }
+        let access = self.svc.account_access(account_id)?;
+        Ok(access.platform_roles(&principal.id, account_id, instance_id))
     }
 }
 

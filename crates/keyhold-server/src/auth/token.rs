@@ -30,6 +30,17 @@ struct Claims {
     jti: String,
     /// `access` or `refresh`.
     token_use: String,
+    /// The API key the token was issued for (its id and hash fingerprint), so a
+    /// refresh is refused once the key is deleted or rotated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    apikey: Option<KeyBinding>,
+}
+
+/// Which API key (id, fingerprint of its stored hash) a token descends from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyBinding {
+    pub id: String,
+    pub fp: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -101,6 +112,7 @@ impl TokenService {
         now: Timestamp,
         life: i64,
         token_use: &str,
+        apikey: Option<&KeyBinding>,
     ) -> Result<Claims> {
         let mut jti = [0u8; 12];
         aws_lc_rs::rand::fill(&mut jti).map_err(|_| Error::internal())?;
@@ -115,13 +127,23 @@ impl TokenService {
             exp: now + life,
             jti: b64(&jti),
             token_use: token_use.into(),
+            apikey: apikey.cloned(),
         })
     }
 
     pub fn issue(&self, principal: &Principal) -> Result<IssuedToken> {
+        self.issue_bound(principal, None)
+    }
+
+    /// Issues tokens for an API key; the refresh token names it.
+    pub fn issue_bound(
+        &self,
+        principal: &Principal,
+        apikey: Option<&KeyBinding>,
+    ) -> Result<IssuedToken> {
         let now = timefmt::now();
-        let access = Self::claims_for(principal, now, self.lifetime, "access")?;
-        let refresh = Self::claims_for(principal, now, REFRESH_LIFETIME, "refresh")?;
+        let access = Self::claims_for(principal, now, self.lifetime, "access", apikey)?;
+        let refresh = Self::claims_for(principal, now, REFRESH_LIFETIME, "refresh", apikey)?;
         Ok(IssuedToken {
             access_token: self.sign(&access)?,
             refresh_token: self.sign(&refresh)?,
@@ -136,7 +158,7 @@ impl TokenService {
         token: &str,
         token_use: &str,
         now: Timestamp,
-    ) -> Result<(Principal, Timestamp)> {
+    ) -> Result<(Principal, Timestamp, Option<KeyBinding>)> {
         let mut parts = token.split('.');
         let (Some(h), Some(c), Some(s), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -157,7 +179,11 @@ impl TokenService {
                 .map_err(|_| Error::unauthorized())?,
         )
         .map_err(|_| Error::unauthorized())?;
-        if header.get("alg").and_then(|a| a.as_str()) != Some("EdDSA") {
+        // A token that names another signing key is refused even if it verified
+        // (defence in depth: a key we no longer hold must not be named as ours).
+        if header.get("alg").and_then(|a| a.as_str()) != Some("EdDSA")
+            || header.get("kid").and_then(|k| k.as_str()) != Some(self.kid.as_str())
+        {
             return Err(Error::unauthorized());
         }
         let claims: Claims = serde_json::from_slice(
@@ -177,6 +203,7 @@ impl TokenService {
                 account_id: claims.account.bss,
             },
             claims.exp,
+            claims.apikey,
         ))
     }
 
@@ -192,7 +219,7 @@ impl TokenService {
                 return Err(Error::unauthorized());
             }
         }
-        let (principal, exp) = self.verify_claims(token, "access", now)?;
+        let (principal, exp, _) = self.verify_claims(token, "access", now)?;
         if let Ok(mut cache) = self.verified.lock() {
             cache.put(token.to_string(), (principal.clone(), exp));
         }
@@ -201,7 +228,13 @@ impl TokenService {
 
     pub fn principal_of_refresh(&self, token: &str) -> Result<Principal> {
         self.verify_claims(token, "refresh", timefmt::now())
-            .map(|(p, _)| p)
+            .map(|(p, _, _)| p)
+    }
+
+    /// A refresh token's principal and the API key it descends from.
+    pub fn refresh_grant(&self, token: &str) -> Result<(Principal, Option<KeyBinding>)> {
+        self.verify_claims(token, "refresh", timefmt::now())
+            .map(|(p, _, k)| (p, k))
     }
 
     pub fn signature_checks(&self) -> u64 {

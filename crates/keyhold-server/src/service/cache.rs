@@ -105,9 +105,10 @@ impl KeyCache {
     }
 }
 
-/// Per-node cache of each instance's policies (consulted by every key creation).
-pub(crate) struct PolicyCache {
-    entries: Mutex<std::collections::HashMap<String, Arc<InstancePolicies>>>,
+/// Per-node cache of one value per id: each instance's policies (consulted by
+/// every key creation), each account's IAM access policies (every request).
+pub(crate) struct MapCache<T> {
+    entries: Mutex<std::collections::HashMap<String, Arc<T>>>,
     generation: AtomicU64,
     lease: Arc<Lease>,
 }
@@ -119,20 +120,22 @@ pub struct InstancePolicies {
     pub allowed_networks: Option<Vec<(IpAddr, u8)>>,
 }
 
-impl PolicyCache {
+pub(crate) type PolicyCache = MapCache<InstancePolicies>;
+
+impl<T> MapCache<T> {
     pub fn new(lease: Arc<Lease>) -> Self {
-        PolicyCache {
+        MapCache {
             entries: Mutex::new(std::collections::HashMap::new()),
             generation: AtomicU64::new(0),
             lease,
         }
     }
 
-    pub fn get(&self, instance_id: &str) -> Option<Arc<InstancePolicies>> {
+    pub fn get(&self, id: &str) -> Option<Arc<T>> {
         if !self.lease.valid() {
             return None;
         }
-        self.entries.lock().ok()?.get(instance_id).cloned()
+        self.entries.lock().ok()?.get(id).cloned()
     }
 
     pub fn clear(&self) {
@@ -146,19 +149,19 @@ impl PolicyCache {
         self.generation.load(Ordering::SeqCst)
     }
 
-    /// Caches policies read at `loaded_at`, unless they changed since.
-    pub fn put(&self, instance_id: &str, policies: Arc<InstancePolicies>, loaded_at: u64) {
+    /// Caches a value read at `loaded_at`, unless anything was forgotten since.
+    pub fn put(&self, id: &str, value: Arc<T>, loaded_at: u64) {
         if let Ok(mut entries) = self.entries.lock() {
             if self.generation.load(Ordering::SeqCst) == loaded_at {
-                entries.insert(instance_id.to_string(), policies);
+                entries.insert(id.to_string(), value);
             }
         }
     }
 
-    pub fn forget(&self, instance_id: &str) {
+    pub fn forget(&self, id: &str) {
         if let Ok(mut entries) = self.entries.lock() {
             self.generation.fetch_add(1, Ordering::SeqCst);
-            entries.remove(instance_id);
+            entries.remove(id);
         }
     }
 }

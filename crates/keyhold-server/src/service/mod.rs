@@ -7,6 +7,7 @@
 
 mod actions;
 mod cache;
+mod iam;
 mod import;
 mod keys;
 mod policies;
@@ -27,11 +28,15 @@ use keyhold_store::{Change, ChangeListener, Store, StoreError};
 pub use actions::{UnwrapOutcome, WrapOutcome};
 pub use cache::CachedKey;
 pub use cache::InstancePolicies;
+pub use iam::{
+    bootstrap_policy, check_text, ensure_object, new_api_key, service_id_object, user_object,
+    AccountAccess, IamKind, NewApiKey,
+};
 pub use keys::{CreateKey, ImportMaterial, PolicyOverrides};
 pub use policies::{cidr_contains, parse_cidr, InstancePolicyInput, KeyPolicyInput};
 pub use resources::RegistrationInput;
 
-use cache::{KeyCache, Lease, PolicyCache};
+use cache::{KeyCache, Lease, MapCache, PolicyCache};
 
 /// What a key change writes besides bumping the record.
 pub(crate) enum KeyWrite {
@@ -55,6 +60,8 @@ pub struct Service {
     pub(crate) rules: TimingRules,
     cache: Arc<KeyCache>,
     policy_cache: Arc<PolicyCache>,
+    /// Each account's access policies and group memberships (every request's authorization).
+    access_cache: Arc<MapCache<AccountAccess>>,
 }
 
 pub(crate) fn store_err(e: StoreError) -> Error {
@@ -137,6 +144,7 @@ impl Service {
             rules,
             cache: Arc::new(KeyCache::new(100_000, lease.clone())),
             policy_cache: Arc::new(PolicyCache::new(lease.clone())),
+            access_cache: Arc::new(MapCache::new(lease.clone())),
         };
         svc.follow_other_nodes(lease);
         svc
@@ -145,16 +153,18 @@ impl Service {
     /// With a shared store, applies other nodes' change notices to this node's
     /// caches, and stops trusting the caches while notices may be missed.
     fn follow_other_nodes(&self, lease: Arc<Lease>) {
-        let (keys, policies, unit) = (
+        let (keys, policies, access, unit) = (
             self.cache.clone(),
             self.policy_cache.clone(),
+            self.access_cache.clone(),
             self.unit.clone(),
         );
         let forget_all = {
-            let (keys, policies) = (keys.clone(), policies.clone());
+            let (keys, policies, access) = (keys.clone(), policies.clone(), access.clone());
             move || {
                 keys.clear();
                 policies.clear();
+                access.clear();
             }
         };
         let listener: ChangeListener = Arc::new(move |change| match change {
@@ -171,6 +181,7 @@ impl Service {
                 keys.invalidate(&instance_id, &key_id);
             }
             Change::InstancePolicies { instance_id } => policies.forget(&instance_id),
+            Change::Iam { account_id } => access.forget(&account_id),
             Change::Everything => forget_all(),
             Change::Lost => {
                 tracing::warn!("change notices from other nodes are not flowing (yet): caches bypassed until they are");
