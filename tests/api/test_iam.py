@@ -247,3 +247,72 @@ def test_expired_and_foreign_tokens_are_refused(server, server_factory):
     assert_iam_error(iam(server, "GET", "/v1/whoami", foreign), 401)
     # And an API key of the other deployment gets no token here.
     assert_iam_error(apikey_token(server, short.apikey), 400)
+
+
+# ---- keyhold init: a non-dev deployment and its first administrator ----
+
+def _run(args, env=None):
+    import os
+    import subprocess
+    from api_helpers import keyhold_bin
+    return subprocess.run([keyhold_bin(), *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})})
+
+
+def _serve_initialised(data_dir):
+    """`serve` without --dev: ceremony master key (sealed; IAM still works), or the
+    HSM's key when the suite runs with the PKCS#11 unit."""
+    import os
+    import subprocess
+    from api_helpers import keyhold_bin
+    args = [keyhold_bin(), "serve", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0"]
+    if os.environ.get("KEYHOLD_CRYPTO_UNIT") != "pkcs11":
+        args += ["--master-key", "ceremony"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    line = proc.stdout.readline()
+    assert line, "server printed nothing (refused to start?)"
+    return proc, json.loads(line)
+
+
+def test_init_then_serve_without_dev(tmp_path):
+    d = tmp_path / "prod"
+    r = _run(["init", "--data-dir", str(d)])
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert set(out) == {"account_id", "iam_id", "apikey_id", "apikey"} and out["apikey"].startswith("kh_")
+    assert out["apikey"] not in r.stderr
+    again = _run(["init", "--data-dir", str(d)])
+    assert again.returncode == 4 and "already initialised" in again.stderr and "kh_" not in again.stdout
+    # A dev server refuses an initialised store.
+    dev = _run(["serve", "--dev", "--data-dir", str(d), "--listen", "127.0.0.1:0"])
+    assert dev.returncode != 0 and "keyhold init" in dev.stderr
+    proc, info = _serve_initialised(d)
+    try:
+        assert info["account_id"] == out["account_id"]
+
+        class S:
+            url = info["url"]
+        t = token_resp(S, grant_type=APIKEY_GRANT, apikey=out["apikey"])
+        assert t.status_code == 200, t.text
+        tok = t.json()["access_token"]
+        me = iam(S, "GET", "/v1/whoami", tok).json()
+        assert me == {"iam_id": out["iam_id"], "type": "user", "account_id": out["account_id"],
+                      "iam_admin": True, "platform_roles": ["Administrator"]}
+        pols = iam(S, "GET", "/v1/policies", tok).json()["policies"]
+        assert {r["role_id"] for p in pols for r in p["roles"]} == {
+            PR + "Administrator", SR + "Manager", SR + "KeyPurge"}
+        sid = iam(S, "POST", "/v1/serviceids", tok, {"name": "app"}).json()["iam_id"]
+        k = iam(S, "POST", "/v1/apikeys", tok, {"name": "app", "iam_id": sid}).json()["apikey"]
+        app = token_resp(S, grant_type=APIKEY_GRANT, apikey=k).json()["access_token"]
+        assert_iam_error(iam(S, "GET", "/v1/users", app), 403)
+        # Policies name this account only.
+        assert_iam_error(iam(S, "POST", "/v1/policies", tok, policy(sid, [SR + "Reader"])), 400)
+        assert iam(S, "POST", "/v1/policies", tok, policy(sid, [SR + "Reader"], account=out["account_id"])).status_code == 201
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+def test_serve_without_dev_needs_init(tmp_path):
+    r = _run(["serve", "--data-dir", str(tmp_path / "fresh"), "--listen", "127.0.0.1:0", "--master-key", "ceremony"])
+    assert r.returncode != 0 and "keyhold init" in r.stderr

@@ -58,6 +58,8 @@ pub struct DevDeployment {
     pub info: DevInfo,
     /// Set when the master key comes from the ceremony.
     pub ceremony: Option<Arc<Ceremony>>,
+    /// The account of an initialised (non-dev) deployment; `None` in dev mode.
+    pub account: Option<String>,
 }
 
 fn io_err(what: &str, path: &Path, e: std::io::Error) -> String {
@@ -417,10 +419,48 @@ pub fn open(
     source: MasterKeySource,
     crypto_unit: &CryptoUnitConfig,
 ) -> Result<DevDeployment, String> {
+    open_mode(
+        dir,
+        store_url,
+        token_lifetime,
+        cache_entries,
+        source,
+        crypto_unit,
+        true,
+    )
+}
+
+/// [`open`] for a dev deployment (`dev`) or an initialised one (`keyhold init`):
+/// the latter creates no instance, identities or dev.json, and refuses a master
+/// key kept in a file.
+pub fn open_mode(
+    dir: &Path,
+    store_url: Option<&str>,
+    token_lifetime: i64,
+    cache_entries: usize,
+    source: MasterKeySource,
+    crypto_unit: &CryptoUnitConfig,
+    dev: bool,
+) -> Result<DevDeployment, String> {
     fs::create_dir_all(dir).map_err(|e| io_err("cannot create", dir, e))?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
         .map_err(|e| io_err("cannot secure", dir, e))?;
     let store = open_store(dir, store_url)?;
+    let account = crate::bootstrap::account_of(store.as_ref())?;
+    match (dev, &account) {
+        (true, Some(a)) => {
+            return Err(format!(
+                "this store was initialised with `keyhold init` (account {a}); serve it without --dev"
+            ))
+        }
+        (false, None) => {
+            return Err("this store is not initialised: run `keyhold init --data-dir DIR [--store URL]` first (or use `serve --dev`)".into())
+        }
+        _ => {}
+    }
+    if !dev && source == MasterKeySource::File && *crypto_unit == CryptoUnitConfig::Soft {
+        return Err("a master key kept in a file is for --dev only: serve with --master-key ceremony or --crypto-unit pkcs11".into());
+    }
     check_source(store.as_ref(), source)?;
     let (unit, sealable, pkcs8): (Arc<dyn CryptoUnit>, _, _) = match source {
         MasterKeySource::File => {
@@ -441,6 +481,31 @@ pub fn open(
         }
     };
     let tokens = Arc::new(TokenService::new(&pkcs8, token_lifetime).map_err(|e| e.to_string())?);
+    if let Some(account) = account {
+        let crypto_instance = crate::bootstrap::crypto_instance(store.as_ref())?;
+        let ceremony = match sealable {
+            Some(unit) => Some(Arc::new(
+                Ceremony::open(store.clone(), unit, &crypto_instance, &account)
+                    .map_err(|e| format!("cannot open the key ceremony: {e}"))?,
+            )),
+            None => None,
+        };
+        return Ok(DevDeployment {
+            store,
+            unit,
+            tokens,
+            info: DevInfo {
+                url: String::new(),
+                iam_url: String::new(),
+                apikey: String::new(),
+                instance_id: String::new(),
+                second_apikey: String::new(),
+                service_apikey: String::new(),
+            },
+            ceremony,
+            account: Some(account),
+        });
+    }
     let instance = instance(store.as_ref())?;
     // One crypto instance, bound to the dev key-management instance (KYOK).
     let ceremony = match sealable {
@@ -487,5 +552,6 @@ pub fn open(
         tokens,
         info,
         ceremony,
+        account: None,
     })
 }

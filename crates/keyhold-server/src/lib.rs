@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod bootstrap;
 pub mod ceremony;
 pub mod config;
 pub mod dev;

@@ -21,6 +21,11 @@ const AUTO_PURGE_EVERY: Duration = Duration::from_secs(60);
 
 /// Serves the dev deployment until SIGINT/SIGTERM.
 pub async fn serve_dev(cfg: ServerConfig) -> Result<(), String> {
+    serve(cfg, true).await
+}
+
+/// Serves a dev deployment (`dev`) or one initialised by `keyhold init`.
+pub async fn serve(cfg: ServerConfig, dev: bool) -> Result<(), String> {
     cfg.check_transport()?;
     // Opening the store blocks (and the PostgreSQL client runs its own runtime).
     let (dir, store, lifetime, entries, source, unit) = (
@@ -32,7 +37,7 @@ pub async fn serve_dev(cfg: ServerConfig) -> Result<(), String> {
         cfg.crypto_unit.clone(),
     );
     let deployment = tokio::task::spawn_blocking(move || {
-        dev::open(&dir, store.as_deref(), lifetime, entries, source, &unit)
+        dev::open_mode(&dir, store.as_deref(), lifetime, entries, source, &unit, dev)
     })
     .await
     .map_err(|e| format!("start-up failed: {e}"))??;
@@ -91,10 +96,19 @@ pub async fn serve_dev(cfg: ServerConfig) -> Result<(), String> {
         None => None,
     };
 
-    let announcement = serde_json::to_string(&info).map_err(|e| e.to_string())?;
-    dev::write_private(&dev::dev_json_path(&cfg.data_dir), announcement.as_bytes())?;
-    println!("{announcement}");
-    tracing::info!(%url, instance_id = %info.instance_id, data_dir = %cfg.data_dir.display(), master_key = cfg.master_key.as_str(), "keyhold serving (dev mode)");
+    if let Some(account) = &deployment.account {
+        // An initialised deployment announces where it listens; it holds no dev secrets.
+        println!(
+            "{}",
+            serde_json::json!({"url": url, "iam_url": url, "account_id": account})
+        );
+        tracing::info!(%url, account_id = %account, data_dir = %cfg.data_dir.display(), master_key = cfg.master_key.as_str(), "keyhold serving");
+    } else {
+        let announcement = serde_json::to_string(&info).map_err(|e| e.to_string())?;
+        dev::write_private(&dev::dev_json_path(&cfg.data_dir), announcement.as_bytes())?;
+        println!("{announcement}");
+        tracing::info!(%url, instance_id = %info.instance_id, data_dir = %cfg.data_dir.display(), master_key = cfg.master_key.as_str(), "keyhold serving (dev mode)");
+    }
 
     tokio::spawn(async move {
         loop {

@@ -34,6 +34,9 @@ struct Cli {
 enum Command {
     /// Run the Key Protect v2 API server.
     Serve(ServeArgs),
+    /// Initialise a new (non-dev) deployment: its account and first administrator,
+    /// whose API key is printed once.
+    Init(InitArgs),
     /// Load-test a Keyhold server, OpenBao's transit engine or a baseline endpoint
     /// (throughput, latency percentiles, error counts).
     Bench(keyhold_bench::BenchArgs),
@@ -42,6 +45,25 @@ enum Command {
     Ceremony(ceremony_cli::CeremonyArgs),
     #[command(flatten)]
     Client(cli::ClientCommand),
+}
+
+#[derive(Args)]
+#[command(
+    after_help = "Prints, once, on stdout: {\"account_id\", \"iam_id\", \"apikey_id\", \"apikey\"}. The API key \
+is the first administrator's (Administrator platform role, Manager and KeyPurge service roles on the \
+whole account); it is shown only now and never logged. Running init again on the same store refuses.\n\n\
+Examples:\n  keyhold init --data-dir /var/lib/keyhold > admin.json && chmod 600 admin.json\n  \
+keyhold init --data-dir /var/lib/keyhold --store postgres://keyhold@db:5432/keyhold\n  \
+keyhold serve --data-dir /var/lib/keyhold --master-key ceremony"
+)]
+struct InitArgs {
+    /// Where the store lives (and, later, the server's data).
+    #[arg(long, default_value = "keyhold-data", env = "KEYHOLD_DATA_DIR")]
+    data_dir: PathBuf,
+    /// The store: sqlite://PATH or postgres://USER@HOST:PORT/DB[?schema=NAME]; default
+    /// SQLite in --data-dir.
+    #[arg(long, env = "KEYHOLD_STORE", value_name = "URL")]
+    store: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -57,6 +79,7 @@ enum MasterKeyArg {
     after_help = "Examples:\n  keyhold serve --dev\n  keyhold serve --dev --listen 127.0.0.1:0 --data-dir /tmp/kh --rotate-min-interval 0\n  \
 keyhold serve --dev --listen 0.0.0.0:8443 --tls-cert cert.pem --tls-key key.pem\n  \
 keyhold serve --dev --master-key ceremony   # master key from the key ceremony (keyhold ceremony --help)\n  \
+keyhold init --data-dir /srv/kh && keyhold serve --data-dir /srv/kh --master-key ceremony   # not dev\n  \
 keyhold serve --dev --crypto-unit pkcs11 --pkcs11-module /usr/lib/softhsm/libsofthsm2.so \\\n      \
 --pkcs11-token keyhold --pkcs11-pin-file pin.txt      # or KEYHOLD_PKCS11_PIN=... in the environment"
 )]
@@ -64,7 +87,8 @@ struct ServeArgs {
     /// Development mode: SQLite store in --data-dir and, with --crypto-unit soft, a software
     /// crypto unit whose master key is kept in a file there (never for real keys). Creates a
     /// key-management instance and admin API keys on first start and writes them to
-    /// DATA_DIR/dev.json.
+    /// DATA_DIR/dev.json. Without --dev, serves a store initialised by `keyhold init`
+    /// (with --master-key ceremony or --crypto-unit pkcs11).
     #[arg(long)]
     dev: bool,
     /// Where the master key lives: soft (in this process; dev mode keeps it in --data-dir) or
@@ -220,6 +244,26 @@ fn limit_malloc_arenas() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn limit_malloc_arenas() {}
 
+/// `keyhold init`: the first administrator's API key goes to stdout once, never to the log.
+fn init(args: InitArgs) -> ExitCode {
+    match keyhold_server::bootstrap::init(&args.data_dir, args.store.as_deref()) {
+        Ok(done) => {
+            let out = zeroize::Zeroizing::new(
+                serde_json::json!({"account_id": done.account_id, "iam_id": done.iam_id,
+                    "apikey_id": done.apikey_id, "apikey": done.apikey.as_str()})
+                .to_string(),
+            );
+            println!("{}", out.as_str());
+            eprintln!("keyhold: initialised account {}; the API key above is shown only once: keep it safe", done.account_id);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("keyhold: {e}");
+            ExitCode::from(4)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     limit_malloc_arenas();
     // Usage errors exit 1 (clap's default, 2, means "not found" for the client commands).
@@ -255,13 +299,11 @@ fn main() -> ExitCode {
         .init();
     match cli.command {
         Command::Bench(args) => keyhold_bench::main(args),
+        Command::Init(args) => init(args),
         Command::Ceremony(args) => ceremony_cli::main(args),
         Command::Client(cmd) => cli::run(cmd),
         Command::Serve(args) => {
-            if !args.dev {
-                eprintln!("keyhold: only --dev deployments exist so far (the key ceremony and IAM will add production mode); run `keyhold serve --dev`");
-                return ExitCode::from(2);
-            }
+            let dev = args.dev;
             let cfg = match config(args) {
                 Ok(cfg) => cfg,
                 Err(e) => {
@@ -279,7 +321,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(keyhold_server::server::serve_dev(cfg)) {
+            match runtime.block_on(keyhold_server::server::serve(cfg, dev)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("keyhold: {e}");
