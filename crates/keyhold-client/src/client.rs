@@ -218,7 +218,12 @@ impl Client {
     /// Sends a call: adds the token and the instance, retries what may be retried, and
     /// turns a non-2xx answer into an error.
     pub(crate) async fn send(&self, call: &Call<'_>) -> Result<Answer> {
-        let url = format!("{}/api/v2/{}", self.cfg.url, call.path);
+        // Key Protect paths are relative to /api/v2/; IAM paths are absolute (`/v1/…`).
+        let url = if call.path.starts_with('/') {
+            format!("{}{}", self.cfg.url, call.path)
+        } else {
+            format!("{}/api/v2/{}", self.cfg.url, call.path)
+        };
         let idempotent = matches!(
             call.method,
             Method::GET | Method::HEAD | Method::PUT | Method::DELETE

@@ -101,12 +101,29 @@ impl ClientError {
                     reasons: r.reasons,
                 }
             }
-            None => ClientError::Api {
-                status,
-                code: None,
-                message: status_phrase(status).to_string(),
-                reasons: Vec::new(),
-            },
+            None => {
+                // IAM endpoints answer in IAM's shape: {errorCode, errorMessage, context}.
+                #[derive(Deserialize)]
+                #[serde(rename_all = "camelCase")]
+                struct IamErr {
+                    error_code: String,
+                    error_message: String,
+                }
+                match serde_json::from_slice::<IamErr>(body) {
+                    Ok(e) => ClientError::Api {
+                        status,
+                        code: Some(e.error_code),
+                        message: e.error_message,
+                        reasons: Vec::new(),
+                    },
+                    Err(_) => ClientError::Api {
+                        status,
+                        code: None,
+                        message: status_phrase(status).to_string(),
+                        reasons: Vec::new(),
+                    },
+                }
+            }
         }
     }
 }

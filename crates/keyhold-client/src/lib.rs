@@ -14,6 +14,7 @@ mod client;
 pub mod dek_cache;
 pub mod envelope;
 mod error;
+pub mod iam;
 pub mod import;
 mod keys;
 pub mod model;

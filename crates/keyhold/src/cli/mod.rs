@@ -4,6 +4,7 @@
 mod admin;
 mod crypt;
 mod error;
+mod iam;
 mod keys;
 mod output;
 mod pipe;
@@ -68,6 +69,22 @@ pub struct ProfilesArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct LoginCmd {
+    #[command(flatten)]
+    conn: ConnArgs,
+    #[command(flatten)]
+    args: iam::LoginArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct IamArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    #[command(subcommand)]
+    cmd: iam::IamCmd,
+}
+
+#[derive(Args, Debug)]
 pub struct EncryptCmd {
     #[command(flatten)]
     conn: ConnArgs,
@@ -117,6 +134,23 @@ keyhold keys list -o json\n  keyhold keys --help   # every subcommand"
         after_help = "Examples:\n  keyhold profiles add dev --dev-json keyhold-data/dev.json --default\n  keyhold profiles list"
     )]
     Profiles(ProfilesArgs),
+    /// Check an API key, print who it belongs to, and save the connection as a profile.
+    #[command(
+        after_help = "The API key comes from KEYHOLD_APIKEY or --apikey-file (never the command line); it is saved\n\
+in the profile (the config file is written mode 0600).\n\nExamples:\n  \
+KEYHOLD_APIKEY=$(jq -r .apikey admin.json) keyhold login --url https://kms.example:8443\n  \
+keyhold login --dev-json keyhold-data/dev.json --save-as dev\n  \
+keyhold login --url http://127.0.0.1:8080 --instance 1234… --apikey-file ci.key --save-as ci"
+    )]
+    Login(LoginCmd),
+    /// IAM: users, service IDs, access groups, API keys and access policies of the account.
+    #[command(
+        after_help = "Examples:\n  keyhold iam whoami\n  keyhold iam service-ids create backup-job\n  \
+keyhold iam api-keys create backup-key --iam-id iam-ServiceId-… --out backup.key\n  \
+keyhold iam policies create --subject iam-ServiceId-… --role Writer --on-instance 1234…\n  \
+keyhold iam users --help   # every subcommand"
+    )]
+    Iam(IamArgs),
     /// Encrypt a file under a fresh data key wrapped by a root key (AES-256-GCM, STREAM, 64 KiB segments).
     #[command(
         after_help = "Examples:\n  keyhold encrypt --key my-root-key backup.tar backup.tar.khe\n  \
@@ -165,6 +199,14 @@ fn dispatch(cmd: ClientCommand) -> CliResult<()> {
             rt.block_on(admin::import_token(&c, a.conn.output, a.cmd))
         }
         ClientCommand::Profiles(a) => profiles::run(&a.conn, a.conn.output, a.cmd),
+        ClientCommand::Login(a) => {
+            let c = Client::new(profile::resolve_iam(&a.conn)?)?;
+            rt.block_on(iam::login(&c, &a.conn, a.conn.output, a.args))
+        }
+        ClientCommand::Iam(a) => {
+            let c = Client::new(profile::resolve_iam(&a.conn)?)?;
+            rt.block_on(iam::run(&c, a.conn.output, a.cmd))
+        }
         ClientCommand::Encrypt(a) => {
             let c = client(&a.conn)?;
             crypt::encrypt(&rt, &c, a.conn.output, a.args)

@@ -167,6 +167,15 @@ fn read_key_file(path: &Path) -> CliResult<String> {
 
 /// Resolves the connection settings; see the module comment for the order.
 pub fn resolve(args: &ConnArgs) -> CliResult<ClientConfig> {
+    resolve_with(args, true)
+}
+
+/// [`resolve`] for IAM commands and `login`, which need no instance id.
+pub fn resolve_iam(args: &ConnArgs) -> CliResult<ClientConfig> {
+    resolve_with(args, false)
+}
+
+fn resolve_with(args: &ConnArgs, need_instance: bool) -> CliResult<ClientConfig> {
     let path = config_path(args);
     let file = load_config(&path)?;
     let name = args
@@ -224,15 +233,15 @@ pub fn resolve(args: &ConnArgs) -> CliResult<ClientConfig> {
         .clone()
         .or(profile.iam_url.clone())
         .unwrap_or_else(|| url.clone());
-    let instance = args
-        .instance
-        .clone()
-        .or(profile.instance_id.clone())
-        .ok_or_else(|| {
-            CliError::Usage(
+    let instance = match args.instance.clone().or(profile.instance_id.clone()) {
+        Some(i) => i,
+        None if !need_instance => String::new(),
+        None => {
+            return Err(CliError::Usage(
                 "no instance id: give --instance or set instance_id in the profile".into(),
-            )
-        })?;
+            ))
+        }
+    };
     let apikey = apikey.ok_or_else(|| {
         CliError::Usage(
             "no API key: set KEYHOLD_APIKEY, --apikey-file, or apikey_file in the profile".into(),
