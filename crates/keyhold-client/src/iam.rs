@@ -40,7 +40,6 @@ impl Collection {
     }
 }
 
-
 impl Client {
     /// Who the API key belongs to: `iam_id`, `type`, `account_id`, `iam_admin`, `platform_roles`.
     pub async fn whoami(&self) -> Result<Value> {
@@ -48,7 +47,11 @@ impl Client {
     }
 
     /// Lists a collection, optionally filtered (`iam_id`, `access_group_id`).
-    pub async fn iam_list(&self, c: Collection, filter: &[(&'static str, String)]) -> Result<Vec<Value>> {
+    pub async fn iam_list(
+        &self,
+        c: Collection,
+        filter: &[(&'static str, String)],
+    ) -> Result<Vec<Value>> {
         let mut call = Call::new(Method::GET, c.path());
         for (k, v) in filter {
             call = call.query(k, v);
@@ -58,39 +61,58 @@ impl Client {
     }
 
     pub async fn iam_create(&self, c: Collection, body: Value) -> Result<Value> {
-        self.send_json(&Call::new(Method::POST, c.path()).json(body)).await
+        self.send_json(&Call::new(Method::POST, c.path()).json(body))
+            .await
     }
 
     pub async fn iam_get(&self, c: Collection, id: &str) -> Result<Value> {
-        self.send_json(&Call::new(Method::GET, format!("{}/{}", c.path(), segment(id))))
-            .await
+        self.send_json(&Call::new(
+            Method::GET,
+            format!("{}/{}", c.path(), segment(id)),
+        ))
+        .await
     }
 
     pub async fn iam_delete(&self, c: Collection, id: &str) -> Result<()> {
-        self.send(&Call::new(Method::DELETE, format!("{}/{}", c.path(), segment(id))))
-            .await
-            .map(|_| ())
+        self.send(&Call::new(
+            Method::DELETE,
+            format!("{}/{}", c.path(), segment(id)),
+        ))
+        .await
+        .map(|_| ())
     }
 
     /// A new secret for an API key; the old one stops working.
     pub async fn rotate_api_key(&self, id: &str) -> Result<Value> {
-        self.send_json(&Call::new(Method::POST, format!("/v1/apikeys/{}/rotate", segment(id))))
-            .await
+        self.send_json(&Call::new(
+            Method::POST,
+            format!("/v1/apikeys/{}/rotate", segment(id)),
+        ))
+        .await
     }
 
     pub async fn group_members(&self, group: &str) -> Result<Vec<Value>> {
         let v: Value = self
-            .send_json(&Call::new(Method::GET, format!("/v2/groups/{}/members", segment(group))))
+            .send_json(&Call::new(
+                Method::GET,
+                format!("/v2/groups/{}/members", segment(group)),
+            ))
             .await?;
         Ok(v["members"].as_array().cloned().unwrap_or_default())
     }
 
     pub async fn add_group_members(&self, group: &str, iam_ids: &[String]) -> Result<Vec<Value>> {
-        let members: Vec<Value> = iam_ids.iter().map(|i| serde_json::json!({"iam_id": i})).collect();
+        let members: Vec<Value> = iam_ids
+            .iter()
+            .map(|i| serde_json::json!({"iam_id": i}))
+            .collect();
         let v: Value = self
             .send_json(
-                &Call::new(Method::PUT, format!("/v2/groups/{}/members", segment(group)))
-                    .json(serde_json::json!({ "members": members })),
+                &Call::new(
+                    Method::PUT,
+                    format!("/v2/groups/{}/members", segment(group)),
+                )
+                .json(serde_json::json!({ "members": members })),
             )
             .await?;
         Ok(v["members"].as_array().cloned().unwrap_or_default())

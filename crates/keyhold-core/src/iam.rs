@@ -104,7 +104,10 @@ impl AnyRole {
                 )
             }
             AnyRole::Platform(r) => {
-                format!("crn:v1:bluemix:public:iam::::role:{}", platform_role_name(r))
+                format!(
+                    "crn:v1:bluemix:public:iam::::role:{}",
+                    platform_role_name(r)
+                )
             }
         }
     }
@@ -256,7 +259,9 @@ pub fn parse_policy(body: &Value) -> Result<PolicyInput, PolicyError> {
     let subject = match attrs(single(body, "subjects")?, "subjects")?.as_slice() {
         [(n, v)] if n == "iam_id" => Subject::IamId(v.clone()),
         [(n, v)] if n == "access_group_id" => Subject::AccessGroup(v.clone()),
-        _ => return bad("a subject must have exactly one attribute, `iam_id` or `access_group_id`"),
+        _ => {
+            return bad("a subject must have exactly one attribute, `iam_id` or `access_group_id`")
+        }
     };
     let Some(role_list) = obj.get("roles").and_then(Value::as_array) else {
         return bad("`roles` must be a non-empty list");
@@ -507,9 +512,15 @@ mod tests {
             key: Some("k"),
         };
         assert!(service_roles([&p].into_iter(), t(Some("A"), "i")).has(Role::Reader));
-        assert_eq!(service_roles([&p].into_iter(), t(Some("B"), "i")), Roles::NONE);
+        assert_eq!(
+            service_roles([&p].into_iter(), t(Some("B"), "i")),
+            Roles::NONE
+        );
         assert_eq!(service_roles([&p].into_iter(), t(None, "i")), Roles::NONE);
-        assert_eq!(service_roles([&p].into_iter(), t(Some("A"), "j")), Roles::NONE);
+        assert_eq!(
+            service_roles([&p].into_iter(), t(Some("A"), "j")),
+            Roles::NONE
+        );
     }
 
     #[test]
@@ -535,9 +546,21 @@ mod tests {
     #[test]
     fn strict_validation() {
         let acct = json!([{"name":"accountId","value":"a"}]);
-        assert!(parse_policy(&body(&["crn:v1:bluemix:public:iam::::serviceRole:Boss"], acct.clone())).is_err());
-        assert!(parse_policy(&body(&[READER], json!([{"name":"accountId","value":"a"},{"name":"region","value":"x"}]))).is_err());
-        assert!(parse_policy(&body(&[READER], json!([{"name":"serviceName","value":"kms"}]))).is_err());
+        assert!(parse_policy(&body(
+            &["crn:v1:bluemix:public:iam::::serviceRole:Boss"],
+            acct.clone()
+        ))
+        .is_err());
+        assert!(parse_policy(&body(
+            &[READER],
+            json!([{"name":"accountId","value":"a"},{"name":"region","value":"x"}])
+        ))
+        .is_err());
+        assert!(parse_policy(&body(
+            &[READER],
+            json!([{"name":"serviceName","value":"kms"}])
+        ))
+        .is_err());
         assert!(parse_policy(&body(&[], acct.clone())).is_err());
         assert!(parse_policy(&body(
             &[ADMIN],
@@ -550,7 +573,8 @@ mod tests {
         assert!(parse_policy(&b).is_err());
         assert!(AnyRole::parse("crn:v1:bluemix:public:kms::::serviceRole:KeyPurge").is_some());
         for (n, _) in SERVICE_ROLES {
-            let r = AnyRole::parse(&format!("crn:v1:bluemix:public:iam::::serviceRole:{n}")).unwrap();
+            let r =
+                AnyRole::parse(&format!("crn:v1:bluemix:public:iam::::serviceRole:{n}")).unwrap();
             assert_eq!(AnyRole::parse(&r.crn()), Some(r));
         }
     }

@@ -5,8 +5,8 @@
 
 pub mod access;
 pub mod envelope;
-pub mod iam;
 pub mod error;
+pub mod iam;
 pub mod list;
 pub mod model;
 pub mod rules;

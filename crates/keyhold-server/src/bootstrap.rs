@@ -76,8 +76,13 @@ pub fn init(dir: &Path, store_url: Option<&str>) -> Result<Initialised, String> 
         AnyRole::Service(Role::Manager),
         AnyRole::Service(Role::KeyPurge),
     ];
-    let key = new_api_key(&account_id, &iam_id, PrincipalKind::User, "first administrator")
-        .map_err(|e| e.to_string())?;
+    let key = new_api_key(
+        &account_id,
+        &iam_id,
+        PrincipalKind::User,
+        "first administrator",
+    )
+    .map_err(|e| e.to_string())?;
     let write = || -> Result<(), String> {
         let err = |e: keyhold_store::StoreError| e.to_string();
         store
@@ -100,7 +105,9 @@ pub fn init(dir: &Path, store_url: Option<&str>) -> Result<Initialised, String> 
     if !won {
         // Another init finished first: take back what this one wrote.
         let _ = store.delete_iam_object(&account_id, IamKind::User.as_str(), &iam_id);
-        return Err("this store was initialised meanwhile by another `keyhold init`; refusing".into());
+        return Err(
+            "this store was initialised meanwhile by another `keyhold init`; refusing".into(),
+        );
     }
     Ok(Initialised {
         account_id,

@@ -21,9 +21,9 @@ use zeroize::Zeroizing;
 use crate::auth::apikey;
 use crate::auth::token::TokenService;
 use crate::ceremony::Ceremony;
+use crate::config::{CryptoUnitConfig, MasterKeySource};
 use crate::service::{bootstrap_policy, ensure_object, service_id_object, user_object};
 use keyhold_core::iam::AnyRole;
-use crate::config::{CryptoUnitConfig, MasterKeySource};
 
 /// Where the PIN comes from when no PIN file is given.
 pub const PIN_ENV: &str = "KEYHOLD_PKCS11_PIN";
@@ -303,9 +303,18 @@ pub fn all_roles() -> Vec<AnyRole> {
 /// administrators hold every role account-wide, the service ID Reader (what a
 /// service-to-service authorization grants). Idempotent (fixed ids).
 fn dev_access(store: &dyn Store) -> Result<(), String> {
-    ensure_object(store, &user_object(DEV_ACCOUNT, "dev-admin", "dev administrator"))?;
-    ensure_object(store, &user_object(DEV_ACCOUNT, "dev-admin-2", "second dev administrator"))?;
-    ensure_object(store, &service_id_object(DEV_ACCOUNT, "dev-service", "dev service ID"))?;
+    ensure_object(
+        store,
+        &user_object(DEV_ACCOUNT, "dev-admin", "dev administrator"),
+    )?;
+    ensure_object(
+        store,
+        &user_object(DEV_ACCOUNT, "dev-admin-2", "second dev administrator"),
+    )?;
+    ensure_object(
+        store,
+        &service_id_object(DEV_ACCOUNT, "dev-service", "dev service ID"),
+    )?;
     for (policy, subject, roles) in [
         ("dev-policy-admin", "dev-admin", all_roles()),
         ("dev-policy-admin-2", "dev-admin-2", all_roles()),
@@ -315,7 +324,10 @@ fn dev_access(store: &dyn Store) -> Result<(), String> {
             vec![AnyRole::Service(keyhold_core::access::Role::Reader)],
         ),
     ] {
-        ensure_object(store, &bootstrap_policy(DEV_ACCOUNT, policy, subject, &roles)?)?;
+        ensure_object(
+            store,
+            &bootstrap_policy(DEV_ACCOUNT, policy, subject, &roles)?,
+        )?;
     }
     Ok(())
 }

@@ -37,7 +37,15 @@ pub async fn serve(cfg: ServerConfig, dev: bool) -> Result<(), String> {
         cfg.crypto_unit.clone(),
     );
     let deployment = tokio::task::spawn_blocking(move || {
-        dev::open_mode(&dir, store.as_deref(), lifetime, entries, source, &unit, dev)
+        dev::open_mode(
+            &dir,
+            store.as_deref(),
+            lifetime,
+            entries,
+            source,
+            &unit,
+            dev,
+        )
     })
     .await
     .map_err(|e| format!("start-up failed: {e}"))??;

@@ -20,8 +20,8 @@ use postgres::types::ToSql;
 use postgres::{Client, Config, NoTls, Transaction};
 
 use crate::query::{
-    self, crn_like, list_where, now_placeholder, order_and_page, refs_column, refs_like, refs_parse,
-    Dialect, Param,
+    self, crn_like, list_where, now_placeholder, order_and_page, refs_column, refs_like,
+    refs_parse, Dialect, Param,
 };
 use crate::{
     ApiKeyRecord, Change, ChangeListener, IamObject, RegistrationQuery, Result, Store, StoreError,
@@ -416,7 +416,9 @@ impl Store for PostgresStore {
         let row = self
             .client()?
             .query_opt(
-                &format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE account_id = $1 AND id = $2"),
+                &format!(
+                    "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE account_id = $1 AND id = $2"
+                ),
                 &[&account_id, &id],
             )
             .map_err(db_err)?;

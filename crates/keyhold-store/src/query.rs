@@ -260,26 +260,6 @@ pub(crate) fn now_placeholder(dialect: Dialect) -> String {
     dialect.placeholder(2)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn placeholders_follow_the_dialect() {
-        let q = ListKeys::from_query([("search", "abc")], Some("ring".into())).unwrap();
-        let w = list_where(Dialect::Postgres, "i", &q, 5);
-        assert!(w.clause.contains("$3") && w.clause.contains("strpos"));
-        assert_eq!(w.params.len(), 4);
-        let w = list_where(Dialect::Sqlite, "i", &q, 5);
-        assert!(w.clause.contains("?3") && w.clause.contains("instr"));
-    }
-
-    #[test]
-    fn crn_patterns_escape_like_metacharacters() {
-        assert_eq!(crn_like("crn:v1:a_b%:*"), "crn:v1:a\\_b\\%:%");
-    }
-}
-
 /// `refs` as stored: space-separated with a space on each side, so
 /// `refs LIKE '% <id> %'` finds objects that name `<id>` (ids hold no spaces).
 pub(crate) fn refs_column(refs: &[String]) -> String {
@@ -300,4 +280,24 @@ pub(crate) fn refs_like(id: &str) -> String {
         })
         .collect();
     format!("% {escaped} %")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_follow_the_dialect() {
+        let q = ListKeys::from_query([("search", "abc")], Some("ring".into())).unwrap();
+        let w = list_where(Dialect::Postgres, "i", &q, 5);
+        assert!(w.clause.contains("$3") && w.clause.contains("strpos"));
+        assert_eq!(w.params.len(), 4);
+        let w = list_where(Dialect::Sqlite, "i", &q, 5);
+        assert!(w.clause.contains("?3") && w.clause.contains("instr"));
+    }
+
+    #[test]
+    fn crn_patterns_escape_like_metacharacters() {
+        assert_eq!(crn_like("crn:v1:a_b%:*"), "crn:v1:a\\_b\\%:%");
+    }
 }

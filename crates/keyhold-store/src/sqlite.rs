@@ -223,7 +223,9 @@ impl Store for SqliteStore {
     fn get_api_key(&self, account_id: &str, id: &str) -> Result<Option<ApiKeyRecord>> {
         self.conn()?
             .query_row(
-                &format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE account_id = ?1 AND id = ?2"),
+                &format!(
+                    "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE account_id = ?1 AND id = ?2"
+                ),
                 [account_id, id],
                 api_key_row,
             )
@@ -287,7 +289,9 @@ impl Store for SqliteStore {
                 "SELECT account_id, kind, id, refs, doc FROM iam_objects WHERE account_id = ?1 AND kind = ?2 ORDER BY id",
             )
             .map_err(db_err)?;
-        let rows = stmt.query_map([account_id, kind], iam_row).map_err(db_err)?;
+        let rows = stmt
+            .query_map([account_id, kind], iam_row)
+            .map_err(db_err)?;
         rows.map(|r| r.map_err(db_err)).collect()
     }
 
@@ -922,6 +926,58 @@ mod tests {
                 .wrapped_private_key,
             [3]
         );
+    }
+
+    #[test]
+    fn deleting_an_iam_object_cascades_to_what_names_it() {
+        let s = SqliteStore::open_in_memory().unwrap();
+        let obj = |kind: &str, id: &str, refs: &[&str]| IamObject {
+            account_id: "a".into(),
+            kind: kind.into(),
+            id: id.into(),
+            refs: refs.iter().map(|r| r.to_string()).collect(),
+            doc: "{}".into(),
+        };
+        s.insert_iam_object(&obj("user", "u_1", &[])).unwrap();
+        s.insert_iam_object(&obj("user", "u%1", &[])).unwrap();
+        s.insert_iam_object(&obj("group", "g", &[])).unwrap();
+        s.insert_iam_object(&obj("member", "g/u_1", &["g", "u_1"])).unwrap();
+        s.insert_iam_object(&obj("policy", "p1", &["u_1"])).unwrap();
+        s.insert_iam_object(&obj("policy", "p2", &["u%1"])).unwrap();
+        s.insert_iam_object(&obj("policy", "p3", &["g"])).unwrap();
+        assert_eq!(
+            s.insert_iam_object(&obj("policy", "p1", &[])),
+            Err(StoreError::Duplicate)
+        );
+        s.put_api_key(&ApiKeyRecord {
+            hash: vec![1; 32],
+            id: "k1".into(),
+            principal_id: "u_1".into(),
+            principal_kind: "user".into(),
+            account_id: "a".into(),
+            name: "n".into(),
+            created_at: 0,
+        })
+        .unwrap();
+        s.delete_iam_object("a", "user", "u_1").unwrap();
+        let ids = |kind: &str| -> Vec<String> {
+            s.list_iam_objects("a", kind)
+                .unwrap()
+                .into_iter()
+                .map(|o| o.id)
+                .collect()
+        };
+        // LIKE's wildcards in ids are escaped: "u%1" and its policy stay.
+        assert_eq!(ids("user"), vec!["u%1"]);
+        assert_eq!(ids("policy"), vec!["p2", "p3"]);
+        assert!(ids("member").is_empty());
+        assert!(s.list_api_keys("a").unwrap().is_empty());
+        assert_eq!(
+            s.delete_iam_object("a", "user", "u_1"),
+            Err(StoreError::NotFound)
+        );
+        s.delete_iam_object("a", "group", "g").unwrap();
+        assert_eq!(ids("policy"), vec!["p2"]);
     }
 
     #[test]

@@ -70,10 +70,9 @@ impl Ctx {
                 }
             }
         };
-        let roles = st
-            .0
-            .authz
-            .key_roles(&self.principal, &self.instance, &ring, Some(&key_id))?;
+        let roles =
+            st.0.authz
+                .key_roles(&self.principal, &self.instance, &ring, Some(&key_id))?;
         if p.allowed(roles) {
             Ok(())
         } else {
@@ -83,17 +82,21 @@ impl Ctx {
 
     /// [`Ctx::require`], or roles granted on key ring `ring` (creating or listing
     /// keys with an `X-Kms-Key-Ring` header).
-    pub fn require_ring(&self, st: &AppState, p: Permission, ring: Option<&str>) -> Result<(), Error> {
+    pub fn require_ring(
+        &self,
+        st: &AppState,
+        p: Permission,
+        ring: Option<&str>,
+    ) -> Result<(), Error> {
         if p.allowed(self.roles) {
             return Ok(());
         }
         let Some(ring) = ring else {
             return Err(not_allowed());
         };
-        let roles = st
-            .0
-            .authz
-            .key_roles(&self.principal, &self.instance, ring, None)?;
+        let roles =
+            st.0.authz
+                .key_roles(&self.principal, &self.instance, ring, None)?;
         if p.allowed(roles) {
             Ok(())
         } else {
@@ -146,7 +149,12 @@ impl FromRequestParts<AppState> for Ctx {
         }
         // Load the account's access on the blocking pool when this node has not
         // cached it, so the authorizer below answers from memory.
-        if st.0.svc.cached_account_access(&principal.account_id).is_none() {
+        if st
+            .0
+            .svc
+            .cached_account_access(&principal.account_id)
+            .is_none()
+        {
             let account = principal.account_id.clone();
             blocking(st, move |svc| svc.account_access(&account).map(|_| ())).await?;
         }

@@ -81,9 +81,7 @@ fn path(p: Result<Path<String>, PathRejection>) -> Result<String, IamError> {
         .map_err(|_| bad_request("The request path holds an invalid identifier"))
 }
 
-fn path2(
-    p: Result<Path<(String, String)>, PathRejection>,
-) -> Result<(String, String), IamError> {
+fn path2(p: Result<Path<(String, String)>, PathRejection>) -> Result<(String, String), IamError> {
     p.map(|Path(v)| v)
         .map_err(|_| bad_request("The request path holds an invalid identifier"))
 }
@@ -92,7 +90,10 @@ fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, IamError
     serde_json::from_slice(bytes).map_err(|e| {
         bad_request(format!(
             "The request body is not valid: {}",
-            e.to_string().split(" at line").next().unwrap_or("invalid JSON")
+            e.to_string()
+                .split(" at line")
+                .next()
+                .unwrap_or("invalid JSON")
         ))
     })
 }
@@ -141,11 +142,10 @@ impl FromRequestParts<AppState> for IamCaller {
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, t)| t.trim().to_string())
             .ok_or_else(unauthorized)?;
-        let principal = st
-            .0
-            .tokens
-            .authenticate(&token)
-            .map_err(|_| unauthorized())?;
+        let principal =
+            st.0.tokens
+                .authenticate(&token)
+                .map_err(|_| unauthorized())?;
         let access = match st.0.svc.cached_account_access(&principal.account_id) {
             Some(a) => a,
             None => {
@@ -171,16 +171,17 @@ fn new_key_json(k: &NewApiKey) -> Value {
 }
 
 pub async fn whoami(State(st): State<AppState>, caller: IamCaller) -> IamResult {
-    let roles = st.0.authz.platform_roles(
-        &caller.principal,
-        &caller.principal.account_id,
-        None,
-    )?;
+    let roles =
+        st.0.authz
+            .platform_roles(&caller.principal, &caller.principal.account_id, None)?;
     let names: Vec<&str> = [
         (keyhold_core::access::PlatformRole::Viewer, "Viewer"),
         (keyhold_core::access::PlatformRole::Operator, "Operator"),
         (keyhold_core::access::PlatformRole::Editor, "Editor"),
-        (keyhold_core::access::PlatformRole::Administrator, "Administrator"),
+        (
+            keyhold_core::access::PlatformRole::Administrator,
+            "Administrator",
+        ),
     ]
     .into_iter()
     .filter(|(r, _)| roles.has(*r))
@@ -437,7 +438,11 @@ fn query_param(q: &Option<String>, name: &str) -> Result<Option<String>, IamErro
 }
 
 /// A key the caller may manage: their own, or any of the account's for an administrator.
-async fn owned_key(st: &AppState, caller: &IamCaller, id: String) -> Result<ApiKeyRecord, IamError> {
+async fn owned_key(
+    st: &AppState,
+    caller: &IamCaller,
+    id: String,
+) -> Result<ApiKeyRecord, IamError> {
     let account = caller.account();
     let rec = blocking(st, move |svc| svc.api_key(&account, &id)).await?;
     if rec.principal_id != caller.principal.id {
@@ -545,7 +550,11 @@ pub async fn list_policies(
     ) {
         (Some(a), None) | (None, Some(a)) => Some(a),
         (None, None) => None,
-        _ => return Err(bad_request("filter by `iam_id` or `access_group_id`, not both")),
+        _ => {
+            return Err(bad_request(
+                "filter by `iam_id` or `access_group_id`, not both",
+            ))
+        }
     };
     let account = caller.account();
     let all = blocking(&st, move |svc| svc.iam_list(&account, IamKind::Policy)).await?;

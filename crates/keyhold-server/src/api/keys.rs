@@ -273,7 +273,8 @@ pub async fn count(
 }
 
 async fn get_inner(st: AppState, ctx: Ctx, id: String, with_payload: bool) -> super::ApiResult {
-    ctx.require_key(&st, Permission::ReadKeyMetadata, &id).await?;
+    ctx.require_key(&st, Permission::ReadKeyMetadata, &id)
+        .await?;
     // A standard key's payload is for ReaderPlus and up; a Reader may not read the key at all.
     let may_read_payload = ctx
         .require_key(&st, Permission::ReadKeyPayload, &id)
@@ -319,7 +320,8 @@ pub async fn patch(
     RawBody(bytes): RawBody,
 ) -> Response {
     run("Key could not be updated", async move {
-        ctx.require_key(&st, Permission::DeleteRestorePatch, &id).await?;
+        ctx.require_key(&st, Permission::DeleteRestorePatch, &id)
+            .await?;
         #[derive(Deserialize)]
         struct PatchIn {
             keyringid: Option<String>,
@@ -359,7 +361,8 @@ pub async fn delete(
     RawQuery(q): RawQuery,
 ) -> Response {
     run("Key could not be deleted", async move {
-        ctx.require_key(&st, Permission::DeleteRestorePatch, &id).await?;
+        ctx.require_key(&st, Permission::DeleteRestorePatch, &id)
+            .await?;
         let pairs = query_pairs(&q)?;
         let force = query_flag(&pairs, "force")?;
         let instance_id = ctx.instance.id.clone();
@@ -390,7 +393,8 @@ pub(crate) async fn restore_inner(
     id: String,
     bytes: axum::body::Bytes,
 ) -> super::ApiResult {
-    ctx.require_key(&st, Permission::DeleteRestorePatch, &id).await?;
+    ctx.require_key(&st, Permission::DeleteRestorePatch, &id)
+        .await?;
     if let Some(v) = body::parse(&bytes)? {
         let m: body::MaterialIn = body::typed(v)?;
         import_material(m.payload, m.encryptednonce, m.iv, m.encryptionalgorithm)?;
@@ -451,7 +455,8 @@ pub async fn versions(
     RawQuery(q): RawQuery,
 ) -> Response {
     run("Key versions could not be retrieved", async move {
-        ctx.require_key(&st, Permission::ReadKeyMetadata, &id).await?;
+        ctx.require_key(&st, Permission::ReadKeyMetadata, &id)
+            .await?;
         let pairs = query_pairs(&q)?;
         let mut limit = 200u32;
         let mut offset = 0u64;

@@ -231,8 +231,7 @@ async fn write_registration(
     bytes: axum::body::Bytes,
     mode: RegistrationWrite,
 ) -> super::ApiResult {
-    ctx.require_key(&st, Permission::Registrations, &id)
-            .await?;
+    ctx.require_key(&st, Permission::Registrations, &id).await?;
     require_service(&ctx.principal)?;
     let input = registration_input(&bytes, matches!(mode, RegistrationWrite::Replace))?;
     let instance_id = ctx.instance.id.clone();
@@ -307,8 +306,7 @@ pub async fn delete_registration(
     PathArgs((id, crn)): PathArgs<(String, String)>,
 ) -> Response {
     run("Registration could not be deleted", async move {
-        ctx.require_key(&st, Permission::Registrations, &id)
-            .await?;
+        ctx.require_key(&st, Permission::Registrations, &id).await?;
         require_service(&ctx.principal)?;
         let instance_id = ctx.instance.id.clone();
         blocking(&st, move |svc| {
@@ -329,8 +327,7 @@ pub async fn registration_action(
     RawBody(bytes): RawBody,
 ) -> Response {
     run("Registrations could not be deactivated", async move {
-        ctx.require_key(&st, Permission::Registrations, &id)
-            .await?;
+        ctx.require_key(&st, Permission::Registrations, &id).await?;
         require_service(&ctx.principal)?;
         let pairs = query_pairs(&q)?;
         if pairs

@@ -107,7 +107,9 @@ fn policy_of(o: &IamObject) -> Result<Policy> {
 
 /// Names and descriptions: printable, bounded.
 pub fn check_text(field: &'static str, v: &str, max: usize, required: bool) -> Result<()> {
-    if (required && v.trim().is_empty()) || v.chars().count() > max || v.chars().any(char::is_control)
+    if (required && v.trim().is_empty())
+        || v.chars().count() > max
+        || v.chars().any(char::is_control)
     {
         return Err(Error::field(
             Reason::InvalidField,
@@ -244,7 +246,8 @@ impl Service {
                 .push(group.clone());
         }
         let access = Arc::new(access);
-        self.access_cache.put(account_id, access.clone(), generation);
+        self.access_cache
+            .put(account_id, access.clone(), generation);
         Ok(access)
     }
 

@@ -22,12 +22,7 @@ pub struct LoginArgs {
 
 /// `keyhold login`: checks the API key, prints who it belongs to, and saves URL,
 /// instance and API key in a profile (the config file is written mode 0600).
-pub async fn login(
-    c: &Client,
-    conn: &ConnArgs,
-    out: Output,
-    args: LoginArgs,
-) -> CliResult<()> {
+pub async fn login(c: &Client, conn: &ConnArgs, out: Output, args: LoginArgs) -> CliResult<()> {
     let me = c.whoami().await?;
     let cfg = c.config();
     let path = config_path(conn);
@@ -209,7 +204,12 @@ pub enum PolicyCmd {
         #[arg(long = "on-instance", value_name = "INSTANCE_ID")]
         on_instance: Option<String>,
         /// Only this key ring of the instance.
-        #[arg(long = "on-key-ring", conflicts_with = "on_key", requires = "on_instance", value_name = "RING")]
+        #[arg(
+            long = "on-key-ring",
+            conflicts_with = "on_key",
+            requires = "on_instance",
+            value_name = "RING"
+        )]
         on_key_ring: Option<String>,
         /// Only this key of the instance.
         #[arg(long = "on-key", requires = "on_instance", value_name = "KEY_ID")]
@@ -306,7 +306,11 @@ fn write_secret(path: &std::path::Path, bytes: &[u8]) -> CliResult<()> {
     Ok(())
 }
 
-const ID_NAME: &[(&str, &str)] = &[("IAM_ID", "iam_id"), ("NAME", "name"), ("CREATED", "created_at")];
+const ID_NAME: &[(&str, &str)] = &[
+    ("IAM_ID", "iam_id"),
+    ("NAME", "name"),
+    ("CREATED", "created_at"),
+];
 
 pub async fn run(c: &Client, out: Output, cmd: IamCmd) -> CliResult<()> {
     match cmd {
@@ -324,7 +328,11 @@ async fn simple(c: &Client, out: Output, coll: Collection, cmd: SimpleCmd) -> Cl
         SimpleCmd::List => {
             let items = c.iam_list(coll, &[]).await?;
             let cols: &[(&str, &str)] = if coll == Collection::Users {
-                &[("IAM_ID", "iam_id"), ("USER_ID", "user_id"), ("CREATED", "created_at")]
+                &[
+                    ("IAM_ID", "iam_id"),
+                    ("USER_ID", "user_id"),
+                    ("CREATED", "created_at"),
+                ]
             } else {
                 ID_NAME
             };
@@ -352,7 +360,11 @@ async fn groups(c: &Client, out: Output, cmd: GroupCmd) -> CliResult<()> {
         GroupCmd::List => print_list(
             out,
             &c.iam_list(coll, &[]).await?,
-            &[("ID", "id"), ("NAME", "name"), ("DESCRIPTION", "description")],
+            &[
+                ("ID", "id"),
+                ("NAME", "name"),
+                ("DESCRIPTION", "description"),
+            ],
         ),
         GroupCmd::Create { name, description } => one(
             out,
@@ -394,10 +406,19 @@ async fn api_keys(c: &Client, out: Output, cmd: ApiKeyCmd) -> CliResult<()> {
             print_list(
                 out,
                 &c.iam_list(coll, &filter).await?,
-                &[("ID", "id"), ("NAME", "name"), ("IAM_ID", "iam_id"), ("CREATED", "created_at")],
+                &[
+                    ("ID", "id"),
+                    ("NAME", "name"),
+                    ("IAM_ID", "iam_id"),
+                    ("CREATED", "created_at"),
+                ],
             )
         }
-        ApiKeyCmd::Create { name, iam_id, out: file } => {
+        ApiKeyCmd::Create {
+            name,
+            iam_id,
+            out: file,
+        } => {
             let mut body = json!({ "name": name });
             if let Some(i) = iam_id {
                 body["iam_id"] = json!(i);
@@ -438,7 +459,12 @@ async fn policies(c: &Client, out: Output, cmd: PolicyCmd) -> CliResult<()> {
                 Output::Table => print_list(
                     out,
                     &items,
-                    &[("ID", "id"), ("SUBJECT", "subject"), ("ROLES", "roles"), ("SCOPE", "scope")],
+                    &[
+                        ("ID", "id"),
+                        ("SUBJECT", "subject"),
+                        ("ROLES", "roles"),
+                        ("SCOPE", "scope"),
+                    ],
                 ),
             }
         }
