@@ -11,12 +11,15 @@ use axum::body::Body;
 use axum::http::Request;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use keyhold_core::access::Role;
+use keyhold_core::iam::AnyRole;
 use keyhold_core::model::Instance;
 use keyhold_crypto::SoftUnit;
 use keyhold_server::api::{router, AppState};
 use keyhold_server::auth::token::TokenService;
-use keyhold_server::auth::{AccountAuthorizer, Principal, PrincipalKind};
+use keyhold_server::auth::{PolicyAuthorizer, Principal, PrincipalKind};
 use keyhold_server::config::ServerConfig;
+use keyhold_server::service::bootstrap_policy;
 use keyhold_server::service::{CreateKey, Service};
 use keyhold_store::{SqliteStore, Store};
 use tower::ServiceExt;
@@ -44,6 +47,18 @@ async fn run(iterations: usize) {
         created_at: 0,
     };
     store.put_instance(&instance).expect("instance");
+    // The real authorizer: the caller's roles come from an IAM policy, cached per account.
+    store
+        .insert_iam_object(
+            &bootstrap_policy(
+                "acct",
+                "hot-policy",
+                "hot-user",
+                &[AnyRole::Service(Role::Writer)],
+            )
+            .expect("policy"),
+        )
+        .expect("policy");
     let unit = Arc::new(SoftUnit::new(Zeroizing::new([7u8; 32]), 1024));
     let cfg = ServerConfig::dev_defaults("unused".into());
     let svc = Arc::new(Service::new(store, unit, cfg.rules));
@@ -74,9 +89,9 @@ async fn run(iterations: usize) {
         .0
         .id;
     let app = router(AppState::new(
-        svc,
+        svc.clone(),
         tokens,
-        Arc::new(AccountAuthorizer),
+        Arc::new(PolicyAuthorizer::new(svc.clone())),
         &cfg,
         0,
     ));

@@ -941,7 +941,8 @@ mod tests {
         s.insert_iam_object(&obj("user", "u_1", &[])).unwrap();
         s.insert_iam_object(&obj("user", "u%1", &[])).unwrap();
         s.insert_iam_object(&obj("group", "g", &[])).unwrap();
-        s.insert_iam_object(&obj("member", "g/u_1", &["g", "u_1"])).unwrap();
+        s.insert_iam_object(&obj("member", "g/u_1", &["g", "u_1"]))
+            .unwrap();
         s.insert_iam_object(&obj("policy", "p1", &["u_1"])).unwrap();
         s.insert_iam_object(&obj("policy", "p2", &["u%1"])).unwrap();
         s.insert_iam_object(&obj("policy", "p3", &["g"])).unwrap();
