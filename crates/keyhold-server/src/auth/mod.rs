@@ -127,6 +127,21 @@ impl PolicyAuthorizer {
         PolicyAuthorizer { svc }
     }
 
+    /// The account's access from the node's cache. The api layer loads it on the
+    /// blocking pool before it asks (so this is a memory read); should the entry be
+    /// gone meanwhile (an IAM write, a lapsed lease), it is read here, outside the async
+    /// worker's context, since a store client may block or run its own runtime.
+    fn access(&self, account_id: &str) -> Result<Arc<crate::service::AccountAccess>> {
+        if let Some(a) = self.svc.cached_account_access(account_id) {
+            return Ok(a);
+        }
+        let load = || self.svc.account_access(account_id);
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(load),
+            _ => load(),
+        }
+    }
+
     fn service_roles(
         &self,
         principal: &Principal,
@@ -137,7 +152,7 @@ impl PolicyAuthorizer {
         if principal.account_id != instance.account_id {
             return Err(Error::unauthorized());
         }
-        let access = self.svc.account_access(&principal.account_id)?;
+        let access = self.access(&principal.account_id)?;
         Ok(access.service_roles(
             &principal.id,
             Target {
@@ -174,7 +189,7 @@ impl Authorizer for PolicyAuthorizer {
         if principal.account_id != account_id {
             return Ok(PlatformRoles::NONE);
         }
-        let access = self.svc.account_access(account_id)?;
+        let access = self.access(account_id)?;
         Ok(access.platform_roles(&principal.id, account_id, instance_id))
     }
 }
