@@ -8,6 +8,7 @@ pub mod envelope;
 pub mod error;
 pub mod list;
 pub mod model;
+pub mod resource;
 pub mod rules;
 pub mod timefmt;
 pub mod validate;

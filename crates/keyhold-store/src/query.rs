@@ -70,6 +70,9 @@ CREATE INDEX IF NOT EXISTS registrations_by_crn ON registrations (instance_id, c
 CREATE TABLE IF NOT EXISTS instance_policies (instance_id TEXT NOT NULL, policy_type TEXT NOT NULL,
     doc TEXT NOT NULL, PRIMARY KEY (instance_id, policy_type));
 CREATE TABLE IF NOT EXISTS import_tokens (instance_id TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS instance_bindings (crypto_id TEXT NOT NULL, kms_id TEXT NOT NULL,
+    PRIMARY KEY (crypto_id, kms_id));
+CREATE TABLE IF NOT EXISTS authorizations (id TEXT PRIMARY KEY, account_id TEXT NOT NULL, doc TEXT NOT NULL);
 "#;
 
 /// The schema for a dialect: the same tables, with PostgreSQL's type names there.

@@ -7,7 +7,9 @@
 
 mod actions;
 mod cache;
+mod directory;
 mod import;
+mod instances;
 mod keys;
 mod policies;
 mod resources;
@@ -27,11 +29,14 @@ use keyhold_store::{Change, ChangeListener, Store, StoreError};
 pub use actions::{UnwrapOutcome, WrapOutcome};
 pub use cache::CachedKey;
 pub use cache::InstancePolicies;
+pub use directory::Directory;
+pub use instances::{instance_guid, Credential, InstanceInput, InstanceUpdate};
 pub use keys::{CreateKey, ImportMaterial, PolicyOverrides};
 pub use policies::{cidr_contains, parse_cidr, InstancePolicyInput, KeyPolicyInput};
 pub use resources::RegistrationInput;
 
 use cache::{KeyCache, Lease, PolicyCache};
+use directory::DirectoryCache;
 
 /// What a key change writes besides bumping the record.
 pub(crate) enum KeyWrite {
@@ -55,6 +60,7 @@ pub struct Service {
     pub(crate) rules: TimingRules,
     cache: Arc<KeyCache>,
     policy_cache: Arc<PolicyCache>,
+    directory: Arc<DirectoryCache>,
 }
 
 pub(crate) fn store_err(e: StoreError) -> Error {
@@ -137,6 +143,7 @@ impl Service {
             rules,
             cache: Arc::new(KeyCache::new(100_000, lease.clone())),
             policy_cache: Arc::new(PolicyCache::new(lease.clone())),
+            directory: Arc::new(DirectoryCache::new(lease.clone())),
         };
         svc.follow_other_nodes(lease);
         svc
@@ -145,16 +152,18 @@ impl Service {
     /// With a shared store, applies other nodes' change notices to this node's
     /// caches, and stops trusting the caches while notices may be missed.
     fn follow_other_nodes(&self, lease: Arc<Lease>) {
-        let (keys, policies, unit) = (
+        let (keys, policies, unit, directory) = (
             self.cache.clone(),
             self.policy_cache.clone(),
             self.unit.clone(),
+            self.directory.clone(),
         );
         let forget_all = {
-            let (keys, policies) = (keys.clone(), policies.clone());
+            let (keys, policies, directory) = (keys.clone(), policies.clone(), directory.clone());
             move || {
                 keys.clear();
                 policies.clear();
+                directory.clear();
             }
         };
         let listener: ChangeListener = Arc::new(move |change| match change {
@@ -171,6 +180,7 @@ impl Service {
                 keys.invalidate(&instance_id, &key_id);
             }
             Change::InstancePolicies { instance_id } => policies.forget(&instance_id),
+            Change::Directory => directory.clear(),
             Change::Everything => forget_all(),
             Change::Lost => {
                 tracing::warn!("change notices from other nodes are not flowing (yet): caches bypassed until they are");

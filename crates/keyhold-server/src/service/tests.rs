@@ -17,13 +17,13 @@ fn service(rules: TimingRules) -> Service {
     let unit = Arc::new(SoftUnit::new(Zeroizing::new([5u8; 32]), 16));
     let svc = Service::new(store, unit, rules);
     svc.store
-        .put_instance(&Instance {
-            id: "inst".into(),
-            name: "i".into(),
-            account_id: "acct".into(),
-            region: "local".into(),
-            created_at: 1,
-        })
+        .put_instance(&Instance::kms(
+            "inst".into(),
+            "i".into(),
+            "acct".into(),
+            "local".into(),
+            1,
+        ))
         .unwrap();
     svc
 }
