@@ -117,6 +117,9 @@ pub(crate) struct PolicyCache {
 pub struct InstancePolicies {
     pub list: Vec<InstancePolicy>,
     pub allowed_networks: Option<Vec<(IpAddr, u8)>>,
+    /// An enabled allowedNetwork policy says `private-only`: the public
+    /// listener refuses the instance's requests.
+    pub private_only: bool,
 }
 
 impl PolicyCache {
