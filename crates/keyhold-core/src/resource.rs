@@ -131,7 +131,11 @@ mod tests {
         i
     }
 
-    fn auth(source: (&str, Option<&str>), target: (&str, Option<&str>), roles: &[&str]) -> Authorization {
+    fn auth(
+        source: (&str, Option<&str>),
+        target: (&str, Option<&str>),
+        roles: &[&str],
+    ) -> Authorization {
         let party = |(s, i): (&str, Option<&str>)| Party {
             service_name: s.into(),
             instance_id: i.map(str::to_string),
@@ -153,9 +157,21 @@ mod tests {
         let kms = inst("kms", "k1", "acct");
         let other_kms = inst("kms", "k2", "acct");
         let auths = vec![
-            auth(("cloud-object-storage", Some("c1")), ("kms", Some("k1")), &["Reader"]),
-            auth(("cloud-object-storage", None), ("kms", Some("k1")), &["Writer"]),
-            auth(("cloud-object-storage", Some("c9")), ("kms", None), &["Manager"]),
+            auth(
+                ("cloud-object-storage", Some("c1")),
+                ("kms", Some("k1")),
+                &["Reader"],
+            ),
+            auth(
+                ("cloud-object-storage", None),
+                ("kms", Some("k1")),
+                &["Writer"],
+            ),
+            auth(
+                ("cloud-object-storage", Some("c9")),
+                ("kms", None),
+                &["Manager"],
+            ),
         ];
         let r = granted_roles(&auths, &cos, &kms);
         assert!(r.has(Role::Reader) && r.has(Role::Writer) && !r.has(Role::Manager));
@@ -176,9 +192,14 @@ mod tests {
     #[test]
     fn plans_and_names() {
         assert_eq!(split_plan_id("kms-dedicated"), Some(("kms", "dedicated")));
-        assert_eq!(split_plan_id("hs-crypto-standard"), Some(("hs-crypto", "standard")));
+        assert_eq!(
+            split_plan_id("hs-crypto-standard"),
+            Some(("hs-crypto", "standard"))
+        );
         assert_eq!(split_plan_id("kms-gold"), None);
         assert!(valid_service_name("cloud-object-storage"));
-        assert!(!valid_service_name("Kms") && !valid_service_name("k") && !valid_service_name("1kms"));
+        assert!(
+            !valid_service_name("Kms") && !valid_service_name("k") && !valid_service_name("1kms")
+        );
     }
 }

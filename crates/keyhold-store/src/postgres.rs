@@ -363,7 +363,10 @@ impl Store for PostgresStore {
             if let Some(crypto) = &instance.crypto_instance {
                 // The row lock orders this against a concurrent delete of the crypto instance.
                 let found = tx
-                    .query_opt("SELECT 1 FROM instances WHERE id = $1 FOR UPDATE", &[crypto])
+                    .query_opt(
+                        "SELECT 1 FROM instances WHERE id = $1 FOR UPDATE",
+                        &[crypto],
+                    )
                     .map_err(db_err)?;
                 if found.is_none() {
                     return Err(StoreError::NotFound);

@@ -170,7 +170,9 @@ impl Store for SqliteStore {
         let tx = conn.transaction().map_err(db_err)?;
         if let Some(crypto) = &instance.crypto_instance {
             let exists: Option<i64> = tx
-                .query_row("SELECT 1 FROM instances WHERE id = ?1", [crypto], |r| r.get(0))
+                .query_row("SELECT 1 FROM instances WHERE id = ?1", [crypto], |r| {
+                    r.get(0)
+                })
                 .optional()
                 .map_err(db_err)?;
             if exists.is_none() {
@@ -231,7 +233,11 @@ impl Store for SqliteStore {
     }
 
     fn list_authorizations(&self) -> Result<Vec<Authorization>> {
-        docs(&*self.conn()?, "SELECT doc FROM authorizations ORDER BY id", [])
+        docs(
+            &*self.conn()?,
+            "SELECT doc FROM authorizations ORDER BY id",
+            [],
+        )
     }
 
     fn create_authorization(&self, a: &Authorization) -> Result<()> {

@@ -90,7 +90,12 @@ impl FromRequestParts<AppState> for Ctx {
         }
         let policies = st.instance_policies(&instance.id).await?;
         if policies.private_only
-            && parts.extensions.get::<Network>().copied().unwrap_or(Network::Public) != Network::Private
+            && parts
+                .extensions
+                .get::<Network>()
+                .copied()
+                .unwrap_or(Network::Public)
+                != Network::Private
         {
             return Err(Error::new(
                 Reason::PrivateNetworkOnly,

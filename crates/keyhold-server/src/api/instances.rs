@@ -84,11 +84,7 @@ fn not_found() -> Error {
 }
 
 /// The instance `id` (guid or CRN) of the caller's account, if the caller may view it.
-async fn visible_instance(
-    st: &AppState,
-    p: &Principal,
-    id: &str,
-) -> Result<Arc<Instance>, Error> {
+async fn visible_instance(st: &AppState, p: &Principal, id: &str) -> Result<Arc<Instance>, Error> {
     let guid = instance_guid(id).ok_or_else(not_found)?;
     let dir = st.directory().await?;
     let instance = dir
@@ -146,13 +142,18 @@ fn parameters(m: &Map<String, Value>) -> Result<(Option<u32>, Option<String>), E
     Ok((units, crypto))
 }
 
-pub async fn create_instance(State(st): State<AppState>, Caller(p): Caller, raw: RawBody) -> Response {
+pub async fn create_instance(
+    State(st): State<AppState>,
+    Caller(p): Caller,
+    raw: RawBody,
+) -> Response {
     run("Service instance could not be created", async move {
         if !platform_roles(&st, &p, None)?.may_edit() {
             return Err(denied().into());
         }
         let m = object(&raw)?;
-        let name = opt_str(&m, "name")?.ok_or_else(|| Error::invalid_field("name", "the instance's name"))?;
+        let name = opt_str(&m, "name")?
+            .ok_or_else(|| Error::invalid_field("name", "the instance's name"))?;
         let by_plan = match opt_str(&m, "resource_plan_id")? {
             None => None,
             Some(id) => Some(match split_plan_id(&id) {
@@ -174,10 +175,18 @@ pub async fn create_instance(State(st): State<AppState>, Caller(p): Caller, raw:
             (Some((s, from_id)), Some(named)) if s == named => (s, plan.or(from_id)),
             (None, Some(named)) => (named, plan),
             (Some(_), Some(_)) => {
-                return Err(Error::invalid_field("service", "the service of resource_plan_id (or leave one out)").into())
+                return Err(Error::invalid_field(
+                    "service",
+                    "the service of resource_plan_id (or leave one out)",
+                )
+                .into())
             }
             (None, None) => {
-                return Err(Error::invalid_field("resource_plan_id", "a plan id, or service (and plan)").into())
+                return Err(Error::invalid_field(
+                    "resource_plan_id",
+                    "a plan id, or service (and plan)",
+                )
+                .into())
             }
         };
         let (units, crypto_instance) = parameters(&m)?;
@@ -190,7 +199,12 @@ pub async fn create_instance(State(st): State<AppState>, Caller(p): Caller, raw:
             crypto_instance,
         };
         let instance = blocking(&st, move |svc| svc.create_instance(&p, input)).await?;
-        Ok(reply(&st, StatusCode::CREATED, Body::Json, &render_instance(&instance)))
+        Ok(reply(
+            &st,
+            StatusCode::CREATED,
+            Body::Json,
+            &render_instance(&instance),
+        ))
     })
     .await
 }
@@ -268,7 +282,12 @@ pub async fn update_instance(
         }
         let update = InstanceUpdate { name, units };
         let updated = blocking(&st, move |svc| svc.update_instance(&current, update)).await?;
-        Ok(reply(&st, StatusCode::OK, Body::Json, &render_instance(&updated)))
+        Ok(reply(
+            &st,
+            StatusCode::OK,
+            Body::Json,
+            &render_instance(&updated),
+        ))
     })
     .await
 }
@@ -295,7 +314,12 @@ pub async fn delete_instance(
         }
         match blocking(&st, move |svc| svc.delete_instance(&current, force)).await? {
             None => Ok(super::no_content()),
-            Some(reclaimed) => Ok(reply(&st, StatusCode::ACCEPTED, Body::Json, &render_instance(&reclaimed))),
+            Some(reclaimed) => Ok(reply(
+                &st,
+                StatusCode::ACCEPTED,
+                Body::Json,
+                &render_instance(&reclaimed),
+            )),
         }
     })
     .await
@@ -303,7 +327,11 @@ pub async fn delete_instance(
 
 /// A service credential for an instance: an API key whose principal is the
 /// instance (what a storage service presents to wrap and unwrap its keys).
-pub async fn create_resource_key(State(st): State<AppState>, Caller(p): Caller, raw: RawBody) -> Response {
+pub async fn create_resource_key(
+    State(st): State<AppState>,
+    Caller(p): Caller,
+    raw: RawBody,
+) -> Response {
     run("Resource key could not be created", async move {
         let m = object(&raw)?;
         let source = opt_str(&m, "source")?
@@ -343,7 +371,11 @@ pub async fn connection_info(
     run("Connection info could not be retrieved", async move {
         let i = visible_instance(&st, &p, &id).await?;
         if i.service != SERVICE_HS_CRYPTO {
-            return Err(Error::new(Reason::NotFound, "Connection info exists for hs-crypto instances only").into());
+            return Err(Error::new(
+                Reason::NotFound,
+                "Connection info exists for hs-crypto instances only",
+            )
+            .into());
         }
         let body = json!({
             "instance_id": i.id,
@@ -377,7 +409,11 @@ fn party(m: &Map<String, Value>, field: &'static str) -> Result<Party, Error> {
     })
 }
 
-pub async fn create_authorization(State(st): State<AppState>, Caller(p): Caller, raw: RawBody) -> Response {
+pub async fn create_authorization(
+    State(st): State<AppState>,
+    Caller(p): Caller,
+    raw: RawBody,
+) -> Response {
     run("Authorization could not be created", async move {
         if !platform_roles(&st, &p, None)?.may_administer() {
             return Err(denied().into());
@@ -393,8 +429,16 @@ pub async fn create_authorization(State(st): State<AppState>, Caller(p): Caller,
             _ => None,
         }
         .ok_or_else(|| Error::invalid_field("roles", "a list of role names, e.g. [\"Reader\"]"))?;
-        let a = blocking(&st, move |svc| svc.create_authorization(&p, source, target, roles)).await?;
-        Ok(reply(&st, StatusCode::CREATED, Body::Json, &render_authorization(&a)))
+        let a = blocking(&st, move |svc| {
+            svc.create_authorization(&p, source, target, roles)
+        })
+        .await?;
+        Ok(reply(
+            &st,
+            StatusCode::CREATED,
+            Body::Json,
+            &render_authorization(&a),
+        ))
     })
     .await
 }
@@ -406,7 +450,8 @@ pub async fn list_authorizations(State(st): State<AppState>, Caller(p): Caller) 
         }
         let account = p.account_id.clone();
         let list = blocking(&st, move |svc| svc.authorizations(&account)).await?;
-        let body = json!({"authorizations": list.iter().map(render_authorization).collect::<Vec<_>>()});
+        let body =
+            json!({"authorizations": list.iter().map(render_authorization).collect::<Vec<_>>()});
         Ok(reply(&st, StatusCode::OK, Body::Json, &body))
     })
     .await
@@ -422,7 +467,12 @@ pub async fn get_authorization(
             return Err(denied().into());
         }
         let a = blocking(&st, move |svc| svc.authorization(&p.account_id, &id)).await?;
-        Ok(reply(&st, StatusCode::OK, Body::Json, &render_authorization(&a)))
+        Ok(reply(
+            &st,
+            StatusCode::OK,
+            Body::Json,
+            &render_authorization(&a),
+        ))
     })
     .await
 }

@@ -53,6 +53,7 @@ impl Authorizer for S2sAuthorizer {
         if is_service_instance(principal) {
             return Ok(PlatformRoles::NONE);
         }
-        self.inner.platform_roles(principal, account_id, instance_id)
+        self.inner
+            .platform_roles(principal, account_id, instance_id)
     }
 }

@@ -132,7 +132,10 @@ impl Service {
         match input.service.as_str() {
             SERVICE_HS_CRYPTO => {
                 if input.crypto_instance.is_some() {
-                    return Err(Error::invalid_field("crypto_instance", "absent for hs-crypto (a crypto instance is bound to nothing)"));
+                    return Err(Error::invalid_field(
+                        "crypto_instance",
+                        "absent for hs-crypto (a crypto instance is bound to nothing)",
+                    ));
                 }
                 if input.plan.as_deref().is_some_and(|p| p != "standard") {
                     return Err(Error::invalid_field("plan", "standard for hs-crypto"));
@@ -143,24 +146,38 @@ impl Service {
             }
             SERVICE_KMS => {
                 if input.units.is_some() {
-                    return Err(Error::invalid_field("units", "absent for kms (crypto units belong to the hs-crypto instance)"));
+                    return Err(Error::invalid_field(
+                        "units",
+                        "absent for kms (crypto units belong to the hs-crypto instance)",
+                    ));
                 }
                 match (input.plan.as_deref(), &input.crypto_instance) {
                     (Some("dedicated") | None, Some(c)) => {
                         let crypto = self
                             .account_instance(&principal.account_id, c)
                             .ok()
-                            .filter(|i| i.service == SERVICE_HS_CRYPTO && i.state == InstanceState::Active)
-                            .ok_or_else(|| Error::invalid_field("crypto_instance", "the id or CRN of an hs-crypto instance of this account"))?;
+                            .filter(|i| {
+                                i.service == SERVICE_HS_CRYPTO && i.state == InstanceState::Active
+                            })
+                            .ok_or_else(|| {
+                                Error::invalid_field(
+                                    "crypto_instance",
+                                    "the id or CRN of an hs-crypto instance of this account",
+                                )
+                            })?;
                         crypto_instance = Some(crypto.id.clone());
                     }
                     (Some("standard") | None, None) => {}
                     (Some("dedicated"), None) => {
-                        return Err(Error::invalid_field("crypto_instance", "the hs-crypto instance a dedicated kms instance uses"))
+                        return Err(Error::invalid_field(
+                            "crypto_instance",
+                            "the hs-crypto instance a dedicated kms instance uses",
+                        ))
                     }
-                    (Some("standard"), Some(_)) => {
-                        return Err(Error::invalid_field("crypto_instance", "absent on the standard plan (the shared crypto unit); use plan dedicated"))
-                    }
+                    (Some("standard"), Some(_)) => return Err(Error::invalid_field(
+                        "crypto_instance",
+                        "absent on the standard plan (the shared crypto unit); use plan dedicated",
+                    )),
                     _ => return Err(Error::invalid_field("plan", "standard or dedicated")),
                 }
             }
@@ -206,7 +223,10 @@ impl Service {
         }
         if let Some(units) = update.units {
             if instance.service != SERVICE_HS_CRYPTO {
-                return Err(Error::invalid_field("units", "absent: only hs-crypto instances have crypto units"));
+                return Err(Error::invalid_field(
+                    "units",
+                    "absent: only hs-crypto instances have crypto units",
+                ));
             }
             check_units(units)?;
             instance.units = Some(units);
@@ -306,7 +326,12 @@ impl Service {
                         .account_instance(&principal.account_id, id)
                         .ok()
                         .filter(|i| i.service == p.service_name)
-                        .ok_or_else(|| Error::invalid_field(field, "an instance_id naming an instance of service_name in this account"))?;
+                        .ok_or_else(|| {
+                            Error::invalid_field(
+                                field,
+                                "an instance_id naming an instance of service_name in this account",
+                            )
+                        })?;
                     Some(i.id.clone())
                 }
             };
@@ -318,13 +343,22 @@ impl Service {
         let source = check_party(&source, "source")?;
         let target = check_party(&target, "target")?;
         if target.service_name != SERVICE_KMS && target.service_name != SERVICE_HS_CRYPTO {
-            return Err(Error::invalid_field("target", "a kms or hs-crypto service (or one of its instances)"));
+            return Err(Error::invalid_field(
+                "target",
+                "a kms or hs-crypto service (or one of its instances)",
+            ));
         }
         if source.service_name == target.service_name && source.instance_id == target.instance_id {
-            return Err(Error::invalid_field("target", "another service or instance than the source"));
+            return Err(Error::invalid_field(
+                "target",
+                "another service or instance than the source",
+            ));
         }
         if roles.is_empty() || roles.len() > 4 || roles.iter().any(|r| service_role(r).is_none()) {
-            return Err(Error::invalid_field("roles", "a list of service roles among Reader, ReaderPlus, Writer, Manager"));
+            return Err(Error::invalid_field(
+                "roles",
+                "a list of service roles among Reader, ReaderPlus, Writer, Manager",
+            ));
         }
         let a = Authorization {
             id: Self::new_id(),
