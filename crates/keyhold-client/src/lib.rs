@@ -15,6 +15,7 @@ pub mod dek_cache;
 pub mod envelope;
 mod error;
 pub mod import;
+pub mod instances;
 mod keys;
 pub mod model;
 mod retry;

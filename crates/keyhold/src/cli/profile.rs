@@ -167,6 +167,16 @@ fn read_key_file(path: &Path) -> CliResult<String> {
 
 /// Resolves the connection settings; see the module comment for the order.
 pub fn resolve(args: &ConnArgs) -> CliResult<ClientConfig> {
+    resolve_for(args, true)
+}
+
+/// [`resolve`] for account-level commands (instances, authorizations), which
+/// need no key-management instance.
+pub fn resolve_account(args: &ConnArgs) -> CliResult<ClientConfig> {
+    resolve_for(args, false)
+}
+
+fn resolve_for(args: &ConnArgs, need_instance: bool) -> CliResult<ClientConfig> {
     let path = config_path(args);
     let file = load_config(&path)?;
     let name = args
@@ -228,6 +238,7 @@ pub fn resolve(args: &ConnArgs) -> CliResult<ClientConfig> {
         .instance
         .clone()
         .or(profile.instance_id.clone())
+        .or((!need_instance).then(String::new))
         .ok_or_else(|| {
             CliError::Usage(
                 "no instance id: give --instance or set instance_id in the profile".into(),
