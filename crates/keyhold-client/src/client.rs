@@ -94,6 +94,9 @@ pub(crate) struct Call<'a> {
     pub query: Vec<(&'a str, String)>,
     pub headers: Vec<(&'static str, String)>,
     pub body: Option<Value>,
+    /// An account-level call (resource controller, authorizations): `path` is
+    /// from the server root and no `Bluemix-Instance` is sent.
+    pub account: bool,
 }
 
 impl<'a> Call<'a> {
@@ -104,6 +107,15 @@ impl<'a> Call<'a> {
             query: Vec::new(),
             headers: Vec::new(),
             body: None,
+            account: false,
+        }
+    }
+
+    /// An account-level call to `path` (from the server root, e.g. `v2/resource_instances`).
+    pub fn account(method: Method, path: impl Into<String>) -> Call<'a> {
+        Call {
+            account: true,
+            ..Call::new(method, path)
         }
     }
     pub fn query(mut self, k: &'a str, v: impl ToString) -> Self {
@@ -218,9 +230,13 @@ impl Client {
     /// Sends a call: adds the token and the instance, retries what may be retried, and
     /// turns a non-2xx answer into an error.
     pub(crate) async fn send(&self, call: &Call<'_>) -> Result<Answer> {
-        // Key Protect paths are relative to /api/v2/; IAM paths are absolute (`/v1/…`).
+        // Key Protect paths are relative to /api/v2/; IAM paths are absolute
+        // (`/v1/…`), and account-level calls (instances, authorizations) are
+        // relative to the server's root.
         let url = if call.path.starts_with('/') {
             format!("{}{}", self.cfg.url, call.path)
+        } else if call.account {
+            format!("{}/{}", self.cfg.url, call.path)
         } else {
             format!("{}/api/v2/{}", self.cfg.url, call.path)
         };
@@ -236,9 +252,11 @@ impl Client {
                 .http
                 .request(call.method.clone(), &url)
                 .header(AUTHORIZATION, format!("Bearer {}", token.as_str()))
-                .header("Bluemix-Instance", self.cfg.instance_id.as_str())
                 .header("Correlation-Id", uuid::Uuid::new_v4().to_string())
                 .header(ACCEPT, "application/json");
+            if !call.account {
+                req = req.header("Bluemix-Instance", self.cfg.instance_id.as_str());
+            }
             if let Some(ring) = &self.cfg.key_ring {
                 req = req.header("X-Kms-Key-Ring", ring.as_str());
             }

@@ -16,6 +16,7 @@ pub mod envelope;
 mod error;
 pub mod iam;
 pub mod import;
+pub mod instances;
 mod keys;
 pub mod model;
 mod retry;

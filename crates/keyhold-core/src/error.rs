@@ -67,6 +67,14 @@ pub enum Reason {
     MasterKeyZeroized,
     /// A key's stored material fails its integrity check (altered or swapped in the database).
     StoredKeyIntegrity,
+    /// A key-management instance bound to a crypto instance lacks the
+    /// service-to-service authorization (Reader) to use it.
+    CryptoInstanceAuthorization,
+    /// The instance's allowedNetwork policy admits only its private endpoint.
+    PrivateNetworkOnly,
+    /// An instance still in use (a crypto instance bound to a key-management
+    /// instance, or a key-management instance holding keys).
+    InstanceInUse,
 }
 
 impl Reason {
@@ -126,6 +134,9 @@ impl Reason {
             CeremonyDisabled => "CEREMONY_DISABLED_ERR",
             MasterKeyZeroized => "MASTER_KEY_ZEROIZED_ERR",
             StoredKeyIntegrity => "STORED_KEY_INTEGRITY_ERR",
+            CryptoInstanceAuthorization => "CRYPTO_INSTANCE_AUTHORIZATION_ERR",
+            PrivateNetworkOnly => "PRIVATE_NETWORK_ONLY_ERR",
+            InstanceInUse => "INSTANCE_IN_USE_ERR",
         }
     }
 
@@ -149,7 +160,11 @@ impl Reason {
             | KeySearchTooBroad
             | AliasLimitReached => 400,
             Unauthorized => 401,
-            ServiceOnly | FeatureRestricted | CeremonySignature => 403,
+            ServiceOnly
+            | FeatureRestricted
+            | CeremonySignature
+            | CryptoInstanceAuthorization
+            | PrivateNetworkOnly => 403,
             KeyNotFound | KeyRingNotFound | AliasNotFound | ImportTokenNotFound | NotFound => 404,
             MethodNotAllowed => 405,
             KeyActionInvalidState
@@ -166,6 +181,7 @@ impl Reason {
             | CeremonyState
             | CeremonyStale
             | CeremonyDisabled
+            | InstanceInUse
             // The key's stored state conflicts with any use of it; the client caused
             // nothing and a retry cannot help, so neither 4xx-for-input nor 5xx fits better.
             | StoredKeyIntegrity => 409,

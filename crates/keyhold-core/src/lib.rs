@@ -9,6 +9,7 @@ pub mod error;
 pub mod iam;
 pub mod list;
 pub mod model;
+pub mod resource;
 pub mod rules;
 pub mod timefmt;
 pub mod validate;

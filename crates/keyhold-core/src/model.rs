@@ -266,7 +266,11 @@ pub struct ImportToken {
     pub token_id: String,
 }
 
-/// A key-management instance (`kms`). Full resource-controller fields come with IAM.
+/// A service instance of the resource controller: a key-management instance
+/// (`kms`, usable with `Bluemix-Instance`), a crypto instance (`hs-crypto`) or
+/// any other service's instance (e.g. a storage service that calls Keyhold).
+/// Fields beyond the first five came with the resource controller; documents
+/// stored before it read as active `kms` instances on the shared unit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Instance {
     pub id: String,
@@ -274,9 +278,84 @@ pub struct Instance {
     pub account_id: String,
     pub region: String,
     pub created_at: Timestamp,
+    #[serde(default = "default_service")]
+    pub service: String,
+    /// The crypto instance (`hs-crypto`) a `kms` instance is bound to (dedicated,
+    /// KYOK); `None`: the platform's shared unit (standard, BYOK).
+    #[serde(default)]
+    pub crypto_instance: Option<String>,
+    /// Crypto units of an `hs-crypto` instance.
+    #[serde(default)]
+    pub units: Option<u32>,
+    #[serde(default)]
+    pub state: InstanceState,
+    #[serde(default)]
+    pub updated_at: Timestamp,
+    #[serde(default)]
+    pub created_by: PrincipalId,
+}
+
+fn default_service() -> String {
+    crate::resource::SERVICE_KMS.to_string()
+}
+
+/// An instance's lifecycle state, as the resource controller names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InstanceState {
+    #[default]
+    Active,
+    /// Deleted with `force` while it still held keys: unusable, its keys kept
+    /// in the store for an operator (nothing is destroyed by a delete).
+    PendingReclamation,
+}
+
+impl InstanceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceState::Active => "active",
+            InstanceState::PendingReclamation => "pending_reclamation",
+        }
+    }
 }
 
 impl Instance {
+    /// A key-management instance on the shared unit (what dev mode creates).
+    pub fn kms(
+        id: String,
+        name: String,
+        account_id: String,
+        region: String,
+        created_at: Timestamp,
+    ) -> Instance {
+        Instance {
+            id,
+            name,
+            account_id,
+            region,
+            created_at,
+            service: default_service(),
+            crypto_instance: None,
+            units: None,
+            state: InstanceState::Active,
+            updated_at: created_at,
+            created_by: String::new(),
+        }
+    }
+
+    /// Serves the Key Protect API (`Bluemix-Instance`): an active `kms` instance.
+    pub fn is_usable_kms(&self) -> bool {
+        self.service == crate::resource::SERVICE_KMS && self.state == InstanceState::Active
+    }
+
+    /// The resource controller's CRN of this instance.
+    pub fn crn(&self) -> String {
+        format!(
+            "crn:v1:keyhold:private:{}:{}:a/{}:{}::",
+            self.service, self.region, self.account_id, self.id
+        )
+    }
+
     pub fn crn_prefix(&self) -> String {
         format!(
             "crn:v1:keyhold:local:kms:{}:a/{}:{}",

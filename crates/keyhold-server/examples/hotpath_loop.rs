@@ -39,13 +39,13 @@ fn main() {
 
 async fn run(iterations: usize) {
     let store = Arc::new(SqliteStore::open_in_memory().expect("store"));
-    let instance = Instance {
-        id: "hot-instance".into(),
-        name: "hot".into(),
-        account_id: "acct".into(),
-        region: "local".into(),
-        created_at: 0,
-    };
+    let instance = Instance::kms(
+        "hot-instance".into(),
+        "hot".into(),
+        "acct".into(),
+        "local".into(),
+        0,
+    );
     store.put_instance(&instance).expect("instance");
     // The real authorizer: the caller's roles come from an IAM policy, cached per account.
     store

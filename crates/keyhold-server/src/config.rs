@@ -9,6 +9,12 @@ use keyhold_core::rules::TimingRules;
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
+    /// The private network's listener, if any (allowedNetwork: private-only).
+    pub private_listen: Option<SocketAddr>,
+    /// host[:port] of the public / private endpoint in connection info; default
+    /// the listen addresses.
+    pub public_host: Option<String>,
+    pub private_host: Option<String>,
     pub data_dir: PathBuf,
     /// `sqlite://PATH` or `postgres://…`; SQLite in the data directory when unset.
     pub store: Option<String>,
@@ -78,6 +84,9 @@ impl ServerConfig {
     pub fn dev_defaults(data_dir: PathBuf) -> Self {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            private_listen: None,
+            public_host: None,
+            private_host: None,
             data_dir,
             store: None,
             tls: None,
@@ -96,11 +105,12 @@ impl ServerConfig {
 
     /// Plain HTTP is only allowed on loopback (DESIGN §4).
     pub fn check_transport(&self) -> Result<(), String> {
-        if self.tls.is_none() && !self.listen.ip().is_loopback() {
-            return Err(format!(
-                "refusing to serve plain HTTP on {}: a non-loopback address needs TLS (--tls-cert and --tls-key)",
-                self.listen
-            ));
+        for addr in std::iter::once(self.listen).chain(self.private_listen) {
+            if self.tls.is_none() && !addr.ip().is_loopback() {
+                return Err(format!(
+                    "refusing to serve plain HTTP on {addr}: a non-loopback address needs TLS (--tls-cert and --tls-key)"
+                ));
+            }
         }
         Ok(())
     }

@@ -226,13 +226,13 @@ fn instance(store: &dyn Store) -> Result<Instance, String> {
             return Ok(i);
         }
     }
-    let candidate = Instance {
-        id: uuid::Uuid::new_v4().to_string(),
-        name: "dev".into(),
-        account_id: DEV_ACCOUNT.into(),
-        region: "local".into(),
-        created_at: timefmt::now(),
-    };
+    let candidate = Instance::kms(
+        uuid::Uuid::new_v4().to_string(),
+        "dev".into(),
+        DEV_ACCOUNT.into(),
+        "local".into(),
+        timefmt::now(),
+    );
     store.put_instance(&candidate).map_err(|e| e.to_string())?;
     // Nodes starting together agree on one instance: the first one recorded.
     let id = store

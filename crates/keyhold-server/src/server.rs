@@ -11,7 +11,8 @@ use axum_server::accept::NoDelayAcceptor;
 use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use axum_server::Handle;
 
-use crate::api::{router, AppState};
+use crate::api::{router_on, AppState, Network};
+use crate::auth::s2s::S2sAuthorizer;
 use crate::auth::PolicyAuthorizer;
 use crate::config::ServerConfig;
 use crate::dev::{self, DevInfo};
@@ -53,18 +54,22 @@ pub async fn serve(cfg: ServerConfig, dev: bool) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let private = match cfg.private_listen {
+        Some(a) => {
+            let l = TcpListener::bind(a).map_err(|e| format!("cannot listen on {a}: {e}"))?;
+            l.set_nonblocking(true).map_err(|e| e.to_string())?;
+            Some(l)
+        }
+        None => None,
+    };
     let scheme = if cfg.tls.is_some() { "https" } else { "http" };
-    let host = if addr.ip().is_unspecified() {
-        "127.0.0.1".to_string()
-    } else {
-        addr.ip().to_string()
+    let url = format!("{scheme}://{}", host_port(addr));
+    let public_host = cfg.public_host.clone().unwrap_or_else(|| host_port(addr));
+    let private_host = match (&cfg.private_host, &private) {
+        (Some(h), _) => h.clone(),
+        (None, Some(l)) => host_port(l.local_addr().map_err(|e| e.to_string())?),
+        (None, None) => public_host.clone(),
     };
-    let host = if host.contains(':') {
-        format!("[{host}]")
-    } else {
-        host
-    };
-    let url = format!("{scheme}://{host}:{}", addr.port());
     let info = DevInfo {
         url: url.clone(),
         iam_url: url.clone(),
@@ -76,13 +81,20 @@ pub async fn serve(cfg: ServerConfig, dev: bool) -> Result<(), String> {
         deployment.unit.clone(),
         cfg.rules,
     ));
+    // Service instances act through their authorizations; everyone else
+    // through the account's IAM access policies.
+    let authz = Arc::new(S2sAuthorizer {
+        inner: Arc::new(PolicyAuthorizer::new(svc.clone())),
+        svc: svc.clone(),
+    });
     let mut state = AppState::new(
         svc.clone(),
         deployment.tokens.clone(),
-        Arc::new(PolicyAuthorizer::new(svc.clone())),
+        authz,
         &cfg,
         addr.port(),
-    );
+    )
+    .with_hosts(public_host, private_host.clone());
     if let Some(c) = &deployment.ceremony {
         let cached = Arc::downgrade(&svc);
         c.set_forget_cached_keys(Box::new(move || {
@@ -93,7 +105,8 @@ pub async fn serve(cfg: ServerConfig, dev: bool) -> Result<(), String> {
         state = state.with_ceremony(c.clone());
         tracing::warn!("master key from the key ceremony: the crypto unit is SEALED; key operations answer 503 CRYPTO_UNIT_SEALED_ERR until administrators load the key parts (keyhold ceremony unseal, or the first ceremony's activate)");
     }
-    let app = router(state);
+    let app = router_on(state.clone(), Network::Public);
+    let private_app = router_on(state, Network::Private);
 
     let tls = match &cfg.tls {
         Some(t) => Some(
@@ -139,8 +152,42 @@ pub async fn serve(cfg: ServerConfig, dev: bool) -> Result<(), String> {
         shutdown_signal().await;
         shutdown.graceful_shutdown(Some(Duration::from_secs(10)));
     });
-    let make = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let header_timeout = cfg.request_timeout;
+    if let Some(l) = private {
+        tracing::info!(private_host = %private_host, "private endpoint listening");
+        let (tls, handle) = (tls.clone(), handle.clone());
+        tokio::spawn(async move {
+            if let Err(e) = serve_on(l, private_app, tls, handle, header_timeout).await {
+                tracing::error!(error = %e, "the private listener stopped");
+            }
+        });
+    }
+    serve_on(listener, app, tls, handle, header_timeout).await
+}
+
+/// `host:port` of a bound address, loopback for an unspecified one.
+fn host_port(addr: std::net::SocketAddr) -> String {
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        addr.ip().to_string()
+    };
+    if host.contains(':') {
+        format!("[{host}]:{}", addr.port())
+    } else {
+        format!("{host}:{}", addr.port())
+    }
+}
+
+/// Serves `app` on one listener until the handle shuts it down.
+async fn serve_on(
+    listener: TcpListener,
+    app: axum::Router,
+    tls: Option<RustlsConfig>,
+    handle: Handle,
+    header_timeout: Duration,
+) -> Result<(), String> {
+    let make = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     match tls {
         Some(tls) => {
             let acceptor = RustlsAcceptor::new(tls)

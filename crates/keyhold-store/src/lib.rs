@@ -13,6 +13,7 @@ use keyhold_core::list::ListKeys;
 use keyhold_core::model::{
     ImportToken, Instance, InstancePolicy, KeyRecord, KeyRing, KeyVersion, Registration,
 };
+use keyhold_core::resource::Authorization;
 use keyhold_core::timefmt::Timestamp;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -93,6 +94,8 @@ pub enum Change {
     Iam {
         account_id: String,
     },
+    /// Service instances or service-to-service authorizations changed.
+    Directory,
     /// Anything may have changed (e.g. keys moved between rings).
     Everything,
     /// Change notices may be missed from now on: caches must not be trusted.
@@ -138,6 +141,24 @@ pub trait Store: Send + Sync + 'static {
 
     fn put_instance(&self, instance: &Instance) -> Result<()>;
     fn get_instance(&self, id: &str) -> Result<Option<Instance>>;
+
+    /// Lists every service instance (all accounts): few enough to hold in memory.
+    fn list_instances(&self) -> Result<Vec<Instance>>;
+    /// Adds a new instance (Duplicate if its id exists). An instance bound to a
+    /// crypto instance records the binding in the same transaction, and fails
+    /// with NotFound if the crypto instance is gone (checked under its row lock,
+    /// so a concurrent delete of the crypto instance cannot slip between).
+    fn create_instance(&self, instance: &Instance) -> Result<()>;
+    /// Rewrites an existing instance (NotFound if absent); its binding is fixed.
+    fn update_instance(&self, instance: &Instance) -> Result<()>;
+    /// Removes an instance; NotEmpty (nothing changed) while a key-management
+    /// instance is bound to it or it holds keys not yet destroyed.
+    fn delete_instance(&self, id: &str) -> Result<()>;
+
+    fn list_authorizations(&self) -> Result<Vec<Authorization>>;
+    fn create_authorization(&self, authorization: &Authorization) -> Result<()>;
+    /// NotFound if there is no such authorization.
+    fn delete_authorization(&self, id: &str) -> Result<()>;
 
     fn put_api_key(&self, key: &ApiKeyRecord) -> Result<()>;
     fn find_api_key(&self, hash: &[u8]) -> Result<Option<ApiKeyRecord>>;

@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use keyhold_core::list::ListKeys;
 use keyhold_core::model::{
-    ImportToken, Instance, InstancePolicy, KeyRecord, KeyRing, KeyVersion, Registration,
+    ImportToken, Instance, InstancePolicy, KeyRecord, KeyRing, KeyState, KeyVersion, Registration,
 };
+use keyhold_core::resource::Authorization;
 use keyhold_core::timefmt::Timestamp;
 use postgres::error::SqlState;
 use postgres::fallible_iterator::FallibleIterator;
@@ -141,6 +142,9 @@ fn notify(tx: &mut Transaction<'_>, channel: &str, payload: &str) -> Result<()> 
     Ok(())
 }
 
+/// Instances or authorizations changed (every node reloads its directory).
+const DIRECTORY_NOTICE: &str = "d";
+
 fn key_notice(instance_id: &str, key_id: &str) -> String {
     format!("k {instance_id} {key_id}")
 }
@@ -158,6 +162,7 @@ fn parse_notice(payload: &str) -> Change {
         (Some("i"), Some(a), None) => Change::Iam {
             account_id: a.into(),
         },
+        (Some(DIRECTORY_NOTICE), None, None) => Change::Directory,
         _ => Change::Everything,
     }
 }
@@ -378,6 +383,108 @@ impl Store for PostgresStore {
 
     fn get_instance(&self, id: &str) -> Result<Option<Instance>> {
         self.doc("SELECT doc FROM instances WHERE id = $1", &[&id])
+    }
+
+    fn list_instances(&self) -> Result<Vec<Instance>> {
+        self.docs("SELECT doc FROM instances ORDER BY id", &[])
+    }
+
+    fn create_instance(&self, instance: &Instance) -> Result<()> {
+        self.in_tx(|tx| {
+            if let Some(crypto) = &instance.crypto_instance {
+                // The row lock orders this against a concurrent delete of the crypto instance.
+                let found = tx
+                    .query_opt(
+                        "SELECT 1 FROM instances WHERE id = $1 FOR UPDATE",
+                        &[crypto],
+                    )
+                    .map_err(db_err)?;
+                if found.is_none() {
+                    return Err(StoreError::NotFound);
+                }
+                tx.execute(
+                    "INSERT INTO instance_bindings (crypto_id, kms_id) VALUES ($1, $2)",
+                    &[crypto, &instance.id],
+                )
+                .map_err(db_err)?;
+            }
+            tx.execute(
+                "INSERT INTO instances (id, doc) VALUES ($1, $2)",
+                &[&instance.id, &to_json(instance)?],
+            )
+            .map_err(db_err)?;
+            notify(tx, &self.channel, DIRECTORY_NOTICE)
+        })
+    }
+
+    fn update_instance(&self, instance: &Instance) -> Result<()> {
+        self.in_tx(|tx| {
+            let n = tx
+                .execute(
+                    "UPDATE instances SET doc = $2 WHERE id = $1",
+                    &[&instance.id, &to_json(instance)?],
+                )
+                .map_err(db_err)?;
+            if n != 1 {
+                return Err(StoreError::NotFound);
+            }
+            notify(tx, &self.channel, DIRECTORY_NOTICE)
+        })
+    }
+
+    fn delete_instance(&self, id: &str) -> Result<()> {
+        self.in_tx(|tx| {
+            let found = tx
+                .query_opt("SELECT 1 FROM instances WHERE id = $1 FOR UPDATE", &[&id])
+                .map_err(db_err)?;
+            if found.is_none() {
+                return Err(StoreError::NotFound);
+            }
+            let destroyed = u8::from(KeyState::Destroyed) as i64;
+            let in_use: i64 = tx
+                .query_one(
+                    "SELECT (SELECT count(*) FROM instance_bindings WHERE crypto_id = $1)
+                          + (SELECT count(*) FROM keys WHERE instance_id = $1 AND state != $2)",
+                    &[&id, &destroyed],
+                )
+                .map_err(db_err)?
+                .get(0);
+            if in_use > 0 {
+                return Err(StoreError::NotEmpty);
+            }
+            tx.execute("DELETE FROM instances WHERE id = $1", &[&id])
+                .map_err(db_err)?;
+            tx.execute("DELETE FROM instance_bindings WHERE kms_id = $1", &[&id])
+                .map_err(db_err)?;
+            notify(tx, &self.channel, DIRECTORY_NOTICE)
+        })
+    }
+
+    fn list_authorizations(&self) -> Result<Vec<Authorization>> {
+        self.docs("SELECT doc FROM authorizations ORDER BY id", &[])
+    }
+
+    fn create_authorization(&self, a: &Authorization) -> Result<()> {
+        self.in_tx(|tx| {
+            tx.execute(
+                "INSERT INTO authorizations (id, account_id, doc) VALUES ($1, $2, $3)",
+                &[&a.id, &a.account_id, &to_json(a)?],
+            )
+            .map_err(db_err)?;
+            notify(tx, &self.channel, DIRECTORY_NOTICE)
+        })
+    }
+
+    fn delete_authorization(&self, id: &str) -> Result<()> {
+        self.in_tx(|tx| {
+            let n = tx
+                .execute("DELETE FROM authorizations WHERE id = $1", &[&id])
+                .map_err(db_err)?;
+            if n != 1 {
+                return Err(StoreError::NotFound);
+            }
+            notify(tx, &self.channel, DIRECTORY_NOTICE)
+        })
     }
 
     fn put_api_key(&self, k: &ApiKeyRecord) -> Result<()> {

@@ -73,6 +73,9 @@ CREATE TABLE IF NOT EXISTS iam_objects (account_id TEXT NOT NULL, kind TEXT NOT 
     refs TEXT NOT NULL, doc TEXT NOT NULL, PRIMARY KEY (account_id, kind, id));
 CREATE INDEX IF NOT EXISTS api_keys_by_account ON api_keys (account_id, id);
 CREATE TABLE IF NOT EXISTS import_tokens (instance_id TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS instance_bindings (crypto_id TEXT NOT NULL, kms_id TEXT NOT NULL,
+    PRIMARY KEY (crypto_id, kms_id));
+CREATE TABLE IF NOT EXISTS authorizations (id TEXT PRIMARY KEY, account_id TEXT NOT NULL, doc TEXT NOT NULL);
 "#;
 
 /// The schema for a dialect: the same tables, with PostgreSQL's type names there.

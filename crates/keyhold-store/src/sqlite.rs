@@ -9,6 +9,7 @@ use keyhold_core::list::ListKeys;
 use keyhold_core::model::{
     ImportToken, Instance, InstancePolicy, KeyRecord, KeyRing, KeyState, KeyVersion, Registration,
 };
+use keyhold_core::resource::Authorization;
 use keyhold_core::timefmt::Timestamp;
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, ErrorCode, OptionalExtension, Transaction};
@@ -186,6 +187,107 @@ impl Store for SqliteStore {
             "SELECT doc FROM instances WHERE id = ?1",
             [id],
         )
+    }
+
+    fn list_instances(&self) -> Result<Vec<Instance>> {
+        docs(&*self.conn()?, "SELECT doc FROM instances ORDER BY id", [])
+    }
+
+    fn create_instance(&self, instance: &Instance) -> Result<()> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction().map_err(db_err)?;
+        if let Some(crypto) = &instance.crypto_instance {
+            let exists: Option<i64> = tx
+                .query_row("SELECT 1 FROM instances WHERE id = ?1", [crypto], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(db_err)?;
+            if exists.is_none() {
+                return Err(StoreError::NotFound);
+            }
+            tx.execute(
+                "INSERT INTO instance_bindings (crypto_id, kms_id) VALUES (?1, ?2)",
+                params![crypto, instance.id],
+            )
+            .map_err(db_err)?;
+        }
+        tx.execute(
+            "INSERT INTO instances (id, doc) VALUES (?1, ?2)",
+            params![instance.id, to_json(instance)?],
+        )
+        .map_err(db_err)?;
+        tx.commit().map_err(db_err)
+    }
+
+    fn update_instance(&self, instance: &Instance) -> Result<()> {
+        let n = self
+            .conn()?
+            .execute(
+                "UPDATE instances SET doc = ?2 WHERE id = ?1",
+                params![instance.id, to_json(instance)?],
+            )
+            .map_err(db_err)?;
+        if n == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound)
+        }
+    }
+
+    fn delete_instance(&self, id: &str) -> Result<()> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction().map_err(db_err)?;
+        let in_use: i64 = tx
+            .query_row(
+                "SELECT (SELECT count(*) FROM instance_bindings WHERE crypto_id = ?1)
+                      + (SELECT count(*) FROM keys WHERE instance_id = ?1 AND state != ?2)",
+                params![id, u8::from(KeyState::Destroyed)],
+                |r| r.get(0),
+            )
+            .map_err(db_err)?;
+        if in_use > 0 {
+            return Err(StoreError::NotEmpty);
+        }
+        let n = tx
+            .execute("DELETE FROM instances WHERE id = ?1", [id])
+            .map_err(db_err)?;
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        tx.execute("DELETE FROM instance_bindings WHERE kms_id = ?1", [id])
+            .map_err(db_err)?;
+        tx.commit().map_err(db_err)
+    }
+
+    fn list_authorizations(&self) -> Result<Vec<Authorization>> {
+        docs(
+            &*self.conn()?,
+            "SELECT doc FROM authorizations ORDER BY id",
+            [],
+        )
+    }
+
+    fn create_authorization(&self, a: &Authorization) -> Result<()> {
+        self.conn()?
+            .execute(
+                "INSERT INTO authorizations (id, account_id, doc) VALUES (?1, ?2, ?3)",
+                params![a.id, a.account_id, to_json(a)?],
+            )
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    fn delete_authorization(&self, id: &str) -> Result<()> {
+        let n = self
+            .conn()?
+            .execute("DELETE FROM authorizations WHERE id = ?1", [id])
+            .map_err(db_err)?;
+        if n == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound)
+        }
     }
 
     fn put_api_key(&self, k: &ApiKeyRecord) -> Result<()> {

@@ -78,6 +78,7 @@ enum MasterKeyArg {
 #[command(
     after_help = "Examples:\n  keyhold serve --dev\n  keyhold serve --dev --listen 127.0.0.1:0 --data-dir /tmp/kh --rotate-min-interval 0\n  \
 keyhold serve --dev --listen 0.0.0.0:8443 --tls-cert cert.pem --tls-key key.pem\n  \
+keyhold serve --dev --private-listen 127.0.0.1:8081 --public-host kms.example.com:8443\n  \
 keyhold serve --dev --master-key ceremony   # master key from the key ceremony (keyhold ceremony --help)\n  \
 keyhold init --data-dir /srv/kh && keyhold serve --data-dir /srv/kh --master-key ceremony   # not dev\n  \
 keyhold serve --dev --crypto-unit pkcs11 --pkcs11-module /usr/lib/softhsm/libsofthsm2.so \\\n      \
@@ -112,6 +113,19 @@ struct ServeArgs {
     /// Address to listen on; port 0 picks a free port (the URL is printed and written to dev.json).
     #[arg(long, default_value = "127.0.0.1:8080", env = "KEYHOLD_LISTEN")]
     listen: SocketAddr,
+    /// A second, private listener (the private network's endpoint): instances whose
+    /// allowedNetwork policy is private-only answer only there (403 PRIVATE_NETWORK_ONLY_ERR
+    /// on --listen).
+    #[arg(long, env = "KEYHOLD_PRIVATE_LISTEN", value_name = "ADDR")]
+    private_listen: Option<SocketAddr>,
+    /// The public endpoint's host[:port] that connection info reports
+    /// (GET /crypto_v2/instances/ID). Default: the --listen address.
+    #[arg(long, env = "KEYHOLD_PUBLIC_HOST", value_name = "HOST:PORT")]
+    public_host: Option<String>,
+    /// The private endpoint's host[:port] that connection info reports. Default: the
+    /// --private-listen address, else the public host.
+    #[arg(long, env = "KEYHOLD_PRIVATE_HOST", value_name = "HOST:PORT")]
+    private_host: Option<String>,
     /// Where the store, the dev master key and dev.json live.
     #[arg(long, default_value = "keyhold-data", env = "KEYHOLD_DATA_DIR")]
     data_dir: PathBuf,
@@ -200,6 +214,9 @@ fn config(a: ServeArgs) -> Result<ServerConfig, String> {
     let unit = crypto_unit(&a)?;
     let mut cfg = ServerConfig::dev_defaults(a.data_dir);
     cfg.listen = a.listen;
+    cfg.private_listen = a.private_listen;
+    cfg.public_host = a.public_host;
+    cfg.private_host = a.private_host;
     cfg.store = a.store;
     cfg.tls = match (a.tls_cert, a.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),

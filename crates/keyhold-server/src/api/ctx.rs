@@ -12,7 +12,7 @@ use keyhold_core::model::Instance;
 use keyhold_core::{Error, Reason};
 
 use super::error::ApiError;
-use super::{blocking, AppState};
+use super::{blocking, AppState, Network};
 use crate::auth::Principal;
 use crate::service::cidr_contains;
 
@@ -140,9 +140,11 @@ impl FromRequestParts<AppState> for Ctx {
             )
             .into());
         }
-        let instance = st
+        let dir = st.directory().await?;
+        let instance = dir
             .instance(instance_id)
-            .await?
+            .filter(|i| i.is_usable_kms())
+            .cloned()
             .ok_or_else(Error::unauthorized)?;
         if principal.account_id != instance.account_id {
             return Err(Error::unauthorized().into());
@@ -159,7 +161,30 @@ impl FromRequestParts<AppState> for Ctx {
             blocking(st, move |svc| svc.account_access(&account).map(|_| ())).await?;
         }
         let roles = st.0.authz.roles(&principal, &instance)?;
-        if let Some(networks) = &st.instance_policies(&instance.id).await?.allowed_networks {
+        if !dir.crypto_authorized(&instance) {
+            let crypto = instance.crypto_instance.as_deref().unwrap_or_default();
+            return Err(Error::new(
+                Reason::CryptoInstanceAuthorization,
+                format!("The key-management instance {} is bound to the crypto instance {crypto} but has no authorization to use it: an administrator must authorize kms (this instance) → hs-crypto ({crypto}) with the Reader role (POST /v1/authorizations)", instance.id),
+            )
+            .into());
+        }
+        let policies = st.instance_policies(&instance.id).await?;
+        if policies.private_only
+            && parts
+                .extensions
+                .get::<Network>()
+                .copied()
+                .unwrap_or(Network::Public)
+                != Network::Private
+        {
+            return Err(Error::new(
+                Reason::PrivateNetworkOnly,
+                "The instance's allowedNetwork policy is private-only: call its private endpoint (see the connection info)",
+            )
+            .into());
+        }
+        if let Some(networks) = &policies.allowed_networks {
             let peer = parts
                 .extensions
                 .get::<ConnectInfo<SocketAddr>>()
@@ -173,6 +198,19 @@ impl FromRequestParts<AppState> for Ctx {
             instance,
             roles,
         })
+    }
+}
+
+/// The authenticated caller alone, for account-level endpoints (resource
+/// controller, authorizations) that take no `Bluemix-Instance`.
+pub struct Caller(pub Principal);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(parts).ok_or_else(Error::unauthorized)?;
+        Ok(Caller(st.0.tokens.authenticate(token)?))
     }
 }
 

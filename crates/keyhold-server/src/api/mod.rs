@@ -9,14 +9,14 @@ mod ctx;
 mod error;
 mod iam;
 mod identities;
+mod instances;
 mod keys;
 mod policies;
 mod render;
 mod resources;
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
@@ -25,18 +25,25 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use keyhold_core::model::Instance;
 use keyhold_core::{Error, Reason};
 use serde_json::Value;
 
-pub use ctx::Ctx;
+pub use ctx::{Caller, Ctx};
+
+/// Which listener a request arrived on; `allowedNetwork: private-only`
+/// instances answer only on the private one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    Public,
+    Private,
+}
 pub use error::{ApiError, OpContext};
 
 pub(crate) type ApiResult = std::result::Result<Response, ApiError>;
 
 use crate::auth::token::TokenService;
 use crate::auth::Authorizer;
-use crate::service::{InstancePolicies, Service};
+use crate::service::{Directory, InstancePolicies, Service};
 
 #[derive(Clone)]
 pub struct AppState(pub Arc<AppInner>);
@@ -52,8 +59,10 @@ pub struct AppInner {
     pub store_timeout: Duration,
     /// The port this node serves on, reported by `allowed_ip_port`.
     pub port: u16,
-    /// Instances never change under a running node yet, so they are cached for good.
-    instances: RwLock<HashMap<String, Arc<Instance>>>,
+    /// Host names (host[:port]) of this deployment's public and private
+    /// endpoints, as connection info reports them.
+    pub public_host: String,
+    pub private_host: String,
     /// The master-key ceremony, when the master key comes from one (`--master-key ceremony`).
     pub ceremony: OnceLock<Arc<crate::ceremony::Ceremony>>,
 }
@@ -75,9 +84,30 @@ impl AppState {
             request_timeout: cfg.request_timeout,
             store_timeout: cfg.store_timeout,
             port,
-            instances: RwLock::new(HashMap::new()),
+            public_host: format!("127.0.0.1:{port}"),
+            private_host: format!("127.0.0.1:{port}"),
             ceremony: OnceLock::new(),
         }))
+    }
+
+    /// Names the public and private endpoints (connection info).
+    pub fn with_hosts(self, public_host: String, private_host: String) -> Self {
+        let mut inner = Arc::try_unwrap(self.0).unwrap_or_else(|shared| AppInner {
+            svc: shared.svc.clone(),
+            tokens: shared.tokens.clone(),
+            authz: shared.authz.clone(),
+            plain_json: shared.plain_json,
+            body_limit: shared.body_limit,
+            request_timeout: shared.request_timeout,
+            store_timeout: shared.store_timeout,
+            port: shared.port,
+            public_host: shared.public_host.clone(),
+            private_host: shared.private_host.clone(),
+            ceremony: shared.ceremony.clone(),
+        });
+        inner.public_host = public_host;
+        inner.private_host = private_host;
+        AppState(Arc::new(inner))
     }
 
     /// Serves the ceremony's endpoints from this node.
@@ -98,25 +128,13 @@ impl AppState {
         blocking(self, move |svc| svc.instance_policies(&id)).await
     }
 
-    pub(crate) async fn instance(&self, id: &str) -> Result<Option<Arc<Instance>>, Error> {
-        if let Some(i) = self
-            .0
-            .instances
-            .read()
-            .ok()
-            .and_then(|m| m.get(id).cloned())
-        {
-            return Ok(Some(i));
+    /// The directory of instances and authorizations: from the node's memory
+    /// without blocking when current, else loaded.
+    pub(crate) async fn directory(&self) -> Result<Arc<Directory>, Error> {
+        if let Some(d) = self.0.svc.cached_directory() {
+            return Ok(d);
         }
-        let id_owned = id.to_string();
-        let found = blocking(self, move |svc| svc.instance(&id_owned)).await?;
-        Ok(found.map(|i| {
-            let i = Arc::new(i);
-            if let Ok(mut m) = self.0.instances.write() {
-                m.insert(i.id.clone(), i.clone());
-            }
-            i
-        }))
+        blocking(self, |svc| svc.directory()).await
     }
 }
 
@@ -287,6 +305,11 @@ async fn envelope(State(st): State<AppState>, req: Request, next: Next) -> Respo
     resp
 }
 
+/// The router for one listener, its requests tagged with its network.
+pub fn router_on(st: AppState, network: Network) -> Router {
+    router(st).layer(axum::Extension(network))
+}
+
 pub fn router(st: AppState) -> Router {
     use axum::routing::delete;
     let api = Router::new()
@@ -352,6 +375,27 @@ pub fn router(st: AppState) -> Router {
         .route(
             "/api/v2/key_rings/{ring}",
             post(resources::create_ring).delete(resources::delete_ring),
+        )
+        .route(
+            "/v2/resource_instances",
+            get(instances::list_instances).post(instances::create_instance),
+        )
+        .route(
+            "/v2/resource_instances/{id}",
+            get(instances::get_instance)
+                .patch(instances::update_instance)
+                .delete(instances::delete_instance),
+        )
+        .route("/v2/resource_keys", post(instances::create_resource_key))
+        .route("/crypto_v1/instances/{id}", get(instances::connection_info))
+        .route("/crypto_v2/instances/{id}", get(instances::connection_info))
+        .route(
+            "/v1/authorizations",
+            get(instances::list_authorizations).post(instances::create_authorization),
+        )
+        .route(
+            "/v1/authorizations/{id}",
+            get(instances::get_authorization).delete(instances::delete_authorization),
         )
         .route("/identity/token", post(iam::token))
         .route("/oidc/token", post(iam::token))

@@ -3,6 +3,7 @@
 //! at [`Authorizer`].
 
 pub mod apikey;
+pub mod s2s;
 pub mod token;
 
 use std::sync::Arc;

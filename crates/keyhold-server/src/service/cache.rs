@@ -118,6 +118,9 @@ pub(crate) struct MapCache<T> {
 pub struct InstancePolicies {
     pub list: Vec<InstancePolicy>,
     pub allowed_networks: Option<Vec<(IpAddr, u8)>>,
+    /// An enabled allowedNetwork policy says `private-only`: the public
+    /// listener refuses the instance's requests.
+    pub private_only: bool,
 }
 
 pub(crate) type PolicyCache = MapCache<InstancePolicies>;

@@ -7,8 +7,10 @@
 
 mod actions;
 mod cache;
+mod directory;
 mod iam;
 mod import;
+mod instances;
 mod keys;
 mod policies;
 mod resources;
@@ -28,15 +30,18 @@ use keyhold_store::{Change, ChangeListener, Store, StoreError};
 pub use actions::{UnwrapOutcome, WrapOutcome};
 pub use cache::CachedKey;
 pub use cache::InstancePolicies;
+pub use directory::Directory;
 pub use iam::{
     bootstrap_policy, check_text, ensure_object, new_api_key, service_id_object, user_object,
     AccountAccess, IamKind, NewApiKey,
 };
+pub use instances::{instance_guid, Credential, InstanceInput, InstanceUpdate};
 pub use keys::{CreateKey, ImportMaterial, PolicyOverrides};
 pub use policies::{cidr_contains, parse_cidr, InstancePolicyInput, KeyPolicyInput};
 pub use resources::RegistrationInput;
 
 use cache::{KeyCache, Lease, MapCache, PolicyCache};
+use directory::DirectoryCache;
 
 /// What a key change writes besides bumping the record.
 pub(crate) enum KeyWrite {
@@ -62,6 +67,7 @@ pub struct Service {
     policy_cache: Arc<PolicyCache>,
     /// Each account's access policies and group memberships (every request's authorization).
     access_cache: Arc<MapCache<AccountAccess>>,
+    directory: Arc<DirectoryCache>,
 }
 
 pub(crate) fn store_err(e: StoreError) -> Error {
@@ -145,6 +151,7 @@ impl Service {
             cache: Arc::new(KeyCache::new(100_000, lease.clone())),
             policy_cache: Arc::new(PolicyCache::new(lease.clone())),
             access_cache: Arc::new(MapCache::new(lease.clone())),
+            directory: Arc::new(DirectoryCache::new(lease.clone())),
         };
         svc.follow_other_nodes(lease);
         svc
@@ -153,18 +160,25 @@ impl Service {
     /// With a shared store, applies other nodes' change notices to this node's
     /// caches, and stops trusting the caches while notices may be missed.
     fn follow_other_nodes(&self, lease: Arc<Lease>) {
-        let (keys, policies, access, unit) = (
+        let (keys, policies, access, unit, directory) = (
             self.cache.clone(),
             self.policy_cache.clone(),
             self.access_cache.clone(),
             self.unit.clone(),
+            self.directory.clone(),
         );
         let forget_all = {
-            let (keys, policies, access) = (keys.clone(), policies.clone(), access.clone());
+            let (keys, policies, access, directory) = (
+                keys.clone(),
+                policies.clone(),
+                access.clone(),
+                directory.clone(),
+            );
             move || {
                 keys.clear();
                 policies.clear();
                 access.clear();
+                directory.clear();
             }
         };
         let listener: ChangeListener = Arc::new(move |change| match change {
@@ -182,6 +196,7 @@ impl Service {
             }
             Change::InstancePolicies { instance_id } => policies.forget(&instance_id),
             Change::Iam { account_id } => access.forget(&account_id),
+            Change::Directory => directory.clear(),
             Change::Everything => forget_all(),
             Change::Lost => {
                 tracing::warn!("change notices from other nodes are not flowing (yet): caches bypassed until they are");

@@ -227,9 +227,13 @@ impl Service {
             }
             _ => None,
         });
+        let private_only = list.iter().any(|p| {
+            matches!((p.enabled, &p.data), (true, InstancePolicyData::AllowedNetwork { allowed_network }) if allowed_network == "private-only")
+        });
         let policies = Arc::new(InstancePolicies {
             list,
             allowed_networks,
+            private_only,
         });
         self.policy_cache
             .put(instance_id, policies.clone(), generation);

@@ -17,13 +17,13 @@ fn service(rules: TimingRules) -> Service {
     let unit = Arc::new(SoftUnit::new(Zeroizing::new([5u8; 32]), 16));
     let svc = Service::new(store, unit, rules);
     svc.store
-        .put_instance(&Instance {
-            id: "inst".into(),
-            name: "i".into(),
-            account_id: "acct".into(),
-            region: "local".into(),
-            created_at: 1,
-        })
+        .put_instance(&Instance::kms(
+            "inst".into(),
+            "i".into(),
+            "acct".into(),
+            "local".into(),
+            1,
+        ))
         .unwrap();
     svc
 }
@@ -223,7 +223,22 @@ impl keyhold_store::Store for CountingStore {
         self.read();
         self.inner.key_id_for_alias(i, a)
     }
+    fn list_instances(&self) -> keyhold_store::Result<Vec<Instance>> {
+        self.read();
+        self.inner.list_instances()
+    }
+    fn list_authorizations(
+        &self,
+    ) -> keyhold_store::Result<Vec<keyhold_core::resource::Authorization>> {
+        self.read();
+        self.inner.list_authorizations()
+    }
     forward! {
+        create_instance(&self, instance: &Instance) -> keyhold_store::Result<()>;
+        update_instance(&self, instance: &Instance) -> keyhold_store::Result<()>;
+        delete_instance(&self, id: &str) -> keyhold_store::Result<()>;
+        create_authorization(&self, a: &keyhold_core::resource::Authorization) -> keyhold_store::Result<()>;
+        delete_authorization(&self, id: &str) -> keyhold_store::Result<()>;
         put_instance(&self, instance: &Instance) -> keyhold_store::Result<()>;
         get_instance(&self, id: &str) -> keyhold_store::Result<Option<Instance>>;
         put_api_key(&self, key: &keyhold_store::ApiKeyRecord) -> keyhold_store::Result<()>;
@@ -290,4 +305,65 @@ fn a_cached_key_wraps_and_unwraps_without_reading_the_store() {
     let before = store.reads.load(std::sync::atomic::Ordering::SeqCst);
     svc.wrap("inst", &id, None, &[]).unwrap();
     assert!(store.reads.load(std::sync::atomic::Ordering::SeqCst) > before);
+}
+
+#[test]
+fn the_directory_is_read_once_and_reloaded_after_a_change() {
+    use keyhold_core::resource::Party;
+    let store = Arc::new(CountingStore {
+        inner: SqliteStore::open_in_memory().unwrap(),
+        reads: Default::default(),
+    });
+    let unit = Arc::new(SoftUnit::new(Zeroizing::new([5u8; 32]), 16));
+    let svc = Service::new(store.clone(), unit, fast());
+    let admin = crate::auth::Principal {
+        id: "admin".into(),
+        kind: crate::auth::PrincipalKind::User,
+        account_id: "acct".into(),
+    };
+    let input = |service: &str, crypto: Option<String>| super::InstanceInput {
+        name: "n".into(),
+        service: service.into(),
+        plan: None,
+        region: None,
+        units: None,
+        crypto_instance: crypto,
+    };
+    let hs = svc
+        .create_instance(&admin, input("hs-crypto", None))
+        .unwrap();
+    let kms = svc
+        .create_instance(&admin, input("kms", Some(hs.id.clone())))
+        .unwrap();
+    let dir = svc.directory().unwrap();
+    assert!(!dir.crypto_authorized(&kms));
+    let reads = || store.reads.load(std::sync::atomic::Ordering::SeqCst);
+    let before = reads();
+    for _ in 0..5 {
+        assert!(svc.cached_directory().is_some());
+        svc.directory().unwrap();
+    }
+    assert_eq!(reads(), before, "a current directory is not read again");
+    let party = |s: &str, i: &str| Party {
+        service_name: s.into(),
+        instance_id: Some(i.into()),
+    };
+    svc.create_authorization(
+        &admin,
+        party("kms", &kms.id),
+        party("hs-crypto", &hs.id),
+        vec!["Reader".into()],
+    )
+    .unwrap();
+    assert!(
+        svc.cached_directory().is_none(),
+        "a write drops the snapshot"
+    );
+    assert!(svc.directory().unwrap().crypto_authorized(&kms));
+    // The bound crypto instance cannot go; nothing changed.
+    assert_eq!(
+        svc.delete_instance(&hs, false).unwrap_err().reason,
+        keyhold_core::Reason::InstanceInUse
+    );
+    assert!(svc.directory().unwrap().instance(&hs.id).is_some());
 }

@@ -5,6 +5,7 @@ mod admin;
 mod crypt;
 mod error;
 mod iam;
+mod instances;
 mod keys;
 mod output;
 mod pipe;
@@ -58,6 +59,22 @@ pub struct ImportTokenArgs {
     conn: ConnArgs,
     #[command(subcommand)]
     cmd: admin::ImportTokenCmd,
+}
+
+#[derive(Args, Debug)]
+pub struct InstancesArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    #[command(subcommand)]
+    cmd: instances::InstancesCmd,
+}
+
+#[derive(Args, Debug)]
+pub struct AuthorizationsArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    #[command(subcommand)]
+    cmd: instances::AuthorizationsCmd,
 }
 
 #[derive(Args, Debug)]
@@ -129,6 +146,19 @@ keyhold keys list -o json\n  keyhold keys --help   # every subcommand"
         after_help = "Examples:\n  keyhold import-token create\n  keyhold import-token show"
     )]
     ImportToken(ImportTokenArgs),
+    /// Service instances (the resource controller): crypto instances (hs-crypto),
+    /// key-management instances (kms), other services' instances, connection info.
+    #[command(
+        after_help = "Examples:\n  keyhold instances create my-crypto --service hs-crypto --units 2\n  \
+keyhold instances connection-info 0f6e…-uuid\n  keyhold instances --help   # every subcommand"
+    )]
+    Instances(InstancesArgs),
+    /// Service-to-service authorizations (e.g. kms → hs-crypto Reader).
+    #[command(
+        after_help = "Examples:\n  keyhold authorizations create --source-service kms --source-id 7a1b…-uuid \\\n      \
+--target-service hs-crypto --target-id 0f6e…-uuid --role Reader\n  keyhold authorizations list"
+    )]
+    Authorizations(AuthorizationsArgs),
     /// Connection profiles in the config file (~/.config/keyhold/config.toml).
     #[command(
         after_help = "Examples:\n  keyhold profiles add dev --dev-json keyhold-data/dev.json --default\n  keyhold profiles list"
@@ -198,13 +228,21 @@ fn dispatch(cmd: ClientCommand) -> CliResult<()> {
             let c = client(&a.conn)?;
             rt.block_on(admin::import_token(&c, a.conn.output, a.cmd))
         }
+        ClientCommand::Instances(a) => {
+            let c = Client::new(profile::resolve_account(&a.conn)?)?;
+            rt.block_on(instances::instances(&c, a.conn.output, a.cmd))
+        }
+        ClientCommand::Authorizations(a) => {
+            let c = Client::new(profile::resolve_account(&a.conn)?)?;
+            rt.block_on(instances::authorizations(&c, a.conn.output, a.cmd))
+        }
         ClientCommand::Profiles(a) => profiles::run(&a.conn, a.conn.output, a.cmd),
         ClientCommand::Login(a) => {
-            let c = Client::new(profile::resolve_iam(&a.conn)?)?;
+            let c = Client::new(profile::resolve_account(&a.conn)?)?;
             rt.block_on(iam::login(&c, &a.conn, a.conn.output, a.args))
         }
         ClientCommand::Iam(a) => {
-            let c = Client::new(profile::resolve_iam(&a.conn)?)?;
+            let c = Client::new(profile::resolve_account(&a.conn)?)?;
             rt.block_on(iam::run(&c, a.conn.output, a.cmd))
         }
         ClientCommand::Encrypt(a) => {

@@ -170,8 +170,9 @@ pub fn resolve(args: &ConnArgs) -> CliResult<ClientConfig> {
     resolve_with(args, true)
 }
 
-/// [`resolve`] for IAM commands and `login`, which need no instance id.
-pub fn resolve_iam(args: &ConnArgs) -> CliResult<ClientConfig> {
+/// [`resolve`] for account-level commands (`login`, `iam`, `instances`,
+/// `authorizations`), which need no key-management instance.
+pub fn resolve_account(args: &ConnArgs) -> CliResult<ClientConfig> {
     resolve_with(args, false)
 }
 
