@@ -215,3 +215,22 @@ def test_platform_roles_gate_the_controller(server, svc, spare):
                        {"source": {"service_name": "kms"}, "target": {"service_name": "hs-crypto"}, "roles": ["Reader"]}),
                     401, None, reasons_optional=True)
     assert rc(svc, "GET", "/v2/resource_instances").json()["resources"] == []
+
+
+GARBAGE = [b"", b"null", b"[]", b"\"x\"", b"42", b"{", b"{\"name\":", b"\x00\xff", b"{\"parameters\":null}",
+           b"{\"name\":{}}", b"{\"source\":[]}", b"{\"roles\":\"Reader\"}", "{\"name\":\"\u00e9\u0000\"}".encode()]
+
+
+@pytest.mark.parametrize("method,path", [
+    ("POST", "/v2/resource_instances"), ("PATCH", "/v2/resource_instances/{hs}"),
+    ("POST", "/v2/resource_keys"), ("POST", "/v1/authorizations"),
+])
+def test_malformed_bodies_are_4xx_and_change_nothing(kp, spare, method, path):
+    path = path.replace("{hs}", spare["hs"])
+    before = (rc(kp, "GET", "/v2/resource_instances").json(), rc(kp, "GET", "/v1/authorizations").json())
+    for raw in GARBAGE:
+        r = kp.req(method, path, raw=raw, instance=False, headers={"Content-Type": "application/json"})
+        assert 400 <= r.status_code < 500, f"{raw!r}: {r.status_code} {r.text[:200]}"
+        assert_kp_error(r, r.status_code, None, reasons_optional=r.status_code == 401)
+    after = (rc(kp, "GET", "/v2/resource_instances").json(), rc(kp, "GET", "/v1/authorizations").json())
+    assert after == before

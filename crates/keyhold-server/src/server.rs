@@ -26,7 +26,7 @@ pub async fn serve_dev(cfg: ServerConfig) -> Result<(), String> {
 }
 
 /// Serves a dev deployment (`dev`) or one initialised by `keyhold init`.
-pub async fn serve(cfg: ServerConfig, dev: bool) -> Result<(), String> {
+pub async fn serve(mut cfg: ServerConfig, dev: bool) -> Result<(), String> {
     cfg.check_transport()?;
     // Opening the store blocks (and the PostgreSQL client runs its own runtime).
     let (dir, store, lifetime, entries, source, unit) = (
@@ -64,12 +64,13 @@ pub async fn serve(cfg: ServerConfig, dev: bool) -> Result<(), String> {
     };
     let scheme = if cfg.tls.is_some() { "https" } else { "http" };
     let url = format!("{scheme}://{}", host_port(addr));
-    let public_host = cfg.public_host.clone().unwrap_or_else(|| host_port(addr));
-    let private_host = match (&cfg.private_host, &private) {
-        (Some(h), _) => h.clone(),
-        (None, Some(l)) => host_port(l.local_addr().map_err(|e| e.to_string())?),
-        (None, None) => public_host.clone(),
-    };
+    // Connection info names the bound addresses unless told the hosts clients use.
+    if cfg.public_host.is_none() {
+        cfg.public_host = Some(host_port(addr));
+    }
+    if let (None, Some(l)) = (&cfg.private_host, &private) {
+        cfg.private_host = Some(host_port(l.local_addr().map_err(|e| e.to_string())?));
+    }
     let info = DevInfo {
         url: url.clone(),
         iam_url: url.clone(),
@@ -93,8 +94,7 @@ pub async fn serve(cfg: ServerConfig, dev: bool) -> Result<(), String> {
         authz,
         &cfg,
         addr.port(),
-    )
-    .with_hosts(public_host, private_host.clone());
+    );
     if let Some(c) = &deployment.ceremony {
         let cached = Arc::downgrade(&svc);
         c.set_forget_cached_keys(Box::new(move || {
@@ -106,7 +106,7 @@ pub async fn serve(cfg: ServerConfig, dev: bool) -> Result<(), String> {
         tracing::warn!("master key from the key ceremony: the crypto unit is SEALED; key operations answer 503 CRYPTO_UNIT_SEALED_ERR until administrators load the key parts (keyhold ceremony unseal, or the first ceremony's activate)");
     }
     let app = router_on(state.clone(), Network::Public);
-    let private_app = router_on(state, Network::Private);
+    let private_app = router_on(state.clone(), Network::Private);
 
     let tls = match &cfg.tls {
         Some(t) => Some(
@@ -154,7 +154,7 @@ pub async fn serve(cfg: ServerConfig, dev: bool) -> Result<(), String> {
     });
     let header_timeout = cfg.request_timeout;
     if let Some(l) = private {
-        tracing::info!(private_host = %private_host, "private endpoint listening");
+        tracing::info!(private_host = %state.0.private_host, "private endpoint listening");
         let (tls, handle) = (tls.clone(), handle.clone());
         tokio::spawn(async move {
             if let Err(e) = serve_on(l, private_app, tls, handle, header_timeout).await {

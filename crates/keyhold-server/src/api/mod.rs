@@ -84,30 +84,17 @@ impl AppState {
             request_timeout: cfg.request_timeout,
             store_timeout: cfg.store_timeout,
             port,
-            public_host: format!("127.0.0.1:{port}"),
-            private_host: format!("127.0.0.1:{port}"),
+            public_host: cfg
+                .public_host
+                .clone()
+                .unwrap_or_else(|| format!("127.0.0.1:{port}")),
+            private_host: cfg
+                .private_host
+                .clone()
+                .or_else(|| cfg.public_host.clone())
+                .unwrap_or_else(|| format!("127.0.0.1:{port}")),
             ceremony: OnceLock::new(),
         }))
-    }
-
-    /// Names the public and private endpoints (connection info).
-    pub fn with_hosts(self, public_host: String, private_host: String) -> Self {
-        let mut inner = Arc::try_unwrap(self.0).unwrap_or_else(|shared| AppInner {
-            svc: shared.svc.clone(),
-            tokens: shared.tokens.clone(),
-            authz: shared.authz.clone(),
-            plain_json: shared.plain_json,
-            body_limit: shared.body_limit,
-            request_timeout: shared.request_timeout,
-            store_timeout: shared.store_timeout,
-            port: shared.port,
-            public_host: shared.public_host.clone(),
-            private_host: shared.private_host.clone(),
-            ceremony: shared.ceremony.clone(),
-        });
-        inner.public_host = public_host;
-        inner.private_host = private_host;
-        AppState(Arc::new(inner))
     }
 
     /// Serves the ceremony's endpoints from this node.

@@ -398,7 +398,9 @@ impl Service {
         let deleted = self.store.delete_authorization(&a.id);
         self.directory.clear();
         match deleted {
-            Ok(()) | Err(StoreError::NotFound) => Ok(()),
+            Ok(()) => Ok(()),
+            // Deleted meanwhile by another request.
+            Err(StoreError::NotFound) => Err(Error::new(Reason::NotFound, "No such authorization")),
             Err(e) => Err(store_err(e)),
         }
     }
