@@ -44,6 +44,21 @@ impl Authorizer for S2sAuthorizer {
         }
     }
 
+    fn key_roles(
+        &self,
+        principal: &Principal,
+        instance: &Instance,
+        ring_id: &str,
+        key_id: Option<&str>,
+    ) -> Result<Roles> {
+        // Authorizations grant on whole instances: a service instance has no
+        // ring- or key-scoped roles beyond them. Everyone else's come from IAM.
+        if is_service_instance(principal) {
+            return self.roles(principal, instance);
+        }
+        self.inner.key_roles(principal, instance, ring_id, key_id)
+    }
+
     fn platform_roles(
         &self,
         principal: &Principal,
