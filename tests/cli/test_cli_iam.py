@@ -15,9 +15,15 @@ def uniq(p):
     return f"{p}-{uuid.uuid4().hex[:8]}"
 
 
-@pytest.mark.parametrize("cmd", [["login"], ["iam"], ["iam", "users"], ["iam", "service-ids"],
-                                 ["iam", "access-groups"], ["iam", "api-keys"], ["iam", "policies"]],
-                         ids=lambda c: " ".join(c))
+HELP = ([["login"], ["iam"], ["iam", "whoami"]]
+        + [["iam", g, c] for g in ("users", "service-ids") for c in ("", "list", "create", "get", "delete")]
+        + [["iam", "access-groups", c] for c in ("", "list", "create", "get", "delete", "members", "add-member",
+                                                 "remove-member")]
+        + [["iam", "api-keys", c] for c in ("", "list", "create", "get", "delete", "rotate")]
+        + [["iam", "policies", c] for c in ("", "list", "create", "get", "delete")])
+
+
+@pytest.mark.parametrize("cmd", [[w for w in c if w] for c in HELP], ids=lambda c: " ".join(c))
 def test_help_has_examples(kh, cmd):
     r = ok(kh(*cmd, "--help", dev=False))
     assert "Example" in r.out, r.out

@@ -390,28 +390,21 @@ impl Policy {
                 .is_none_or(|s| SERVICES.contains(&s))
     }
 
+    // Folded without allocating: this runs on every authorized request.
     fn service_roles(&self) -> Roles {
-        let list: Vec<Role> = self
-            .roles
-            .iter()
-            .filter_map(|r| match r {
-                AnyRole::Service(s) => Some(*s),
-                AnyRole::Platform(_) => None,
-            })
-            .collect();
-        Roles::of(&list)
+        self.roles.iter().fold(Roles::NONE, |acc, r| match r {
+            AnyRole::Service(s) => acc.union(Roles::of(&[*s])),
+            AnyRole::Platform(_) => acc,
+        })
     }
 
     fn platform_roles(&self) -> PlatformRoles {
-        let list: Vec<PlatformRole> = self
-            .roles
+        self.roles
             .iter()
-            .filter_map(|r| match r {
-                AnyRole::Platform(p) => Some(*p),
-                AnyRole::Service(_) => None,
+            .fold(PlatformRoles::NONE, |acc, r| match r {
+                AnyRole::Platform(p) => acc.union(PlatformRoles::of(&[*p])),
+                AnyRole::Service(_) => acc,
             })
-            .collect();
-        PlatformRoles::of(&list)
     }
 }
 

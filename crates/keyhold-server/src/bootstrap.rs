@@ -22,6 +22,22 @@ const CRYPTO_INSTANCE_SETTING: &str = "crypto_instance_id";
 /// Dev deployments record their instance here; `init` refuses such a store.
 const DEV_INSTANCE_SETTING: &str = "dev_instance_id";
 
+/// Why `keyhold init` did nothing: the store is already someone's (exit 4), or it
+/// could not be set up (exit 1).
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<String> for InitError {
+    fn from(s: String) -> Self {
+        InitError::Failed(s)
+    }
+}
+
 /// What `keyhold init` prints (once).
 pub struct Initialised {
     pub account_id: String,
@@ -48,26 +64,26 @@ pub fn crypto_instance(store: &dyn Store) -> Result<String, String> {
     String::from_utf8(v).map_err(|_| "corrupt crypto instance id".into())
 }
 
-pub fn init(dir: &Path, store_url: Option<&str>) -> Result<Initialised, String> {
+pub fn init(dir: &Path, store_url: Option<&str>) -> Result<Initialised, InitError> {
     fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
         .map_err(|e| format!("cannot secure {}: {e}", dir.display()))?;
     let store = open_store(dir, store_url)?;
     let store = store.as_ref();
     if let Some(a) = account_of(store)? {
-        return Err(format!(
+        return Err(InitError::Refused(format!(
             "this store is already initialised (account {a}); refusing to initialise it again"
-        ));
+        )));
     }
     if store
         .get_setting(DEV_INSTANCE_SETTING)
         .map_err(|e| e.to_string())?
         .is_some()
     {
-        return Err(
+        return Err(InitError::Refused(
             "this store belongs to a dev deployment (serve --dev); use a new data directory and store"
                 .into(),
-        );
+        ));
     }
     let account_id = format!("acct-{}", uuid::Uuid::new_v4().simple());
     let iam_id = format!("user-{}", uuid::Uuid::new_v4());
@@ -105,9 +121,9 @@ pub fn init(dir: &Path, store_url: Option<&str>) -> Result<Initialised, String> 
     if !won {
         // Another init finished first: take back what this one wrote.
         let _ = store.delete_iam_object(&account_id, IamKind::User.as_str(), &iam_id);
-        return Err(
+        return Err(InitError::Refused(
             "this store was initialised meanwhile by another `keyhold init`; refusing".into(),
-        );
+        ));
     }
     Ok(Initialised {
         account_id,

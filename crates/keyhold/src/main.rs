@@ -276,7 +276,10 @@ fn init(args: InitArgs) -> ExitCode {
         }
         Err(e) => {
             eprintln!("keyhold: {e}");
-            ExitCode::from(4)
+            ExitCode::from(match e {
+                keyhold_server::bootstrap::InitError::Refused(_) => 4,
+                keyhold_server::bootstrap::InitError::Failed(_) => 1,
+            })
         }
     }
 }

@@ -426,8 +426,6 @@ struct ApiKeyIn {
     #[serde(default)]
     iam_id: Option<String>,
     #[serde(default)]
-    description: Option<String>,
-    #[serde(default)]
     account_id: Option<String>,
 }
 
@@ -486,9 +484,6 @@ pub async fn create_api_key(
         .is_some_and(|a| a != &caller.principal.account_id)
     {
         return Err(bad_request("`account_id` must be the caller's account"));
-    }
-    if let Some(d) = &body.description {
-        crate::service::check_text("description", d, 300, false)?;
     }
     let iam_id = body
         .iam_id

@@ -205,3 +205,63 @@ pub fn require_service(principal: &Principal) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use keyhold_core::access::{PlatformRole, Role};
+    use keyhold_core::iam::AnyRole;
+    use keyhold_core::rules::TimingRules;
+    use keyhold_crypto::SoftUnit;
+    use keyhold_store::{SqliteStore, Store};
+    use zeroize::Zeroizing;
+
+    use super::*;
+    use crate::service::bootstrap_policy;
+
+    fn instance(account: &str) -> Instance {
+        Instance {
+            id: "i1".into(),
+            name: "n".into(),
+            account_id: account.into(),
+            region: "local".into(),
+            created_at: 0,
+        }
+    }
+
+    #[test]
+    fn roles_come_from_policies_and_never_cross_accounts() {
+        let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+        let roles = [
+            AnyRole::Service(Role::Writer),
+            AnyRole::Platform(PlatformRole::Editor),
+        ];
+        store
+            .insert_iam_object(&bootstrap_policy("a", "p1", "u1", &roles).unwrap())
+            .unwrap();
+        let unit = Arc::new(SoftUnit::new(Zeroizing::new([1u8; 32]), 4));
+        let svc = Arc::new(Service::new(store, unit, TimingRules::default()));
+        let authz = PolicyAuthorizer::new(svc);
+        let user = |account: &str| Principal {
+            id: "u1".into(),
+            kind: PrincipalKind::User,
+            account_id: account.into(),
+        };
+        let r = authz.roles(&user("a"), &instance("a")).unwrap();
+        assert!(r.has(Role::Writer) && !r.has(Role::Manager));
+        assert!(authz
+            .platform_roles(&user("a"), "a", None)
+            .unwrap()
+            .may_edit());
+        // The same id in another account (a token of another account) gets nothing.
+        assert!(authz.roles(&user("b"), &instance("a")).is_err());
+        assert_eq!(
+            authz.platform_roles(&user("b"), "a", None).unwrap(),
+            PlatformRoles::NONE
+        );
+        let other = Principal {
+            id: "u2".into(),
+            ..user("a")
+        };
+        assert_eq!(authz.roles(&other, &instance("a")).unwrap(), Roles::NONE);
+    }
+}

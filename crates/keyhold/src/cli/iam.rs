@@ -103,59 +103,75 @@ keyhold iam policies list --iam-id iam-ServiceId-…"
 #[derive(Subcommand, Debug)]
 pub enum SimpleCmd {
     /// List them.
+    #[command(
+        after_help = "Example:\n  keyhold iam users list -o json   # or: keyhold iam service-ids list"
+    )]
     List,
     /// Create one (a user's name is its login name, e.g. an e-mail address).
+    #[command(
+        after_help = "Example:\n  keyhold iam users create alice@example.com   # or: keyhold iam service-ids create backup-job --description nightly"
+    )]
     Create {
         name: String,
         #[arg(long, default_value = "")]
         description: String,
     },
     /// Show one.
+    #[command(after_help = "Example:\n  keyhold iam service-ids get iam-ServiceId-…")]
     Get { id: String },
     /// Delete one, with its API keys, group memberships and policies.
+    #[command(after_help = "Example:\n  keyhold iam users delete user-…")]
     Delete { id: String },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum GroupCmd {
+    #[command(after_help = "Example:\n  keyhold iam access-groups list")]
     List,
+    #[command(
+        after_help = "Example:\n  keyhold iam access-groups create readers --description \"read-only apps\""
+    )]
     Create {
         name: String,
         #[arg(long, default_value = "")]
         description: String,
     },
-    Get {
-        id: String,
-    },
+    #[command(after_help = "Example:\n  keyhold iam access-groups get AccessGroupId-…")]
+    Get { id: String },
     /// Delete a group, its memberships and its policies.
-    Delete {
-        id: String,
-    },
+    #[command(after_help = "Example:\n  keyhold iam access-groups delete AccessGroupId-…")]
+    Delete { id: String },
     /// List a group's members.
-    Members {
-        id: String,
-    },
+    #[command(after_help = "Example:\n  keyhold iam access-groups members AccessGroupId-…")]
+    Members { id: String },
     /// Add users or service IDs to a group.
+    #[command(
+        after_help = "Example:\n  keyhold iam access-groups add-member AccessGroupId-… iam-ServiceId-… user-…"
+    )]
     AddMember {
         id: String,
         #[arg(required = true)]
         iam_ids: Vec<String>,
     },
     /// Remove a member from a group.
-    RemoveMember {
-        id: String,
-        iam_id: String,
-    },
+    #[command(
+        after_help = "Example:\n  keyhold iam access-groups remove-member AccessGroupId-… user-…"
+    )]
+    RemoveMember { id: String, iam_id: String },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum ApiKeyCmd {
     /// Your API keys (administrators: all, or --iam-id's).
+    #[command(after_help = "Example:\n  keyhold iam api-keys list --iam-id iam-ServiceId-…")]
     List {
         #[arg(long)]
         iam_id: Option<String>,
     },
     /// Create an API key; its secret is shown only now (or written to --out, mode 0600).
+    #[command(
+        after_help = "Example:\n  keyhold iam api-keys create ci-key --iam-id iam-ServiceId-… --out ci.key"
+    )]
     Create {
         name: String,
         /// Whose key [default: yours].
@@ -165,14 +181,13 @@ pub enum ApiKeyCmd {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
-    Get {
-        id: String,
-    },
+    #[command(after_help = "Example:\n  keyhold iam api-keys get ApiKey-…")]
+    Get { id: String },
     /// Delete an API key: no new tokens from it, nor refreshes of tokens it gave.
-    Delete {
-        id: String,
-    },
+    #[command(after_help = "Example:\n  keyhold iam api-keys delete ApiKey-…")]
+    Delete { id: String },
     /// A new secret for the key; the old one stops working.
+    #[command(after_help = "Example:\n  keyhold iam api-keys rotate ApiKey-… --out ci.key")]
     Rotate {
         id: String,
         #[arg(long, value_name = "FILE")]
@@ -182,6 +197,9 @@ pub enum ApiKeyCmd {
 
 #[derive(Subcommand, Debug)]
 pub enum PolicyCmd {
+    #[command(
+        after_help = "Example:\n  keyhold iam policies list --access-group-id AccessGroupId-…"
+    )]
     List {
         #[arg(long, conflicts_with = "access_group_id")]
         iam_id: Option<String>,
@@ -189,6 +207,9 @@ pub enum PolicyCmd {
         access_group_id: Option<String>,
     },
     /// Create an access policy.
+    #[command(
+        after_help = "Example:\n  keyhold iam policies create --subject iam-ServiceId-… --role Reader --on-instance 1234… --on-key 5678…"
+    )]
     Create {
         /// A user's or service ID's iam_id, or an access group id (AccessGroupId-…).
         #[arg(long)]
@@ -217,12 +238,10 @@ pub enum PolicyCmd {
         #[arg(long, default_value = "")]
         description: String,
     },
-    Get {
-        id: String,
-    },
-    Delete {
-        id: String,
-    },
+    #[command(after_help = "Example:\n  keyhold iam policies get 0f1e…")]
+    Get { id: String },
+    #[command(after_help = "Example:\n  keyhold iam policies delete 0f1e…")]
+    Delete { id: String },
 }
 
 const SERVICE_ROLES: &[&str] = &[
