@@ -219,13 +219,7 @@ mod tests {
     use crate::service::bootstrap_policy;
 
     fn instance(account: &str) -> Instance {
-        Instance {
-            id: "i1".into(),
-            name: "n".into(),
-            account_id: account.into(),
-            region: "local".into(),
-            created_at: 0,
-        }
+        Instance::kms("i1".into(), "n".into(), account.into(), "local".into(), 0)
     }
 
     #[test]
