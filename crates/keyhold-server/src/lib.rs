@@ -7,5 +7,6 @@ pub mod auth;
 pub mod ceremony;
 pub mod config;
 pub mod dev;
+pub mod metrics;
 pub mod server;
 pub mod service;

@@ -5,7 +5,7 @@
 //! and reports them, or reports the channel lost so caches stop being trusted.
 //! Commits are synchronous (PostgreSQL's default), so an acknowledged write is durable.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,7 +21,7 @@ use postgres::{Client, Config, NoTls, Transaction};
 
 use crate::query::{self, crn_like, list_where, now_placeholder, order_and_page, Dialect, Param};
 use crate::{
-    ApiKeyRecord, Change, ChangeListener, RegistrationQuery, Result, Store, StoreError,
+    ApiKeyRecord, Change, ChangeListener, PoolStatus, RegistrationQuery, Result, Store, StoreError,
     VersionBlob, HEARTBEAT,
 };
 
@@ -35,6 +35,8 @@ pub struct PostgresStore {
     schema: String,
     channel: String,
     idle: Mutex<Vec<Client>>,
+    /// Connections handed out and not yet returned (for metrics).
+    in_use: AtomicUsize,
     watching: Arc<AtomicBool>,
 }
 
@@ -95,6 +97,7 @@ impl std::ops::DerefMut for Pooled<'_> {
 
 impl Drop for Pooled<'_> {
     fn drop(&mut self) {
+        self.store.in_use.fetch_sub(1, Ordering::Relaxed);
         if let Some(c) = self.client.take() {
             if !c.is_closed() {
                 if let Ok(mut idle) = self.store.idle.lock() {
@@ -155,6 +158,7 @@ impl PostgresStore {
             schema: schema.to_string(),
             channel: format!("keyhold_{schema}"),
             idle: Mutex::new(Vec::new()),
+            in_use: AtomicUsize::new(0),
             watching: Arc::new(AtomicBool::new(false)),
         };
         let mut client = store.config.connect(NoTls).map_err(db_err)?;
@@ -188,6 +192,7 @@ impl PostgresStore {
             Some(c) if !c.is_closed() => c,
             _ => self.connect()?,
         };
+        self.in_use.fetch_add(1, Ordering::Relaxed);
         Ok(Pooled {
             store: self,
             client: Some(client),
@@ -319,6 +324,19 @@ fn listen(config: Config, schema: String, channel: String, listener: ChangeListe
 }
 
 impl Store for PostgresStore {
+    fn ping(&self) -> Result<()> {
+        self.client()?.query_one("SELECT 1", &[]).map_err(db_err)?;
+        Ok(())
+    }
+
+    fn pool_status(&self) -> PoolStatus {
+        PoolStatus {
+            in_use: self.in_use.load(Ordering::Relaxed),
+            idle: self.idle.lock().map(|v| v.len()).unwrap_or(0),
+            max_idle: POOL_IDLE,
+        }
+    }
+
     fn watch(&self, listener: ChangeListener) -> bool {
         if self.watching.swap(true, Ordering::SeqCst) {
             return true;

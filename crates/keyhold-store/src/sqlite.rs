@@ -14,7 +14,7 @@ use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, ErrorCode, OptionalExtension, Transaction};
 
 use crate::query::{crn_like, list_where, now_placeholder, order_and_page, schema, Dialect, Param};
-use crate::{ApiKeyRecord, RegistrationQuery, Result, Store, StoreError, VersionBlob};
+use crate::{ApiKeyRecord, PoolStatus, RegistrationQuery, Result, Store, StoreError, VersionBlob};
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
@@ -142,6 +142,26 @@ impl SqliteStore {
 }
 
 impl Store for SqliteStore {
+    fn ping(&self) -> Result<()> {
+        // Reads the schema page: fails when the file is gone, locked or unreadable.
+        self.conn()?
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    fn pool_status(&self) -> PoolStatus {
+        // One connection behind a mutex: busy when someone holds it.
+        let in_use = usize::from(self.conn.try_lock().is_err());
+        PoolStatus {
+            in_use,
+            idle: 1 - in_use,
+            max_idle: 1,
+        }
+    }
+
     fn put_instance(&self, instance: &Instance) -> Result<()> {
         self.conn()?
             .execute(

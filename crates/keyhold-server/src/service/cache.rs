@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex};
 use keyhold_core::model::{InstancePolicy, KeyRecord, KeyVersion};
 use lru::LruCache;
 
+use crate::metrics::{self, Cache};
+
 /// A key as the crypto path needs it: metadata plus every version's blob.
 pub struct CachedKey {
     pub record: KeyRecord,
@@ -40,12 +42,15 @@ impl KeyCache {
     }
 
     pub fn get(&self, instance_id: &str, key_id: &str) -> Option<Arc<CachedKey>> {
-        if !self.lease.valid() {
-            return None;
-        }
-        let mut keys = self.keys.lock().ok()?;
-        keys.get(&(instance_id.to_string(), key_id.to_string()))
-            .cloned()
+        let found = if self.lease.valid() {
+            let mut keys = self.keys.lock().ok()?;
+            keys.get(&(instance_id.to_string(), key_id.to_string()))
+                .cloned()
+        } else {
+            None
+        };
+        metrics::record_cache(Cache::Key, found.is_some());
+        found
     }
 
     pub fn generation(&self) -> u64 {
@@ -129,10 +134,13 @@ impl PolicyCache {
     }
 
     pub fn get(&self, instance_id: &str) -> Option<Arc<InstancePolicies>> {
-        if !self.lease.valid() {
-            return None;
-        }
-        self.entries.lock().ok()?.get(instance_id).cloned()
+        let found = if self.lease.valid() {
+            self.entries.lock().ok()?.get(instance_id).cloned()
+        } else {
+            None
+        };
+        metrics::record_cache(Cache::InstancePolicy, found.is_some());
+        found
     }
 
     pub fn clear(&self) {

@@ -31,6 +31,7 @@ pub use keys::{CreateKey, ImportMaterial, PolicyOverrides};
 pub use policies::{cidr_contains, parse_cidr, InstancePolicyInput, KeyPolicyInput};
 pub use resources::RegistrationInput;
 
+use crate::metrics::{self, MeteredUnit, StoreFailure};
 use cache::{KeyCache, Lease, PolicyCache};
 
 /// What a key change writes besides bumping the record.
@@ -60,14 +61,17 @@ pub struct Service {
 pub(crate) fn store_err(e: StoreError) -> Error {
     match e {
         StoreError::Unavailable(why) => {
+            metrics::record_store_error(StoreFailure::Unavailable);
             tracing::error!(error = %why, "store unavailable");
             Error::unavailable("The key store is unavailable; retry later")
         }
         StoreError::Rejected(why) => {
+            metrics::record_store_error(StoreFailure::Rejected);
             tracing::info!(error = %why, "the store refused a value");
             Error::bad_body("The request holds a value the key store cannot keep")
         }
         StoreError::Corrupt(why) => {
+            metrics::record_store_error(StoreFailure::Corrupt);
             tracing::error!(error = %why, "stored data could not be read");
             Error::internal()
         }
@@ -130,6 +134,8 @@ fn backoff(attempt: u32) {
 
 impl Service {
     pub fn new(store: Arc<dyn Store>, unit: Arc<dyn CryptoUnit>, rules: TimingRules) -> Self {
+        // Every unit operation is counted (keyhold_crypto_operations_total).
+        let unit: Arc<dyn CryptoUnit> = Arc::new(MeteredUnit::new(unit));
         let lease = Arc::new(Lease::forever());
         let svc = Service {
             store,
@@ -312,6 +318,7 @@ impl Service {
                 Err(e) => return Err(store_err(e)),
             }
         }
+        metrics::record_store_error(StoreFailure::Contention);
         Err(store_err(StoreError::Conflict))
     }
 

@@ -224,6 +224,8 @@ impl keyhold_store::Store for CountingStore {
         self.inner.key_id_for_alias(i, a)
     }
     forward! {
+        ping(&self) -> keyhold_store::Result<()>;
+        pool_status(&self) -> keyhold_store::PoolStatus;
         put_instance(&self, instance: &Instance) -> keyhold_store::Result<()>;
         get_instance(&self, id: &str) -> keyhold_store::Result<Option<Instance>>;
         put_api_key(&self, key: &keyhold_store::ApiKeyRecord) -> keyhold_store::Result<()>;
