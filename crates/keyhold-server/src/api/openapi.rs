@@ -130,7 +130,7 @@ fn ops() -> Vec<Op> {
             ..kp("get", "/api/v2/keys/registrations", "getRegistrationsAllKeys", "List registrations of all keys", "registrations") },
         kp("get", "/api/v2/keys/{id}", "getKey", "Retrieve a key (with the payload of a standard key)", "keys"),
         Op { query: &["action"], headers: &["Prefer"], body: json_in("KeyAction", ACTION_IN, false),
-            ok: &[(200, Out::ActionVendor("KeyActionResult")), (201, Out::KeyVendor("KeyCollection")), (204, Out::Empty)],
+            ok: &[(200, Out::ActionVendor("KeyActionResult")), (200, Out::Json("KeyCollection")), (201, Out::KeyVendor("KeyCollection")), (204, Out::Empty)],
             ..kp("post", "/api/v2/keys/{id}", "actionOnKey", "Key action, query form (?action=wrap|unwrap|rewrap|rotate|enable|disable|restore|setKeyForDeletion|unsetKeyForDeletion)", "actions") },
         Op { headers: &["Prefer"], body: json_in("KeyPatch", KEY_IN, true), ..kp("patch", "/api/v2/keys/{id}", "patchKey", "Update a key (key ring)", "keys") },
         Op { query: &["force"], headers: &["Prefer"], ok: &[(200, Out::Json("KeyCollection")), (204, Out::Empty)],

@@ -342,19 +342,17 @@ pub fn render(store: &dyn Store, unit: &dyn CryptoUnit) -> String {
         );
     }
 
+    // Each family's samples must be one group in the exposition format.
+    let cache_counts: Vec<(u64, u64)> = CACHE
+        .iter()
+        .map(|c| (c[0].load(Ordering::Relaxed), c[1].load(Ordering::Relaxed)))
+        .collect();
     let _ = writeln!(
         w,
         "# HELP keyhold_cache_requests_total Lookups in the node's caches, by result."
     );
     let _ = writeln!(w, "# TYPE keyhold_cache_requests_total counter");
-    let _ = writeln!(
-        w,
-        "# HELP keyhold_cache_hit_ratio Hits / lookups since start (NaN before the first lookup)."
-    );
-    let _ = writeln!(w, "# TYPE keyhold_cache_hit_ratio gauge");
-    for (i, name) in CACHES.iter().enumerate() {
-        let hit = CACHE[i][0].load(Ordering::Relaxed);
-        let miss = CACHE[i][1].load(Ordering::Relaxed);
+    for (name, (hit, miss)) in CACHES.iter().zip(&cache_counts) {
         let _ = writeln!(
             w,
             "keyhold_cache_requests_total{{cache=\"{name}\",result=\"hit\"}} {hit}"
@@ -363,10 +361,17 @@ pub fn render(store: &dyn Store, unit: &dyn CryptoUnit) -> String {
             w,
             "keyhold_cache_requests_total{{cache=\"{name}\",result=\"miss\"}} {miss}"
         );
+    }
+    let _ = writeln!(
+        w,
+        "# HELP keyhold_cache_hit_ratio Hits / lookups since start (NaN before the first lookup)."
+    );
+    let _ = writeln!(w, "# TYPE keyhold_cache_hit_ratio gauge");
+    for (name, (hit, miss)) in CACHES.iter().zip(&cache_counts) {
         let ratio = if hit + miss == 0 {
             "NaN".to_string()
         } else {
-            format!("{}", hit as f64 / (hit + miss) as f64)
+            format!("{}", *hit as f64 / (hit + miss) as f64)
         };
         let _ = writeln!(w, "keyhold_cache_hit_ratio{{cache=\"{name}\"}} {ratio}");
     }
