@@ -312,12 +312,13 @@ fn operation(op: &Op, plain_json: bool) -> Value {
         schema_ref("ErrorEnvelope")
     };
     for status in op.errors {
-        responses.insert(
-            status.to_string(),
-            json!({"description": "Error (Key Protect error envelope; see `reasons[].code`)",
-                "headers": request_id_headers(),
-                "content": {JSON: {"schema": error_schema.clone()}}}),
-        );
+        let mut r = json!({"description": "Error (Key Protect error envelope; see `reasons[].code`)",
+            "headers": request_id_headers()});
+        // A HEAD answer has no body, errors included (RFC 9110 §9.3.2).
+        if op.method != "head" {
+            r["content"] = json!({JSON: {"schema": error_schema.clone()}});
+        }
+        responses.insert(status.to_string(), r);
     }
     if op.method == "head" {
         if let Some(r) = responses.get_mut("200") {
