@@ -539,6 +539,33 @@ mod tests {
         assert!(wrap.get(JSON).is_some() && wrap.get(ACTION_VENDOR).is_none());
     }
 
+    /// Routes reach the router only through the table: a `.route(` or `.nest(`
+    /// anywhere else in the api module would serve a path the table (and so the
+    /// metrics and this document) does not know.
+    #[test]
+    fn routes_are_added_only_through_the_table() {
+        let sources = [
+            ("mod.rs", include_str!("mod.rs")),
+            ("actions.rs", include_str!("actions.rs")),
+            ("ceremony.rs", include_str!("ceremony.rs")),
+            ("iam.rs", include_str!("iam.rs")),
+            ("keys.rs", include_str!("keys.rs")),
+            ("ops.rs", include_str!("ops.rs")),
+            ("policies.rs", include_str!("policies.rs")),
+            ("resources.rs", include_str!("resources.rs")),
+        ];
+        for (name, text) in sources {
+            let routes = text.matches(".route(").count();
+            let allowed = usize::from(name == "mod.rs");
+            assert_eq!(routes, allowed, "{name} adds routes outside routes.rs");
+            for other in [".nest(", ".nest_service(", ".route_service(", ".merge("] {
+                assert!(!text.contains(other), "{name} adds routes with {other}");
+            }
+        }
+        let lib = include_str!("../server.rs");
+        assert!(!lib.contains(".route("), "server.rs adds routes outside routes.rs");
+    }
+
     /// The router is built from the same table; here every described operation is
     /// sent through it and must reach a handler (not the fallback, not 405).
     #[tokio::test]
