@@ -143,7 +143,7 @@ impl SqliteStore {
 
 impl Store for SqliteStore {
     fn ping(&self) -> Result<()> {
-        // Reads the schema page: fails when the file is gone, locked or unreadable.
+        // Reads the schema page, so an unreadable or corrupt file fails the check.
         self.conn()?
             .query_row("SELECT count(*) FROM sqlite_master", [], |r| {
                 r.get::<_, i64>(0)

@@ -253,10 +253,7 @@ fn response(out: Out, plain_json: bool) -> Value {
         Out::KeyVendor(s) => r["content"] = content(vendor(KEY_VENDOR), schema_ref(s)),
         Out::ActionVendor(s) => r["content"] = content(vendor(ACTION_VENDOR), schema_ref(s)),
         Out::Text => {
-            r["content"] = content(
-                "text/plain; version=0.0.4; charset=utf-8",
-                json!({"type": "string"}),
-            )
+            r["content"] = content(crate::metrics::CONTENT_TYPE, json!({"type": "string"}))
         }
     }
     r
@@ -563,7 +560,10 @@ mod tests {
             }
         }
         let lib = include_str!("../server.rs");
-        assert!(!lib.contains(".route("), "server.rs adds routes outside routes.rs");
+        assert!(
+            !lib.contains(".route("),
+            "server.rs adds routes outside routes.rs"
+        );
     }
 
     /// The router is built from the same table; here every described operation is

@@ -2,7 +2,8 @@
 //! (`/ready`), Prometheus metrics (`/metrics`) and the OpenAPI document
 //! (`/openapi.json`). None needs a token: they reveal no key or instance data.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -67,11 +68,18 @@ async fn store_check(st: &AppState) -> &'static str {
     if flag.swap(true, Ordering::AcqRel) {
         return "an earlier check has not returned";
     }
+    /// Clears the flag when the probe ends, however it ends.
+    struct InFlight(Arc<AtomicBool>);
+    impl Drop for InFlight {
+        fn drop(&mut self) {
+            self.0.store(false, Ordering::Release);
+        }
+    }
+    let in_flight = InFlight(flag);
     let store = st.0.svc.store().clone();
     let task = tokio::task::spawn_blocking(move || {
-        let r = store.ping();
-        flag.store(false, Ordering::Release);
-        r
+        let _in_flight = in_flight;
+        store.ping()
     });
     match tokio::time::timeout(READY_STORE_BOUND, task).await {
         Ok(Ok(Ok(()))) => "ok",
@@ -88,7 +96,7 @@ pub(crate) async fn metrics(State(st): State<AppState>) -> Response {
     let text = crate::metrics::render(st.0.svc.store().as_ref(), st.0.svc.unit().as_ref());
     (
         StatusCode::OK,
-        [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+        [("content-type", crate::metrics::CONTENT_TYPE)],
         text,
     )
         .into_response()

@@ -25,6 +25,9 @@ use keyhold_store::Store;
 
 pub use unit::MeteredUnit;
 
+/// The exposition format `/metrics` answers in.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
 /// The route label of requests no route matched (the fallback).
 pub const UNMATCHED: &str = "unmatched";
 
