@@ -74,7 +74,15 @@ const JSON: &str = "application/json";
 const KEY_VENDOR: &str = "application/vnd.ibm.kms.key+json";
 const ACTION_VENDOR: &str = "application/vnd.ibm.kms.key_action+json";
 const KEY_IN: &[&str] = &[JSON, KEY_VENDOR];
-const ACTION_IN: &[&str] = &[JSON, ACTION_VENDOR];
+/// What the clients send for key actions (keyprotect-api.md §5: PY3 and Node name the action).
+const ACTION_IN: &[&str] = &[
+    JSON,
+    ACTION_VENDOR,
+    "application/vnd.ibm.kms.key_action_wrap+json",
+    "application/vnd.ibm.kms.key_action_unwrap+json",
+    "application/vnd.ibm.kms.key_action_rewrap+json",
+    "application/vnd.ibm.kms.key_action_rotate+json",
+];
 const POLICY_IN: &[&str] = &[JSON, "application/vnd.ibm.kms.policy+json"];
 const REG_IN: &[&str] = &[JSON, "application/vnd.ibm.kms.registration_input+json"];
 
