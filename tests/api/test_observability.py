@@ -330,3 +330,15 @@ def test_request_id_is_echoed_and_on_every_log_line_of_the_request(tmp_path):
         assert wait_for(lambda: any(l.get("span", {}).get("request_id") == made for l in log_lines(srv)), timeout=5)
     finally:
         srv.stop()
+
+    # With only errors logged (KEYHOLD_LOG=error) the service's error line still carries it.
+    srv = start_server(data, extra=["--store", f"sqlite://{db}"], env={"KEYHOLD_LOG": "error"})
+    try:
+        rid = f"obs-quiet-{uuid.uuid4().hex}"
+        r = srv.client().post(f"/api/v2/keys/{kid}/actions/wrap", {}, headers={"Correlation-Id": rid})
+        assert r.status_code == 409, r.text
+        assert wait_for(lambda: any(l.get("span", {}).get("request_id") == rid
+                                    and l["fields"]["message"] == "stored key material failed its integrity check"
+                                    for l in log_lines(srv)), timeout=5)
+    finally:
+        srv.stop()

@@ -244,7 +244,9 @@ async fn envelope(State(st): State<AppState>, req: Request, next: Next) -> Respo
             .is_some_and(|v| v.trim() != "0");
     let (route_slot, route) =
         crate::metrics::route(req.extensions().get::<MatchedPath>().map(|p| p.as_str()));
-    let span = tracing::info_span!("request", request_id = %request_id);
+    // At ERROR level so it is enabled whenever any line is logged: a span the
+    // filter disables records nothing, and warnings would lose the request id.
+    let span = tracing::error_span!("request", request_id = %request_id);
     let served = tokio::time::timeout(st.0.request_timeout, next.run(req)).instrument(span.clone());
     let mut resp = match served.await {
         Ok(r) => r,
