@@ -71,11 +71,38 @@ pub enum CryptoError {
 
 pub type Result<T> = std::result::Result<T, CryptoError>;
 
+/// Whether a unit holds its master key (readiness and metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SealState {
+    Unsealed,
+    /// No master key loaded yet (or sealed again): a quorum must unseal.
+    Sealed,
+    /// The master key was destroyed for good.
+    Zeroized,
+}
+
+impl SealState {
+    pub const ALL: [SealState; 3] = [SealState::Unsealed, SealState::Sealed, SealState::Zeroized];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SealState::Unsealed => "unsealed",
+            SealState::Sealed => "sealed",
+            SealState::Zeroized => "zeroized",
+        }
+    }
+}
+
 pub const IMPORT_KEY_BITS: usize = 4096;
 
 pub trait CryptoUnit: Send + Sync + 'static {
     /// A short name for logs and status ("soft", "pkcs11").
     fn kind(&self) -> &'static str;
+
+    /// Units whose master key is always present (a file, an HSM) are never sealed.
+    fn seal_state(&self) -> SealState {
+        SealState::Unsealed
+    }
 
     /// True when operations may block (an HSM round trip): callers then keep
     /// them off async worker threads. In-process units compute and return.

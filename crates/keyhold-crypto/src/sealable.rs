@@ -9,7 +9,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwapOption;
 use zeroize::Zeroizing;
 
-use crate::{Binding, CryptoError, CryptoUnit, Result, SoftUnit};
+use crate::{Binding, CryptoError, CryptoUnit, Result, SealState, SoftUnit};
 
 pub struct SealableUnit {
     inner: ArcSwapOption<SoftUnit>,
@@ -105,6 +105,16 @@ impl SealableUnit {
 impl CryptoUnit for SealableUnit {
     fn kind(&self) -> &'static str {
         "soft-sealable"
+    }
+
+    fn seal_state(&self) -> SealState {
+        if self.is_zeroized() {
+            SealState::Zeroized
+        } else if self.is_sealed() {
+            SealState::Sealed
+        } else {
+            SealState::Unsealed
+        }
     }
 
     fn random(&self, out: &mut [u8]) -> Result<()> {

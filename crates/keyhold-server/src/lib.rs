@@ -8,5 +8,6 @@ pub mod bootstrap;
 pub mod ceremony;
 pub mod config;
 pub mod dev;
+pub mod metrics;
 pub mod server;
 pub mod service;

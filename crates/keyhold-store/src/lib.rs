@@ -124,6 +124,17 @@ fn unsupported<T>() -> Result<T> {
     ))
 }
 
+/// How a store's connections are used right now (for metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PoolStatus {
+    /// Connections serving a request now.
+    pub in_use: usize,
+    /// Open connections waiting for work.
+    pub idle: usize,
+    /// Connections kept open at most while idle.
+    pub max_idle: usize,
+}
+
 /// How often a watching store proves its notification channel alive.
 pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_millis(300);
 
@@ -138,6 +149,13 @@ pub trait Store: Send + Sync + 'static {
         let _ = listener;
         false
     }
+
+    /// A cheap round trip that reads the database (readiness probes). It may
+    /// block; callers bound it with a timeout.
+    fn ping(&self) -> Result<()>;
+
+    /// Connection usage now; read by the metrics endpoint, never on a request path.
+    fn pool_status(&self) -> PoolStatus;
 
     fn put_instance(&self, instance: &Instance) -> Result<()>;
     fn get_instance(&self, id: &str) -> Result<Option<Instance>>;

@@ -5,7 +5,7 @@
 //! and reports them, or reports the channel lost so caches stop being trusted.
 //! Commits are synchronous (PostgreSQL's default), so an acknowledged write is durable.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,8 +25,8 @@ use crate::query::{
     refs_parse, Dialect, Param,
 };
 use crate::{
-    ApiKeyRecord, Change, ChangeListener, IamObject, RegistrationQuery, Result, Store, StoreError,
-    VersionBlob, HEARTBEAT,
+    ApiKeyRecord, Change, ChangeListener, IamObject, PoolStatus, RegistrationQuery, Result, Store,
+    StoreError, VersionBlob, HEARTBEAT,
 };
 
 /// Connections kept open for reuse; more may exist briefly under load.
@@ -39,6 +39,8 @@ pub struct PostgresStore {
     schema: String,
     channel: String,
     idle: Mutex<Vec<Client>>,
+    /// Connections handed out and not yet returned (for metrics).
+    in_use: AtomicUsize,
     watching: Arc<AtomicBool>,
 }
 
@@ -99,6 +101,7 @@ impl std::ops::DerefMut for Pooled<'_> {
 
 impl Drop for Pooled<'_> {
     fn drop(&mut self) {
+        self.store.in_use.fetch_sub(1, Ordering::Relaxed);
         if let Some(c) = self.client.take() {
             if !c.is_closed() {
                 if let Ok(mut idle) = self.store.idle.lock() {
@@ -191,6 +194,7 @@ impl PostgresStore {
             schema: schema.to_string(),
             channel: format!("keyhold_{schema}"),
             idle: Mutex::new(Vec::new()),
+            in_use: AtomicUsize::new(0),
             watching: Arc::new(AtomicBool::new(false)),
         };
         let mut client = store.config.connect(NoTls).map_err(db_err)?;
@@ -224,6 +228,7 @@ impl PostgresStore {
             Some(c) if !c.is_closed() => c,
             _ => self.connect()?,
         };
+        self.in_use.fetch_add(1, Ordering::Relaxed);
         Ok(Pooled {
             store: self,
             client: Some(client),
@@ -355,6 +360,19 @@ fn listen(config: Config, schema: String, channel: String, listener: ChangeListe
 }
 
 impl Store for PostgresStore {
+    fn ping(&self) -> Result<()> {
+        self.client()?.query_one("SELECT 1", &[]).map_err(db_err)?;
+        Ok(())
+    }
+
+    fn pool_status(&self) -> PoolStatus {
+        PoolStatus {
+            in_use: self.in_use.load(Ordering::Relaxed),
+            idle: self.idle.lock().map(|v| v.len()).unwrap_or(0),
+            max_idle: POOL_IDLE,
+        }
+    }
+
     fn watch(&self, listener: ChangeListener) -> bool {
         if self.watching.swap(true, Ordering::SeqCst) {
             return true;

@@ -18,7 +18,9 @@ use crate::query::{
     crn_like, list_where, now_placeholder, order_and_page, refs_column, refs_like, refs_parse,
     schema, Dialect, Param,
 };
-use crate::{ApiKeyRecord, IamObject, RegistrationQuery, Result, Store, StoreError, VersionBlob};
+use crate::{
+    ApiKeyRecord, IamObject, PoolStatus, RegistrationQuery, Result, Store, StoreError, VersionBlob,
+};
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
@@ -171,6 +173,26 @@ impl SqliteStore {
 }
 
 impl Store for SqliteStore {
+    fn ping(&self) -> Result<()> {
+        // Reads the schema page, so an unreadable or corrupt file fails the check.
+        self.conn()?
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    fn pool_status(&self) -> PoolStatus {
+        // One connection behind a mutex: busy when someone holds it.
+        let in_use = usize::from(self.conn.try_lock().is_err());
+        PoolStatus {
+            in_use,
+            idle: 1 - in_use,
+            max_idle: 1,
+        }
+    }
+
     fn put_instance(&self, instance: &Instance) -> Result<()> {
         self.conn()?
             .execute(

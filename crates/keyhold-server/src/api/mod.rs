@@ -11,11 +11,15 @@ mod iam;
 mod identities;
 mod instances;
 mod keys;
+mod openapi;
+mod ops;
 mod policies;
 mod render;
 mod resources;
+mod routes;
 
 use std::future::Future;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -23,10 +27,10 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::Router;
 use keyhold_core::{Error, Reason};
 use serde_json::Value;
+use tracing::Instrument;
 
 pub use ctx::{Caller, Ctx};
 
@@ -65,6 +69,8 @@ pub struct AppInner {
     pub private_host: String,
     /// The master-key ceremony, when the master key comes from one (`--master-key ceremony`).
     pub ceremony: OnceLock<Arc<crate::ceremony::Ceremony>>,
+    /// Set while a `/ready` store probe runs (at most one at a time).
+    ready_probe: Arc<AtomicBool>,
 }
 
 impl AppState {
@@ -94,6 +100,7 @@ impl AppState {
                 .or_else(|| cfg.public_host.clone())
                 .unwrap_or_else(|| format!("127.0.0.1:{port}")),
             ceremony: OnceLock::new(),
+            ready_probe: Arc::new(AtomicBool::new(false)),
         }))
     }
 
@@ -142,7 +149,13 @@ pub(crate) async fn blocking_within<T: Send + 'static>(
     f: impl FnOnce(&Service) -> Result<T, Error> + Send + 'static,
 ) -> Result<T, Error> {
     let svc = st.0.svc.clone();
-    match tokio::time::timeout(deadline, tokio::task::spawn_blocking(move || f(&svc))).await {
+    // The request's span follows the work, so its log lines carry the request id.
+    let span = tracing::Span::current();
+    let work = move || {
+        let _in_request = span.enter();
+        f(&svc)
+    };
+    match tokio::time::timeout(deadline, tokio::task::spawn_blocking(work)).await {
         Ok(Ok(result)) => result,
         Ok(Err(e)) => {
             tracing::error!(error = %e, "service task failed");
@@ -216,16 +229,8 @@ async fn not_found() -> Response {
     .into_response()
 }
 
-async fn health() -> Response {
-    (
-        StatusCode::OK,
-        [("content-type", "application/json")],
-        r#"{"status":"ok"}"#,
-    )
-        .into_response()
-}
-
-/// Request id, timeout and one structured log line per request.
+/// Request id (also in a span, so every log line while serving carries it),
+/// timeout, metrics and one structured log line per request.
 async fn envelope(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let request_id = req
@@ -243,12 +248,13 @@ async fn envelope(State(st): State<AppState>, req: Request, next: Next) -> Respo
             .get("content-length")
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.trim() != "0");
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
-    let mut resp = match tokio::time::timeout(st.0.request_timeout, next.run(req)).await {
+    let (route_slot, route) =
+        crate::metrics::route(req.extensions().get::<MatchedPath>().map(|p| p.as_str()));
+    // At ERROR level so it is enabled whenever any line is logged: a span the
+    // filter disables records nothing, and warnings would lose the request id.
+    let span = tracing::error_span!("request", request_id = %request_id);
+    let served = tokio::time::timeout(st.0.request_timeout, next.run(req)).instrument(span.clone());
+    let mut resp = match served.await {
         Ok(r) => r,
         Err(_) => ApiError {
             error: Error::new(
@@ -281,12 +287,15 @@ async fn envelope(State(st): State<AppState>, req: Request, next: Next) -> Respo
         resp.headers_mut().insert("correlation-id", v.clone());
         resp.headers_mut().insert("x-request-id", v);
     }
+    let elapsed = started.elapsed();
+    crate::metrics::record_request(route_slot, &method, resp.status().as_u16(), elapsed);
+    let _in_request = span.enter();
     tracing::info!(
         request_id = %request_id,
         method = %method,
-        route = %route,
+        route = route,
         status = resp.status().as_u16(),
-        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        latency_ms = elapsed.as_secs_f64() * 1000.0,
         "request"
     );
     resp
@@ -297,150 +306,47 @@ pub fn router_on(st: AppState, network: Network) -> Router {
     router(st).layer(axum::Extension(network))
 }
 
+/// The API router, built from the route table (routes.rs).
 pub fn router(st: AppState) -> Router {
-    use axum::routing::delete;
-    let api = Router::new()
-        .route(
-            "/api/v2/keys",
-            get(keys::list).head(keys::count).post(keys::create),
-        )
-        .route(
-            "/api/v2/keys_with_policy_overrides",
-            post(keys::create_with_overrides),
-        )
-        .route(
-            "/api/v2/keys/registrations",
-            get(resources::list_all_registrations),
-        )
-        .route(
-            "/api/v2/keys/{id}",
-            get(keys::get)
-                .post(actions::query_action)
-                .patch(keys::patch)
-                .delete(keys::delete),
-        )
-        .route("/api/v2/keys/{id}/metadata", get(keys::metadata))
-        .route("/api/v2/keys/{id}/purge", delete(keys::purge))
-        .route("/api/v2/keys/{id}/restore", post(keys::restore))
-        .route("/api/v2/keys/{id}/versions", get(keys::versions))
-        .route(
-            "/api/v2/keys/{id}/actions/{action}",
-            post(actions::path_action),
-        )
-        .route(
-            "/api/v2/keys/{id}/policies",
-            get(policies::get_key_policies).put(policies::put_key_policies),
-        )
-        .route(
-            "/api/v2/keys/{id}/registrations",
-            get(resources::list_key_registrations).post(resources::registration_action),
-        )
-        .route(
-            "/api/v2/keys/{id}/registrations/{crn}",
-            post(resources::create_registration)
-                .patch(resources::update_registration)
-                .put(resources::replace_registration)
-                .delete(resources::delete_registration),
-        )
-        .route(
-            "/api/v2/keys/{id}/aliases/{alias}",
-            post(resources::create_alias).delete(resources::delete_alias),
-        )
-        .route(
-            "/api/v2/instance/policies",
-            get(policies::get_instance_policies).put(policies::put_instance_policies),
-        )
-        .route(
-            "/api/v2/instance/allowed_ip_port",
-            get(policies::allowed_ip_port),
-        )
-        .route(
-            "/api/v2/import_token",
-            get(resources::get_import_token).post(resources::create_import_token),
-        )
-        .route("/api/v2/key_rings", get(resources::list_rings))
-        .route(
-            "/api/v2/key_rings/{ring}",
-            post(resources::create_ring).delete(resources::delete_ring),
-        )
-        .route(
-            "/v2/resource_instances",
-            get(instances::list_instances).post(instances::create_instance),
-        )
-        .route(
-            "/v2/resource_instances/{id}",
-            get(instances::get_instance)
-                .patch(instances::update_instance)
-                .delete(instances::delete_instance),
-        )
-        .route("/v2/resource_keys", post(instances::create_resource_key))
-        .route("/crypto_v1/instances/{id}", get(instances::connection_info))
-        .route("/crypto_v2/instances/{id}", get(instances::connection_info))
-        .route(
-            "/v1/authorizations",
-            get(instances::list_authorizations).post(instances::create_authorization),
-        )
-        .route(
-            "/v1/authorizations/{id}",
-            get(instances::get_authorization).delete(instances::delete_authorization),
-        )
-        .route("/identity/token", post(iam::token))
-        .route("/oidc/token", post(iam::token))
-        .route("/identity/keys", get(iam::jwks))
-        .route("/v1/whoami", get(identities::whoami))
-        .route(
-            "/v1/users",
-            get(identities::list_users).post(identities::create_user),
-        )
-        .route(
-            "/v1/users/{id}",
-            get(identities::get_user).delete(identities::delete_user),
-        )
-        .route(
-            "/v1/serviceids",
-            get(identities::list_service_ids).post(identities::create_service_id),
-        )
-        .route(
-            "/v1/serviceids/{id}",
-            get(identities::get_service_id).delete(identities::delete_service_id),
-        )
-        .route(
-            "/v2/groups",
-            get(identities::list_groups).post(identities::create_group),
-        )
-        .route(
-            "/v2/groups/{id}",
-            get(identities::get_group).delete(identities::delete_group),
-        )
-        .route(
-            "/v2/groups/{id}/members",
-            get(identities::list_members).put(identities::add_members),
-        )
-        .route(
-            "/v2/groups/{id}/members/{iam_id}",
-            delete(identities::remove_member),
-        )
-        .route(
-            "/v1/apikeys",
-            get(identities::list_api_keys).post(identities::create_api_key),
-        )
-        .route(
-            "/v1/apikeys/{id}",
-            get(identities::get_api_key).delete(identities::delete_api_key),
-        )
-        .route("/v1/apikeys/{id}/rotate", post(identities::rotate_api_key))
-        .route(
-            "/v1/policies",
-            get(identities::list_policies).post(identities::create_policy),
-        )
-        .route(
-            "/v1/policies/{id}",
-            get(identities::get_policy).delete(identities::delete_policy),
-        )
-        .route("/ceremony/v1/status", get(ceremony::status))
-        .route("/ceremony/v1/commands", post(ceremony::command))
-        .route("/health", get(health))
-        .fallback(not_found);
-    api.layer(middleware::from_fn_with_state(st.clone(), envelope))
+    let table = routes::table();
+    crate::metrics::init_routes(table.iter().map(|d| d.path));
+    let mut api = Router::new();
+    for d in table {
+        api = api.route(d.path, d.handler);
+    }
+    api.fallback(not_found)
+        .layer(middleware::from_fn_with_state(st.clone(), envelope))
         .with_state(st)
+}
+
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use std::sync::Arc;
+
+    use keyhold_crypto::SoftUnit;
+    use keyhold_store::SqliteStore;
+    use zeroize::Zeroizing;
+
+    use super::{router as build, AppState};
+    use crate::auth::token::TokenService;
+    use crate::auth::AccountAuthorizer;
+    use crate::config::ServerConfig;
+    use crate::service::Service;
+
+    /// A router over an in-memory store and a soft unit.
+    pub fn router() -> axum::Router {
+        let store = Arc::new(SqliteStore::open_in_memory().expect("store"));
+        let unit = Arc::new(SoftUnit::new(Zeroizing::new([7u8; 32]), 16));
+        let cfg = ServerConfig::dev_defaults("unused".into());
+        let svc = Arc::new(Service::new(store, unit, cfg.rules));
+        let key = TokenService::generate_signing_key().expect("key");
+        let tokens = Arc::new(TokenService::new(&key, 60).expect("tokens"));
+        build(AppState::new(
+            svc,
+            tokens,
+            Arc::new(AccountAuthorizer),
+            &cfg,
+            0,
+        ))
+    }
 }

@@ -15,6 +15,7 @@ use lru::LruCache;
 use serde::{Deserialize, Serialize};
 
 use super::{Principal, PrincipalKind};
+use crate::metrics::{self, Cache};
 
 const TOKEN_CACHE_ENTRIES: usize = 100_000;
 pub const REFRESH_LIFETIME: i64 = 30 * 86400;
@@ -213,12 +214,14 @@ impl TokenService {
         if let Ok(mut cache) = self.verified.lock() {
             if let Some((p, exp)) = cache.get(token) {
                 if *exp > now {
+                    metrics::record_cache(Cache::Token, true);
                     return Ok(p.clone());
                 }
                 cache.pop(token);
                 return Err(Error::unauthorized());
             }
         }
+        metrics::record_cache(Cache::Token, false);
         let (principal, exp, _) = self.verify_claims(token, "access", now)?;
         if let Ok(mut cache) = self.verified.lock() {
             cache.put(token.to_string(), (principal.clone(), exp));

@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex};
 use keyhold_core::model::{InstancePolicy, KeyRecord, KeyVersion};
 use lru::LruCache;
 
+use crate::metrics::{self, Cache};
+
 /// A key as the crypto path needs it: metadata plus every version's blob.
 pub struct CachedKey {
     pub record: KeyRecord,
@@ -40,12 +42,15 @@ impl KeyCache {
     }
 
     pub fn get(&self, instance_id: &str, key_id: &str) -> Option<Arc<CachedKey>> {
-        if !self.lease.valid() {
-            return None;
-        }
-        let mut keys = self.keys.lock().ok()?;
-        keys.get(&(instance_id.to_string(), key_id.to_string()))
-            .cloned()
+        let found = if self.lease.valid() {
+            let mut keys = self.keys.lock().ok()?;
+            keys.get(&(instance_id.to_string(), key_id.to_string()))
+                .cloned()
+        } else {
+            None
+        };
+        metrics::record_cache(Cache::Key, found.is_some());
+        found
     }
 
     pub fn generation(&self) -> u64 {
@@ -111,6 +116,8 @@ pub(crate) struct MapCache<T> {
     entries: Mutex<std::collections::HashMap<String, Arc<T>>>,
     generation: AtomicU64,
     lease: Arc<Lease>,
+    /// Which hit-ratio counter of `/metrics` this cache feeds.
+    kind: Cache,
 }
 
 /// An instance's policies, with the networks its allowedIP policy admits
@@ -126,19 +133,23 @@ pub struct InstancePolicies {
 pub(crate) type PolicyCache = MapCache<InstancePolicies>;
 
 impl<T> MapCache<T> {
-    pub fn new(lease: Arc<Lease>) -> Self {
+    pub fn new(lease: Arc<Lease>, kind: Cache) -> Self {
         MapCache {
             entries: Mutex::new(std::collections::HashMap::new()),
             generation: AtomicU64::new(0),
             lease,
+            kind,
         }
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<T>> {
-        if !self.lease.valid() {
-            return None;
-        }
-        self.entries.lock().ok()?.get(id).cloned()
+        let found = if self.lease.valid() {
+            self.entries.lock().ok()?.get(id).cloned()
+        } else {
+            None
+        };
+        metrics::record_cache(self.kind, found.is_some());
+        found
     }
 
     pub fn clear(&self) {

@@ -40,6 +40,7 @@ pub use keys::{CreateKey, ImportMaterial, PolicyOverrides};
 pub use policies::{cidr_contains, parse_cidr, InstancePolicyInput, KeyPolicyInput};
 pub use resources::RegistrationInput;
 
+use crate::metrics::{self, Cache, MeteredUnit, StoreFailure};
 use cache::{KeyCache, Lease, MapCache, PolicyCache};
 use directory::DirectoryCache;
 
@@ -73,14 +74,17 @@ pub struct Service {
 pub(crate) fn store_err(e: StoreError) -> Error {
     match e {
         StoreError::Unavailable(why) => {
+            metrics::record_store_error(StoreFailure::Unavailable);
             tracing::error!(error = %why, "store unavailable");
             Error::unavailable("The key store is unavailable; retry later")
         }
         StoreError::Rejected(why) => {
+            metrics::record_store_error(StoreFailure::Rejected);
             tracing::info!(error = %why, "the store refused a value");
             Error::bad_body("The request holds a value the key store cannot keep")
         }
         StoreError::Corrupt(why) => {
+            metrics::record_store_error(StoreFailure::Corrupt);
             tracing::error!(error = %why, "stored data could not be read");
             Error::internal()
         }
@@ -143,14 +147,16 @@ fn backoff(attempt: u32) {
 
 impl Service {
     pub fn new(store: Arc<dyn Store>, unit: Arc<dyn CryptoUnit>, rules: TimingRules) -> Self {
+        // Every unit operation is counted (keyhold_crypto_operations_total).
+        let unit: Arc<dyn CryptoUnit> = Arc::new(MeteredUnit::new(unit));
         let lease = Arc::new(Lease::forever());
         let svc = Service {
             store,
             unit,
             rules,
             cache: Arc::new(KeyCache::new(100_000, lease.clone())),
-            policy_cache: Arc::new(PolicyCache::new(lease.clone())),
-            access_cache: Arc::new(MapCache::new(lease.clone())),
+            policy_cache: Arc::new(PolicyCache::new(lease.clone(), Cache::InstancePolicy)),
+            access_cache: Arc::new(MapCache::new(lease.clone(), Cache::AccountAccess)),
             directory: Arc::new(DirectoryCache::new(lease.clone())),
         };
         svc.follow_other_nodes(lease);
@@ -338,6 +344,7 @@ impl Service {
                 Err(e) => return Err(store_err(e)),
             }
         }
+        metrics::record_store_error(StoreFailure::Contention);
         Err(store_err(StoreError::Conflict))
     }
 

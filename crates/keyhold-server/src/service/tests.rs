@@ -239,6 +239,8 @@ impl keyhold_store::Store for CountingStore {
         delete_instance(&self, id: &str) -> keyhold_store::Result<()>;
         create_authorization(&self, a: &keyhold_core::resource::Authorization) -> keyhold_store::Result<()>;
         delete_authorization(&self, id: &str) -> keyhold_store::Result<()>;
+        ping(&self) -> keyhold_store::Result<()>;
+        pool_status(&self) -> keyhold_store::PoolStatus;
         put_instance(&self, instance: &Instance) -> keyhold_store::Result<()>;
         get_instance(&self, id: &str) -> keyhold_store::Result<Option<Instance>>;
         put_api_key(&self, key: &keyhold_store::ApiKeyRecord) -> keyhold_store::Result<()>;
