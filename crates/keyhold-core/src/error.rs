@@ -67,6 +67,8 @@ pub enum Reason {
     MasterKeyZeroized,
     /// A key's stored material fails its integrity check (altered or swapped in the database).
     StoredKeyIntegrity,
+    /// The audit trail cannot record the call now, so the call is refused.
+    AuditUnavailable,
 }
 
 impl Reason {
@@ -126,6 +128,7 @@ impl Reason {
             CeremonyDisabled => "CEREMONY_DISABLED_ERR",
             MasterKeyZeroized => "MASTER_KEY_ZEROIZED_ERR",
             StoredKeyIntegrity => "STORED_KEY_INTEGRITY_ERR",
+            AuditUnavailable => "AUDIT_UNAVAILABLE_ERR",
         }
     }
 
@@ -179,7 +182,7 @@ impl Reason {
             | KeyPartMismatch => 422,
             TooManyRequests => 429,
             Internal => 500,
-            Unavailable | CryptoUnitSealed => 503,
+            Unavailable | CryptoUnitSealed | AuditUnavailable => 503,
         }
     }
 }

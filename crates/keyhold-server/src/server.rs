@@ -12,6 +12,7 @@ use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use axum_server::Handle;
 
 use crate::api::{router, AppState};
+use crate::audit::{Audit, AuditConfig, Signer};
 use crate::auth::AccountAuthorizer;
 use crate::config::ServerConfig;
 use crate::dev::{self, DevInfo};
@@ -31,8 +32,11 @@ pub async fn serve_dev(cfg: ServerConfig) -> Result<(), String> {
         cfg.master_key,
         cfg.crypto_unit.clone(),
     );
+    // The audit store gives up on a lock a little before the request-side timeout,
+    // so a blocked sink is reported as failing rather than only as slow.
+    let audit_wait = cfg.audit.then(|| cfg.audit_timeout / 2);
     let deployment = tokio::task::spawn_blocking(move || {
-        dev::open(&dir, store.as_deref(), lifetime, entries, source, &unit)
+        dev::open(&dir, store.as_deref(), lifetime, entries, source, &unit, audit_wait)
     })
     .await
     .map_err(|e| format!("start-up failed: {e}"))??;
@@ -80,6 +84,25 @@ pub async fn serve_dev(cfg: ServerConfig) -> Result<(), String> {
         state = state.with_ceremony(c.clone());
         tracing::warn!("master key from the key ceremony: the crypto unit is SEALED; key operations answer 503 CRYPTO_UNIT_SEALED_ERR until administrators load the key parts (keyhold ceremony unseal, or the first ceremony's activate)");
     }
+    let audit = match &deployment.audit {
+        Some((audit_store, pkcs8)) => {
+            let audit = Audit::start(
+                audit_store.clone(),
+                Signer::new(pkcs8)?,
+                audit_stream(cfg.audit_log.as_deref())?,
+                AuditConfig {
+                    timeout: cfg.audit_timeout,
+                    ..AuditConfig::default()
+                },
+            )?;
+            state = state.with_audit(audit.clone());
+            Some(audit)
+        }
+        None => {
+            tracing::warn!("the audit trail is OFF (--audit off): no call is recorded");
+            None
+        }
+    };
     let app = router(state);
 
     let tls = match &cfg.tls {
@@ -119,7 +142,7 @@ pub async fn serve_dev(cfg: ServerConfig) -> Result<(), String> {
     });
     let make = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let header_timeout = cfg.request_timeout;
-    match tls {
+    let served = match tls {
         Some(tls) => {
             let acceptor = RustlsAcceptor::new(tls)
                 .handshake_timeout(header_timeout)
@@ -146,7 +169,31 @@ pub async fn serve_dev(cfg: ServerConfig) -> Result<(), String> {
             server.serve(make).await
         }
     }
-    .map_err(|e| format!("server error: {e}"))
+    .map_err(|e| format!("server error: {e}"));
+    if let Some(audit) = audit {
+        // Queued events of the last requests reach the store before the process exits.
+        let _ = tokio::task::spawn_blocking(move || audit.drain(Duration::from_secs(3))).await;
+    }
+    served
+}
+
+/// Where `--audit-log` sends each record: a file (appended, created mode 0600) or stdout.
+fn audit_stream(
+    path: Option<&std::path::Path>,
+) -> Result<Option<Box<dyn std::io::Write + Send>>, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    Ok(match path {
+        None => None,
+        Some(p) if p.as_os_str() == "-" => Some(Box::new(std::io::stdout())),
+        Some(p) => Some(Box::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(p)
+                .map_err(|e| format!("cannot open the audit log {}: {e}", p.display()))?,
+        )),
+    })
 }
 
 async fn shutdown_signal() {

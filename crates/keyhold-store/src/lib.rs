@@ -5,6 +5,7 @@
 //! bumps `revision` and writes it back; the write fails with
 //! [`StoreError::Conflict`] if someone else wrote in between.
 
+pub mod audit;
 mod postgres;
 mod query;
 mod sqlite;
@@ -14,6 +15,7 @@ use keyhold_core::model::{
     ImportToken, Instance, InstancePolicy, KeyRecord, KeyRing, KeyVersion, Registration,
 };
 use keyhold_core::timefmt::Timestamp;
+pub use audit::{AuditQuery, AuditRow, AuditStore, ChainHead, PostgresAudit, SqliteAudit};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 

@@ -22,6 +22,8 @@ pub struct Ctx {
     pub instance: Arc<Instance>,
     /// The caller's service roles on the instance.
     pub roles: Roles,
+    /// Where the handler adds what the audit event should know (key version).
+    pub audit: Option<super::audit::AuditSlot>,
 }
 
 impl Ctx {
@@ -50,6 +52,10 @@ impl FromRequestParts<AppState> for Ctx {
     async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, ApiError> {
         let token = bearer(parts).ok_or_else(Error::unauthorized)?;
         let principal = st.0.tokens.authenticate(token)?;
+        let slot = super::audit::slot_of(&parts.extensions).cloned();
+        if let Some(slot) = &slot {
+            slot.principal(&principal);
+        }
         let instance_id = parts
             .headers
             .get("bluemix-instance")
@@ -77,6 +83,9 @@ impl FromRequestParts<AppState> for Ctx {
             .instance(instance_id)
             .await?
             .ok_or_else(Error::unauthorized)?;
+        if let Some(slot) = &slot {
+            slot.instance(&instance.id);
+        }
         let roles = st.0.authz.roles(&principal, &instance)?;
         if let Some(networks) = &st.instance_policies(&instance.id).await?.allowed_networks {
             let peer = parts
@@ -91,6 +100,7 @@ impl FromRequestParts<AppState> for Ctx {
             principal,
             instance,
             roles,
+            audit: slot,
         })
     }
 }

@@ -3,6 +3,7 @@
 //! a Key Protect error envelope.
 
 mod actions;
+pub mod audit;
 mod body;
 mod ceremony;
 mod ctx;
@@ -55,6 +56,8 @@ pub struct AppInner {
     instances: RwLock<HashMap<String, Arc<Instance>>>,
     /// The master-key ceremony, when the master key comes from one (`--master-key ceremony`).
     pub ceremony: OnceLock<Arc<crate::ceremony::Ceremony>>,
+    /// The audit trail; unset with `serve --audit off`.
+    pub audit: OnceLock<Arc<crate::audit::Audit>>,
 }
 
 impl AppState {
@@ -76,12 +79,19 @@ impl AppState {
             port,
             instances: RwLock::new(HashMap::new()),
             ceremony: OnceLock::new(),
+            audit: OnceLock::new(),
         }))
     }
 
     /// Serves the ceremony's endpoints from this node.
     pub fn with_ceremony(self, c: Arc<crate::ceremony::Ceremony>) -> Self {
         let _ = self.0.ceremony.set(c);
+        self
+    }
+
+    /// Records every call in the audit trail `a`.
+    pub fn with_audit(self, a: Arc<crate::audit::Audit>) -> Self {
+        let _ = self.0.audit.set(a);
         self
     }
 
@@ -219,8 +229,8 @@ async fn health() -> Response {
         .into_response()
 }
 
-/// Request id, timeout and one structured log line per request.
-async fn envelope(State(st): State<AppState>, req: Request, next: Next) -> Response {
+/// Request id, timeout, the audit event and one structured log line per request.
+async fn envelope(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
     let request_id = req
         .headers()
@@ -242,6 +252,10 @@ async fn envelope(State(st): State<AppState>, req: Request, next: Next) -> Respo
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
+    let audit = match audit::begin(&st, &mut req, &route) {
+        Ok(a) => a,
+        Err(refused) => return refused,
+    };
     let mut resp = match tokio::time::timeout(st.0.request_timeout, next.run(req)).await {
         Ok(r) => r,
         Err(_) => ApiError {
@@ -270,6 +284,9 @@ async fn envelope(State(st): State<AppState>, req: Request, next: Next) -> Respo
         // leave the client to find a dropped keep-alive connection.
         resp.headers_mut()
             .insert("connection", HeaderValue::from_static("close"));
+    }
+    if let Some(a) = audit {
+        resp = audit::finish(a, &request_id, route.clone(), resp).await;
     }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("correlation-id", v.clone());
@@ -357,6 +374,9 @@ pub fn router(st: AppState) -> Router {
         .route("/identity/keys", get(iam::jwks))
         .route("/ceremony/v1/status", get(ceremony::status))
         .route("/ceremony/v1/commands", post(ceremony::command))
+        .route("/audit/v1/events", get(audit::events))
+        .route("/audit/v1/export", get(audit::export))
+        .route("/audit/v1/keys", get(audit::keys))
         .route("/health", get(health))
         .fallback(not_found);
     api.layer(middleware::from_fn_with_state(st.clone(), envelope))
