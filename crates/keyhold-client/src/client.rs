@@ -70,7 +70,7 @@ struct Token {
 #[derive(Clone)]
 pub struct Client {
     pub(crate) cfg: Arc<ClientConfig>,
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
     token: Arc<Mutex<Option<Token>>>,
 }
 
@@ -153,7 +153,7 @@ impl Client {
     }
 
     /// A bearer token, fetched or refreshed when needed.
-    async fn bearer(&self, force: bool) -> Result<Zeroizing<String>> {
+    pub(crate) async fn bearer(&self, force: bool) -> Result<Zeroizing<String>> {
         let mut slot = self.token.lock().await;
         if let Some(t) = slot.as_ref() {
             if !force && Instant::now() < t.refresh_at {
@@ -218,7 +218,11 @@ impl Client {
     /// Sends a call: adds the token and the instance, retries what may be retried, and
     /// turns a non-2xx answer into an error.
     pub(crate) async fn send(&self, call: &Call<'_>) -> Result<Answer> {
-        let url = format!("{}/api/v2/{}", self.cfg.url, call.path);
+        // A path starting with `/` is outside the Key Protect API (e.g. `/audit/v1/...`).
+        let url = match call.path.strip_prefix('/') {
+            Some(_) => format!("{}{}", self.cfg.url, call.path),
+            None => format!("{}/api/v2/{}", self.cfg.url, call.path),
+        };
         let idempotent = matches!(
             call.method,
             Method::GET | Method::HEAD | Method::PUT | Method::DELETE

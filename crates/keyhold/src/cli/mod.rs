@@ -2,6 +2,7 @@
 //! Protect) service, and envelope encryption of files.
 
 mod admin;
+mod audit;
 mod crypt;
 mod error;
 mod keys;
@@ -60,6 +61,14 @@ pub struct ImportTokenArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    #[command(subcommand)]
+    cmd: audit::AuditCmd,
+}
+
+#[derive(Args, Debug)]
 pub struct ProfilesArgs {
     #[command(flatten)]
     conn: ConnArgs,
@@ -112,6 +121,12 @@ keyhold keys list -o json\n  keyhold keys --help   # every subcommand"
         after_help = "Examples:\n  keyhold import-token create\n  keyhold import-token show"
     )]
     ImportToken(ImportTokenArgs),
+    /// The tamper-evident audit trail: verify an export, export it, list events.
+    #[command(
+        after_help = "Examples:\n  keyhold audit events --outcome failure\n  keyhold audit export trail.jsonl\n  \
+keyhold audit keys -o json > audit-keys.json\n  keyhold audit verify trail.jsonl --public-key audit-keys.json"
+    )]
+    Audit(AuditArgs),
     /// Connection profiles in the config file (~/.config/keyhold/config.toml).
     #[command(
         after_help = "Examples:\n  keyhold profiles add dev --dev-json keyhold-data/dev.json --default\n  keyhold profiles list"
@@ -164,6 +179,7 @@ fn dispatch(cmd: ClientCommand) -> CliResult<()> {
             let c = client(&a.conn)?;
             rt.block_on(admin::import_token(&c, a.conn.output, a.cmd))
         }
+        ClientCommand::Audit(a) => rt.block_on(audit::run(&a.conn, a.conn.output, a.cmd)),
         ClientCommand::Profiles(a) => profiles::run(&a.conn, a.conn.output, a.cmd),
         ClientCommand::Encrypt(a) => {
             let c = client(&a.conn)?;
