@@ -71,7 +71,7 @@ class AuditServer:
         """Runs SQL on the audit store (the server may be running); returns psql/sqlite output."""
         if self.schema:
             full = f'SET search_path TO "{self.schema}"; {statement}'
-            return subprocess.run(["psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", pg_url(), "-c", full],
+            return subprocess.run(["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", pg_url(), "-c", full],
                                   check=True, capture_output=True, text=True).stdout
         import sqlite3
         with sqlite3.connect(self.data / "audit.db") as c:

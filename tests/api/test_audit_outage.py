@@ -28,7 +28,7 @@ class Lock:
     def __init__(self, a: AuditServer):
         self.a = a
         if a.schema:
-            self.proc = subprocess.Popen(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", pg_url()],
+            self.proc = subprocess.Popen(["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", pg_url()],
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
             self.proc.stdin.write(f'SET search_path TO "{a.schema}"; BEGIN; '
                                   "LOCK TABLE audit_records IN ACCESS EXCLUSIVE MODE; SELECT 'locked';\n")
