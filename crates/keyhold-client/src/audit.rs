@@ -26,12 +26,15 @@ impl Client {
             .get(&url)
             .send()
             .await
-            .map_err(|e| ClientError::Transport { url: url.clone(), message: e.to_string() })?;
+            .map_err(|e| ClientError::Transport {
+                url: url.clone(),
+                message: e.to_string(),
+            })?;
         let status = resp.status().as_u16();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| ClientError::Transport { url: url.clone(), message: e.to_string() })?;
+        let body = resp.bytes().await.map_err(|e| ClientError::Transport {
+            url: url.clone(),
+            message: e.to_string(),
+        })?;
         if !(200..300).contains(&status) {
             return Err(ClientError::from_response(status, &body));
         }
@@ -49,17 +52,19 @@ impl Client {
             .header("Bluemix-Instance", self.cfg.instance_id.as_str())
             .send()
             .await
-            .map_err(|e| ClientError::Transport { url: url.clone(), message: e.to_string() })?;
+            .map_err(|e| ClientError::Transport {
+                url: url.clone(),
+                message: e.to_string(),
+            })?;
         let status = resp.status().as_u16();
         if !(200..300).contains(&status) {
             let body = resp.bytes().await.unwrap_or_default();
             return Err(ClientError::from_response(status, &body));
         }
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|e| ClientError::Transport { url: url.clone(), message: e.to_string() })?
-        {
+        while let Some(chunk) = resp.chunk().await.map_err(|e| ClientError::Transport {
+            url: url.clone(),
+            message: e.to_string(),
+        })? {
             out.write_all(&chunk)
                 .map_err(|e| ClientError::Invalid(format!("cannot write the export: {e}")))?;
         }

@@ -60,8 +60,14 @@ pub struct DevDeployment {
     pub info: DevInfo,
     /// Set when the master key comes from the ceremony.
     pub ceremony: Option<Arc<Ceremony>>,
-    /// The audit trail's store and signing key (PKCS#8), unless audit is off.
-    pub audit: Option<(Arc<dyn AuditStore>, Zeroizing<Vec<u8>>)>,
+    /// The audit trail's store and signing key, unless audit is off.
+    pub audit: Option<AuditParts>,
+}
+
+pub struct AuditParts {
+    pub store: Arc<dyn AuditStore>,
+    /// The Ed25519 checkpoint signing key (PKCS#8), kept wrapped in the store.
+    pub signing_key: Zeroizing<Vec<u8>>,
 }
 
 fn io_err(what: &str, path: &Path, e: std::io::Error) -> String {
@@ -366,8 +372,11 @@ pub fn open_audit_store(
             Arc::new(PostgresAudit::open(&url, &schema, lock_wait).map_err(err)?)
         }
         Some(u) if u.starts_with("sqlite://") => Arc::new(
-            SqliteAudit::open(Path::new(&format!("{}-audit", &u["sqlite://".len()..])), lock_wait)
-                .map_err(err)?,
+            SqliteAudit::open(
+                Path::new(&format!("{}-audit", &u["sqlite://".len()..])),
+                lock_wait,
+            )
+            .map_err(err)?,
         ),
         _ => Arc::new(SqliteAudit::open(&dir.join("audit.db"), lock_wait).map_err(err)?),
     })
@@ -440,7 +449,10 @@ pub fn open(
                 AUDIT_KEY_SETTING,
                 crate::audit::Signer::generate,
             )?;
-            Ok::<_, String>(Some((open_audit_store(dir, store_url, wait)?, key)))
+            Ok::<_, String>(Some(AuditParts {
+                store: open_audit_store(dir, store_url, wait)?,
+                signing_key: key,
+            }))
         }
         None => Ok(None),
     };
@@ -462,7 +474,12 @@ pub fn open(
             // The platform key, like the token key: the trail runs while the unit is sealed.
             let audit = audit_key(&platform)?;
             let unit = Arc::new(SealableUnit::sealed(cache_entries));
-            (unit.clone() as Arc<dyn CryptoUnit>, Some(unit), pkcs8, audit)
+            (
+                unit.clone() as Arc<dyn CryptoUnit>,
+                Some(unit),
+                pkcs8,
+                audit,
+            )
         }
     };
     let tokens = Arc::new(TokenService::new(&pkcs8, token_lifetime).map_err(|e| e.to_string())?);

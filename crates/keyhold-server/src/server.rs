@@ -36,7 +36,15 @@ pub async fn serve_dev(cfg: ServerConfig) -> Result<(), String> {
     // so a blocked sink is reported as failing rather than only as slow.
     let audit_wait = cfg.audit.then(|| cfg.audit_timeout / 2);
     let deployment = tokio::task::spawn_blocking(move || {
-        dev::open(&dir, store.as_deref(), lifetime, entries, source, &unit, audit_wait)
+        dev::open(
+            &dir,
+            store.as_deref(),
+            lifetime,
+            entries,
+            source,
+            &unit,
+            audit_wait,
+        )
     })
     .await
     .map_err(|e| format!("start-up failed: {e}"))??;
@@ -85,10 +93,10 @@ pub async fn serve_dev(cfg: ServerConfig) -> Result<(), String> {
         tracing::warn!("master key from the key ceremony: the crypto unit is SEALED; key operations answer 503 CRYPTO_UNIT_SEALED_ERR until administrators load the key parts (keyhold ceremony unseal, or the first ceremony's activate)");
     }
     let audit = match &deployment.audit {
-        Some((audit_store, pkcs8)) => {
+        Some(parts) => {
             let audit = Audit::start(
-                audit_store.clone(),
-                Signer::new(pkcs8)?,
+                parts.store.clone(),
+                Signer::new(&parts.signing_key)?,
                 audit_stream(cfg.audit_log.as_deref())?,
                 AuditConfig {
                     timeout: cfg.audit_timeout,

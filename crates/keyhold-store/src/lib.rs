@@ -10,12 +10,12 @@ mod postgres;
 mod query;
 mod sqlite;
 
+pub use audit::{AuditQuery, AuditRow, AuditStore, ChainHead, PostgresAudit, SqliteAudit};
 use keyhold_core::list::ListKeys;
 use keyhold_core::model::{
     ImportToken, Instance, InstancePolicy, KeyRecord, KeyRing, KeyVersion, Registration,
 };
 use keyhold_core::timefmt::Timestamp;
-pub use audit::{AuditQuery, AuditRow, AuditStore, ChainHead, PostgresAudit, SqliteAudit};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 

@@ -90,7 +90,7 @@ pub(crate) struct Begun {
     time_ms: i64,
 }
 
-fn unavailable() -> Response {
+pub(crate) fn unavailable() -> Response {
     ApiError {
         error: Error::new(
             Reason::AuditUnavailable,
@@ -114,13 +114,16 @@ fn path_param<'a>(route: &str, path: &'a str, name: &str) -> Option<&'a str> {
     path.split('/').nth(pos)
 }
 
+/// The sink cannot take events now: the request is refused before it runs.
+pub(crate) struct SinkDown;
+
 /// Before the handler: refuses at once when the sink is down (the event could not
 /// be recorded), else notes what the request is and leaves a slot for the handler.
 pub(crate) fn begin(
     st: &AppState,
     req: &mut Request,
     route: &str,
-) -> Result<Option<Begun>, Response> {
+) -> Result<Option<Begun>, SinkDown> {
     let Some(audit) = st.0.audit.get() else {
         return Ok(None);
     };
@@ -128,7 +131,7 @@ pub(crate) fn begin(
         return Ok(None);
     }
     if !audit.healthy() {
-        return Err(unavailable());
+        return Err(SinkDown);
     }
     let path = req.uri().path();
     let key_action = if route.ends_with("/actions/{action}") {
@@ -181,12 +184,7 @@ pub(crate) fn begin(
 
 /// After the handler: records the event; a response whose event cannot be
 /// recorded is replaced by 503 (its body, a wrapped key say, never leaves).
-pub(crate) async fn finish(
-    b: Begun,
-    request_id: &str,
-    route: String,
-    resp: Response,
-) -> Response {
+pub(crate) async fn finish(b: Begun, request_id: &str, route: String, resp: Response) -> Response {
     let status = resp.status();
     let reason = resp
         .extensions()
@@ -244,7 +242,11 @@ fn audit_of(st: &AppState) -> Result<Arc<Audit>, Error> {
 }
 
 /// The caller, who must hold the Administrator platform role in their account.
-fn administrator(st: &AppState, headers: &HeaderMap, ext: &axum::http::Extensions) -> Result<Principal, Error> {
+fn administrator(
+    st: &AppState,
+    headers: &HeaderMap,
+    ext: &axum::http::Extensions,
+) -> Result<Principal, Error> {
     let token = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -256,7 +258,12 @@ fn administrator(st: &AppState, headers: &HeaderMap, ext: &axum::http::Extension
     if let Some(slot) = slot_of(ext) {
         slot.principal(&p);
     }
-    if !st.0.authz.platform_roles(&p, &p.account_id, None)?.may_administer() {
+    if !st
+        .0
+        .authz
+        .platform_roles(&p, &p.account_id, None)?
+        .may_administer()
+    {
         return Err(Error::new(
             Reason::Unauthorized,
             "Reading the audit trail needs the Administrator platform role in the account",
@@ -301,7 +308,10 @@ fn events_query(raw: &Option<String>, account_id: &str) -> Result<AuditQuery, Er
             other => {
                 return Err(Error::new(
                     Reason::InvalidQueryParam,
-                    format!("Unknown query parameter `{}`", other.chars().take(40).collect::<String>()),
+                    format!(
+                        "Unknown query parameter `{}`",
+                        other.chars().take(40).collect::<String>()
+                    ),
                 ))
             }
         }
@@ -351,10 +361,16 @@ async fn read<T: Send + 'static>(
         Ok(Ok(Ok(v))) => Ok(v),
         Ok(Ok(Err(e))) => {
             tracing::warn!(error = %e, "the audit store cannot be read");
-            Err(Error::new(Reason::AuditUnavailable, "The audit store cannot be read now; retry later"))
+            Err(Error::new(
+                Reason::AuditUnavailable,
+                "The audit store cannot be read now; retry later",
+            ))
         }
         Ok(Err(_)) => Err(Error::internal()),
-        Err(_) => Err(Error::new(Reason::AuditUnavailable, "The audit store did not answer in time; retry later")),
+        Err(_) => Err(Error::new(
+            Reason::AuditUnavailable,
+            "The audit store did not answer in time; retry later",
+        )),
     }
 }
 
@@ -382,7 +398,11 @@ fn export_line(r: &AuditRow, account_id: &str, out: &mut Vec<u8>) {
     if r.kind == "event" && !r.account_id.is_empty() && r.account_id != account_id {
         let prev = serde_json::from_str::<serde_json::Value>(&r.record)
             .ok()
-            .and_then(|v| v.get("prev_hash").and_then(|p| p.as_str()).map(str::to_string))
+            .and_then(|v| {
+                v.get("prev_hash")
+                    .and_then(|p| p.as_str())
+                    .map(str::to_string)
+            })
             .unwrap_or_default();
         let red = Redacted {
             seq: r.seq,
@@ -416,13 +436,16 @@ pub(crate) async fn export(
             let mut after = 0u64;
             while after < head.seq {
                 let a = audit.clone();
-                let page = tokio::task::spawn_blocking(move || a.store().scan(after, EXPORT_PAGE)).await;
+                let page =
+                    tokio::task::spawn_blocking(move || a.store().scan(after, EXPORT_PAGE)).await;
                 let rows = match page {
                     Ok(Ok(rows)) if !rows.is_empty() => rows,
                     _ => {
                         // The client sees a cut-off body; without the signed head
                         // `audit verify` reports it as truncated.
-                        let _ = tx.send(Err(std::io::Error::other("audit store read failed"))).await;
+                        let _ = tx
+                            .send(Err(std::io::Error::other("audit store read failed")))
+                            .await;
                         return;
                     }
                 };
@@ -439,11 +462,15 @@ pub(crate) async fn export(
                 }
             }
             let (time, _) = record::now();
-            let line = serde_json::to_string(&audit.signer().head(head.seq, &head.hash, time)).unwrap_or_default();
+            let line = serde_json::to_string(&audit.signer().head(head.seq, &head.hash, time))
+                .unwrap_or_default();
             let _ = tx.send(Ok(Bytes::from(line + "\n"))).await;
         });
         let mut resp = Response::new(AxumBody::new(ChannelBody(rx)));
-        resp.headers_mut().insert("content-type", HeaderValue::from_static("application/x-ndjson"));
+        resp.headers_mut().insert(
+            "content-type",
+            HeaderValue::from_static("application/x-ndjson"),
+        );
         Ok(resp)
     })
     .await

@@ -6,9 +6,9 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::Extension;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use axum::Extension;
 use keyhold_core::{Error, Reason};
 use serde_json::json;
 

@@ -254,7 +254,7 @@ async fn envelope(State(st): State<AppState>, mut req: Request, next: Next) -> R
         .unwrap_or_else(|| "unmatched".into());
     let audit = match audit::begin(&st, &mut req, &route) {
         Ok(a) => a,
-        Err(refused) => return refused,
+        Err(audit::SinkDown) => return audit::unavailable(),
     };
     let mut resp = match tokio::time::timeout(st.0.request_timeout, next.run(req)).await {
         Ok(r) => r,

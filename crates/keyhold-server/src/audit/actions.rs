@@ -18,30 +18,94 @@ const ROUTES: &[(&str, &str, &str)] = &[
     ("GET", "/api/v2/keys", "kms.secrets.list"),
     ("HEAD", "/api/v2/keys", "kms.secrets.head"),
     ("POST", "/api/v2/keys", "kms.secrets.create"),
-    ("POST", "/api/v2/keys_with_policy_overrides", "kms.secrets.create"),
-    ("GET", "/api/v2/keys/registrations", "kms.registrations.list"),
+    (
+        "POST",
+        "/api/v2/keys_with_policy_overrides",
+        "kms.secrets.create",
+    ),
+    (
+        "GET",
+        "/api/v2/keys/registrations",
+        "kms.registrations.list",
+    ),
     ("GET", "/api/v2/keys/{id}", "kms.secrets.read"),
     ("POST", "/api/v2/keys/{id}", "kms.secrets.action"),
     ("PATCH", "/api/v2/keys/{id}", "kms.secrets.patch"),
     ("DELETE", "/api/v2/keys/{id}", "kms.secrets.delete"),
-    ("GET", "/api/v2/keys/{id}/metadata", "kms.secrets.readmetadata"),
+    (
+        "GET",
+        "/api/v2/keys/{id}/metadata",
+        "kms.secrets.readmetadata",
+    ),
     ("DELETE", "/api/v2/keys/{id}/purge", "kms.secrets.purge"),
     ("POST", "/api/v2/keys/{id}/restore", "kms.secrets.restore"),
-    ("GET", "/api/v2/keys/{id}/versions", "kms.secrets.listversions"),
-    ("POST", "/api/v2/keys/{id}/actions/{action}", "kms.secrets.action"),
+    (
+        "GET",
+        "/api/v2/keys/{id}/versions",
+        "kms.secrets.listversions",
+    ),
+    (
+        "POST",
+        "/api/v2/keys/{id}/actions/{action}",
+        "kms.secrets.action",
+    ),
     ("GET", "/api/v2/keys/{id}/policies", "kms.policies.read"),
     ("PUT", "/api/v2/keys/{id}/policies", "kms.policies.write"),
-    ("GET", "/api/v2/keys/{id}/registrations", "kms.registrations.list"),
-    ("POST", "/api/v2/keys/{id}/registrations", "kms.registrations.deactivate"),
-    ("POST", "/api/v2/keys/{id}/registrations/{crn}", "kms.registrations.create"),
-    ("PATCH", "/api/v2/keys/{id}/registrations/{crn}", "kms.registrations.update"),
-    ("PUT", "/api/v2/keys/{id}/registrations/{crn}", "kms.registrations.replace"),
-    ("DELETE", "/api/v2/keys/{id}/registrations/{crn}", "kms.registrations.delete"),
-    ("POST", "/api/v2/keys/{id}/aliases/{alias}", "kms.secrets.createalias"),
-    ("DELETE", "/api/v2/keys/{id}/aliases/{alias}", "kms.secrets.deletealias"),
-    ("GET", "/api/v2/instance/policies", "kms.instancepolicies.read"),
-    ("PUT", "/api/v2/instance/policies", "kms.instancepolicies.write"),
-    ("GET", "/api/v2/instance/allowed_ip_port", "kms.instancepolicies.readallowedipport"),
+    (
+        "GET",
+        "/api/v2/keys/{id}/registrations",
+        "kms.registrations.list",
+    ),
+    (
+        "POST",
+        "/api/v2/keys/{id}/registrations",
+        "kms.registrations.deactivate",
+    ),
+    (
+        "POST",
+        "/api/v2/keys/{id}/registrations/{crn}",
+        "kms.registrations.create",
+    ),
+    (
+        "PATCH",
+        "/api/v2/keys/{id}/registrations/{crn}",
+        "kms.registrations.update",
+    ),
+    (
+        "PUT",
+        "/api/v2/keys/{id}/registrations/{crn}",
+        "kms.registrations.replace",
+    ),
+    (
+        "DELETE",
+        "/api/v2/keys/{id}/registrations/{crn}",
+        "kms.registrations.delete",
+    ),
+    (
+        "POST",
+        "/api/v2/keys/{id}/aliases/{alias}",
+        "kms.secrets.createalias",
+    ),
+    (
+        "DELETE",
+        "/api/v2/keys/{id}/aliases/{alias}",
+        "kms.secrets.deletealias",
+    ),
+    (
+        "GET",
+        "/api/v2/instance/policies",
+        "kms.instancepolicies.read",
+    ),
+    (
+        "PUT",
+        "/api/v2/instance/policies",
+        "kms.instancepolicies.write",
+    ),
+    (
+        "GET",
+        "/api/v2/instance/allowed_ip_port",
+        "kms.instancepolicies.readallowedipport",
+    ),
     ("GET", "/api/v2/import_token", "kms.importtoken.read"),
     ("POST", "/api/v2/import_token", "kms.importtoken.create"),
     ("GET", "/api/v2/key_rings", "kms.keyrings.list"),
@@ -59,7 +123,11 @@ const ROUTES: &[(&str, &str, &str)] = &[
     ("POST", "/v1/apikeys", "iam.apikey.create"),
     ("DELETE", "/v1/apikeys/{id}", "iam.apikey.delete"),
     ("POST", "/v2/resource_instances", "resource.instance.create"),
-    ("DELETE", "/v2/resource_instances/{id}", "resource.instance.delete"),
+    (
+        "DELETE",
+        "/v2/resource_instances/{id}",
+        "resource.instance.delete",
+    ),
 ];
 
 /// Key actions (`/actions/{action}` and `?action=`): (name, audit action, durability).
@@ -71,8 +139,16 @@ const KEY_ACTIONS: &[(&str, &str, Durability)] = &[
     ("enable", "kms.secrets.enable", Durability::Sync),
     ("disable", "kms.secrets.disable", Durability::Sync),
     ("restore", "kms.secrets.restore", Durability::Sync),
-    ("setKeyForDeletion", "kms.secrets.setkeyfordeletion", Durability::Sync),
-    ("unsetKeyForDeletion", "kms.secrets.unsetkeyfordeletion", Durability::Sync),
+    (
+        "setKeyForDeletion",
+        "kms.secrets.setkeyfordeletion",
+        Durability::Sync,
+    ),
+    (
+        "unsetKeyForDeletion",
+        "kms.secrets.unsetkeyfordeletion",
+        Durability::Sync,
+    ),
     ("sync", "kms.secrets.sync", Durability::Sync),
 ];
 
@@ -101,10 +177,7 @@ pub fn classify(
     } else {
         Durability::Sync
     };
-    match ROUTES
-        .iter()
-        .find(|(m, r, _)| *m == method && *r == route)
-    {
+    match ROUTES.iter().find(|(m, r, _)| *m == method && *r == route) {
         Some((_, _, action)) => (Cow::Borrowed(action), durability),
         None => (Cow::Owned(generic(method, route)), durability),
     }
@@ -119,10 +192,14 @@ fn generic(method: &str, route: &str) -> String {
     let segments: Vec<&str> = route
         .split('/')
         .filter(|s| !s.is_empty() && !s.starts_with('{'))
-        .filter(|s| !(s.len() <= 3 && s.starts_with('v') && s[1..].bytes().all(|b| b.is_ascii_digit())))
+        .filter(|s| {
+            !(s.len() <= 3 && s.starts_with('v') && s[1..].bytes().all(|b| b.is_ascii_digit()))
+        })
         .collect();
     let service = match segments.first().copied() {
-        Some("users" | "serviceids" | "groups" | "apikeys" | "policies" | "authorizations") => "iam",
+        Some("users" | "serviceids" | "groups" | "apikeys" | "policies" | "authorizations") => {
+            "iam"
+        }
         Some("resource_instances") => "resource",
         Some(s) if s.starts_with("crypto_v") => "hpcs",
         Some("api") => "kms",
@@ -163,13 +240,25 @@ mod tests {
             classify("POST", "/api/v2/keys/{id}", Some("rotate")).1,
             Durability::Sync
         );
-        assert_eq!(classify("PUT", "/api/v2/keys/{id}/policies", None).0, "kms.policies.write");
-        assert_eq!(classify("DELETE", "/v1/users/{id}", None).0, "iam.users.delete");
+        assert_eq!(
+            classify("PUT", "/api/v2/keys/{id}/policies", None).0,
+            "kms.policies.write"
+        );
+        assert_eq!(
+            classify("DELETE", "/v1/users/{id}", None).0,
+            "iam.users.delete"
+        );
         assert_eq!(
             classify("GET", "/crypto_v2/instances/{id}", None),
-            (Cow::Owned("hpcs.instances.read".to_string()), Durability::Queued)
+            (
+                Cow::Owned("hpcs.instances.read".to_string()),
+                Durability::Queued
+            )
         );
-        assert_eq!(classify("POST", "/v2/groups/{id}/members", None).1, Durability::Sync);
+        assert_eq!(
+            classify("POST", "/v2/groups/{id}/members", None).1,
+            Durability::Sync
+        );
         assert!(!audited("/health"));
     }
 }

@@ -85,7 +85,6 @@ pub struct Audit {
     store: Arc<dyn AuditStore>,
     signer: Arc<Signer>,
     cfg: AuditConfig,
-    started: Instant,
 }
 
 /// Why an event could not be recorded.
@@ -134,7 +133,6 @@ impl Audit {
             store,
             signer,
             cfg,
-            started: Instant::now(),
         }))
     }
 
@@ -206,11 +204,6 @@ impl Audit {
         while self.shared.backlog.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
         }
-    }
-
-    /// How long this node has run the trail (for status).
-    pub fn uptime(&self) -> Duration {
-        self.started.elapsed()
     }
 }
 

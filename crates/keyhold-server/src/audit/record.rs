@@ -261,7 +261,11 @@ pub fn verify<'a>(
             continue;
         }
         if head.is_some() {
-            return Err(broken(expected, n, "a record follows the signed head".into()));
+            return Err(broken(
+                expected,
+                n,
+                "a record follows the signed head".into(),
+            ));
         }
         let value: serde_json::Value = serde_json::from_str(raw)
             .map_err(|_| broken(expected, n, "the line is not JSON".into()))?;
@@ -317,13 +321,7 @@ pub fn verify<'a>(
                 out.redacted += 1;
                 (r.prev_hash, r.hash.clone(), r.hash)
             }
-            other => {
-                return Err(broken(
-                    seq,
-                    n,
-                    format!("unknown record type {other:?}"),
-                ))
-            }
+            other => return Err(broken(seq, n, format!("unknown record type {other:?}"))),
         };
         if record_prev != prev {
             return Err(broken(
@@ -441,19 +439,39 @@ mod tests {
 
         let mut modified = lines.clone();
         modified[3] = modified[3].replace("kms.secrets.wrap", "kms.secrets.unwrap");
-        assert_eq!(verify(modified.iter().map(String::as_str), &keys).unwrap_err().seq, 4);
+        assert_eq!(
+            verify(modified.iter().map(String::as_str), &keys)
+                .unwrap_err()
+                .seq,
+            4
+        );
 
         let mut deleted = lines.clone();
         deleted.remove(1);
-        assert_eq!(verify(deleted.iter().map(String::as_str), &keys).unwrap_err().seq, 2);
+        assert_eq!(
+            verify(deleted.iter().map(String::as_str), &keys)
+                .unwrap_err()
+                .seq,
+            2
+        );
 
         let mut swapped = lines.clone();
         swapped.swap(3, 4);
-        assert_eq!(verify(swapped.iter().map(String::as_str), &keys).unwrap_err().seq, 4);
+        assert_eq!(
+            verify(swapped.iter().map(String::as_str), &keys)
+                .unwrap_err()
+                .seq,
+            4
+        );
 
         let mut truncated = lines.clone();
         truncated.remove(6);
-        assert_eq!(verify(truncated.iter().map(String::as_str), &keys).unwrap_err().seq, 7);
+        assert_eq!(
+            verify(truncated.iter().map(String::as_str), &keys)
+                .unwrap_err()
+                .seq,
+            7
+        );
         truncated.pop();
         assert!(verify(truncated.iter().map(String::as_str), &keys).is_err());
 

@@ -27,7 +27,9 @@ Exit codes: 0 intact, 6 broken or unverifiable (first broken record named on std
     )]
     Verify(VerifyArgs),
     /// Stream the audit trail (events, checkpoints, signed head) as JSON lines.
-    #[command(after_help = "Examples:\n  keyhold audit export trail.jsonl\n  keyhold audit export - | gzip > trail.jsonl.gz")]
+    #[command(
+        after_help = "Examples:\n  keyhold audit export trail.jsonl\n  keyhold audit export - | gzip > trail.jsonl.gz"
+    )]
     Export {
         /// Where to write (`-`: stdout).
         #[arg(default_value = "-")]
@@ -87,7 +89,9 @@ pub struct EventsArgs {
 }
 
 fn parse_keys(text: &str) -> CliResult<Vec<(String, Vec<u8>)>> {
-    let bad = || CliError::Usage("--public-key must hold the JSON of GET /audit/v1/keys or one base64 Ed25519 public key".into());
+    let bad = || {
+        CliError::Usage("--public-key must hold the JSON of GET /audit/v1/keys or one base64 Ed25519 public key".into())
+    };
     let text = text.trim();
     if text.starts_with('{') {
         let v: Value = serde_json::from_str(text).map_err(|_| bad())?;
@@ -118,8 +122,10 @@ fn report(result: Result<record::Verified, Break>, out: Output) -> CliResult<()>
     match result {
         Ok(v) => {
             match out {
-                Output::Json => output::json(&serde_json::json!({"intact": true, "records": v.records,
-                    "checkpoints": v.checkpoints, "redacted": v.redacted, "head_seq": v.head_seq}))?,
+                Output::Json => {
+                    output::json(&serde_json::json!({"intact": true, "records": v.records,
+                    "checkpoints": v.checkpoints, "redacted": v.redacted, "head_seq": v.head_seq}))?
+                }
                 Output::Table => println!(
                     "intact: {} records ({} checkpoints, {} redacted), signed head at seq {}",
                     v.records, v.checkpoints, v.redacted, v.head_seq
@@ -129,7 +135,9 @@ fn report(result: Result<record::Verified, Break>, out: Output) -> CliResult<()>
         }
         Err(b) => {
             if out == Output::Json {
-                output::json(&serde_json::json!({"intact": false, "seq": b.seq, "line": b.line, "problem": b.what}))?;
+                output::json(
+                    &serde_json::json!({"intact": false, "seq": b.seq, "line": b.line, "problem": b.what}),
+                )?;
             }
             Err(CliError::Broken(format!(
                 "the audit trail is broken at seq {} (line {}): {}",
@@ -182,8 +190,9 @@ pub async fn run(conn: &ConnArgs, out: Output, cmd: AuditCmd) -> CliResult<()> {
                 c.audit_export(&mut stdout).await?;
                 stdout.flush()?;
             } else {
-                let mut f = std::fs::File::create(&file)
-                    .map_err(|e| CliError::Local(format!("cannot create {}: {e}", file.display())))?;
+                let mut f = std::fs::File::create(&file).map_err(|e| {
+                    CliError::Local(format!("cannot create {}: {e}", file.display()))
+                })?;
                 c.audit_export(&mut f).await?;
                 f.sync_all()?;
             }
@@ -203,7 +212,12 @@ pub async fn run(conn: &ConnArgs, out: Output, cmd: AuditCmd) -> CliResult<()> {
                                 .map(|k| {
                                     ["id", "alg", "public_key"]
                                         .iter()
-                                        .map(|f| k.get(*f).and_then(Value::as_str).unwrap_or("").to_string())
+                                        .map(|f| {
+                                            k.get(*f)
+                                                .and_then(Value::as_str)
+                                                .unwrap_or("")
+                                                .to_string()
+                                        })
                                         .collect()
                                 })
                                 .collect()
@@ -233,7 +247,11 @@ pub async fn run(conn: &ConnArgs, out: Output, cmd: AuditCmd) -> CliResult<()> {
                 }
             }
             let v = c.audit_events(&f).await?;
-            let events = v.get("resources").and_then(Value::as_array).cloned().unwrap_or_default();
+            let events = v
+                .get("resources")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
             match out {
                 Output::Json => output::json(&v),
                 Output::Table => {
@@ -245,14 +263,32 @@ pub async fn run(conn: &ConnArgs, out: Output, cmd: AuditCmd) -> CliResult<()> {
                     let rows: Vec<Vec<String>> = events
                         .iter()
                         .map(|e| {
-                            ["seq", "time", "action", "outcome", "status", "reason", "principal_id", "key_id"]
-                                .iter()
-                                .map(|k| s(e, k))
-                                .collect()
+                            [
+                                "seq",
+                                "time",
+                                "action",
+                                "outcome",
+                                "status",
+                                "reason",
+                                "principal_id",
+                                "key_id",
+                            ]
+                            .iter()
+                            .map(|k| s(e, k))
+                            .collect()
                         })
                         .collect();
                     output::table(
-                        &["SEQ", "TIME", "ACTION", "OUTCOME", "STATUS", "REASON", "PRINCIPAL", "KEY"],
+                        &[
+                            "SEQ",
+                            "TIME",
+                            "ACTION",
+                            "OUTCOME",
+                            "STATUS",
+                            "REASON",
+                            "PRINCIPAL",
+                            "KEY",
+                        ],
                         &rows,
                     );
                     if let Some(n) = v.get("next_after").and_then(Value::as_u64) {
