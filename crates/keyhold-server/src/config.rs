@@ -38,6 +38,8 @@ pub struct ServerConfig {
     pub audit_log: Option<PathBuf>,
     /// A write to the audit store slower than this makes calls answer 503.
     pub audit_timeout: Duration,
+    /// A signed checkpoint after this many events written by a node.
+    pub audit_checkpoint_every: u64,
 }
 
 /// Where the customer's master key comes from.
@@ -100,6 +102,7 @@ impl ServerConfig {
             audit: true,
             audit_log: None,
             audit_timeout: Duration::from_secs(2),
+            audit_checkpoint_every: 1000,
         }
     }
 

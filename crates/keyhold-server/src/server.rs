@@ -100,6 +100,7 @@ pub async fn serve_dev(cfg: ServerConfig) -> Result<(), String> {
                 audit_stream(cfg.audit_log.as_deref())?,
                 AuditConfig {
                     timeout: cfg.audit_timeout,
+                    checkpoint_every: cfg.audit_checkpoint_every,
                     ..AuditConfig::default()
                 },
             )?;

@@ -160,6 +160,10 @@ struct ServeArgs {
     /// Seconds a write to the audit store may take before calls are answered 503.
     #[arg(long, default_value_t = 2, value_name = "SECS")]
     audit_timeout: u64,
+    /// A signed audit checkpoint after this many events written by this node (and at the
+    /// latest every 30 s while events are written).
+    #[arg(long, default_value_t = 1000, value_name = "EVENTS")]
+    audit_checkpoint_every: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -220,6 +224,7 @@ fn config(a: ServeArgs) -> Result<ServerConfig, String> {
     cfg.audit = a.audit == AuditArg::On;
     cfg.audit_log = a.audit_log;
     cfg.audit_timeout = Duration::from_secs(a.audit_timeout.max(1));
+    cfg.audit_checkpoint_every = a.audit_checkpoint_every.max(1);
     Ok(cfg)
 }
 
