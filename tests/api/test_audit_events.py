@@ -176,7 +176,7 @@ def test_every_endpoint_group_is_audited_and_no_secret_leaks(world):
     def all_there():
         ids = {e["request_id"] for e in a.events()}
         return all(x[0] in ids for x in rec.expected)
-    wait_for(all_there, timeout=10)
+    assert wait_for(all_there, timeout=10), "some calls have no audit event"
     events = {e["request_id"]: e for e in a.events()}
     problems = []
     for rid, action, status, reason, principal, key_id, method in rec.expected:
@@ -209,7 +209,7 @@ def test_every_endpoint_group_is_audited_and_no_secret_leaks(world):
         "export": a.export_text().encode(),
         "audit store": a.raw_store_bytes(),
     }
-    wait_for(lambda: a.log.exists() and all(x[0].encode() in a.log.read_bytes() for x in rec.expected), timeout=10)
+    assert wait_for(lambda: a.log.exists() and all(x[0].encode() in a.log.read_bytes() for x in rec.expected), timeout=10)
     places["--audit-log"] = a.log.read_bytes()
     for place, blob in places.items():
         assert blob, place
@@ -238,7 +238,7 @@ def test_events_filters_paging_and_access(world):
     for _ in range(3):
         kp.wrap(kid, os.urandom(16))
     kp.get("/api/v2/keys/00000000-0000-4000-8000-000000000001")
-    wait_for(lambda: len(a.events(key_id=kid, action="kms.secrets.wrap")) == 3, timeout=10)
+    assert wait_for(lambda: len(a.events(key_id=kid, action="kms.secrets.wrap")) == 3, timeout=10)
     wraps = a.events(key_id=kid, action="kms.secrets.wrap")
     assert [e["seq"] for e in wraps] == sorted(e["seq"] for e in wraps)
     assert all(e["outcome"] == "success" for e in wraps)
