@@ -224,7 +224,14 @@ pub(crate) async fn finish(b: Begun, request_id: &str, route: String, resp: Resp
         route,
         hash: String::new(),
     };
-    match b.audit.record(event, b.time_ms, b.durability).await {
+    // A refused call changed nothing, so its event is only queued: the response it
+    // already waited for (a store timeout, say) is not delayed further by the sink.
+    let durability = if status.is_success() || status.is_redirection() {
+        b.durability
+    } else {
+        Durability::Queued
+    };
+    match b.audit.record(event, b.time_ms, durability).await {
         Ok(()) => resp,
         Err(_) => unavailable(),
     }

@@ -252,20 +252,24 @@ async fn envelope(State(st): State<AppState>, mut req: Request, next: Next) -> R
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
-    let audit = match audit::begin(&st, &mut req, &route) {
-        Ok(a) => a,
-        Err(audit::SinkDown) => return audit::unavailable(),
-    };
-    let mut resp = match tokio::time::timeout(st.0.request_timeout, next.run(req)).await {
-        Ok(r) => r,
-        Err(_) => ApiError {
-            error: Error::new(
-                Reason::Unavailable,
-                "The request took too long and was abandoned",
+    // A call the audit trail cannot record now is refused before it runs, but still
+    // answered like any other error below (connection handling, request id, log line).
+    let (audit, mut resp) = match audit::begin(&st, &mut req, &route) {
+        Err(audit::SinkDown) => (None, audit::unavailable()),
+        Ok(audit) => match tokio::time::timeout(st.0.request_timeout, next.run(req)).await {
+            Ok(r) => (audit, r),
+            Err(_) => (
+                audit,
+                ApiError {
+                    error: Error::new(
+                        Reason::Unavailable,
+                        "The request took too long and was abandoned",
+                    ),
+                    op: "The request could not be completed",
+                }
+                .into_response(),
             ),
-            op: "The request could not be completed",
-        }
-        .into_response(),
+        },
     };
     if resp.status() == StatusCode::METHOD_NOT_ALLOWED
         && !resp.headers().contains_key("content-type")
