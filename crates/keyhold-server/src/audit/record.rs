@@ -113,6 +113,17 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
+/// The stored line: the canonical form with `"hash"` appended as its last member
+/// (what serialising the record with `hash` set gives, without serialising twice).
+fn with_hash(mut bare: String, hash: &str) -> String {
+    bare.pop(); // the closing brace
+    bare.reserve(hash.len() + 11);
+    bare.push_str(",\"hash\":\"");
+    bare.push_str(hash);
+    bare.push_str("\"}");
+    bare
+}
+
 /// Canonical bytes of a record: compact JSON, declared field order, no `hash`.
 fn canonical<T: Serialize>(record: &T) -> String {
     // Serialising these plain structs cannot fail (no maps with non-string keys).
@@ -123,8 +134,9 @@ impl Event {
     /// Fills `hash` from the canonical form; returns the stored line.
     pub fn seal(&mut self) -> String {
         self.hash.clear();
-        self.hash = sha256_hex(canonical(self).as_bytes());
-        canonical(self)
+        let bare = canonical(self);
+        self.hash = sha256_hex(bare.as_bytes());
+        with_hash(bare, &self.hash)
     }
 
     fn computed_hash(&self) -> String {
@@ -190,8 +202,9 @@ impl Signer {
             signature: B64.encode(sig.as_ref()),
             hash: String::new(),
         };
-        c.hash = sha256_hex(canonical(&c).as_bytes());
-        let line = canonical(&c);
+        let bare = canonical(&c);
+        c.hash = sha256_hex(bare.as_bytes());
+        let line = with_hash(bare, &c.hash);
         (c, line)
     }
 
@@ -434,6 +447,15 @@ mod tests {
         let signer = Signer::new(&Signer::generate().unwrap()).unwrap();
         let keys = vec![(signer.id().to_string(), signer.public_key().to_vec())];
         let lines = chain(&signer, 7);
+        for l in &lines[..lines.len() - 1] {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let again = if v["type"] == "event" {
+                canonical(&serde_json::from_value::<Event>(v).unwrap())
+            } else {
+                canonical(&serde_json::from_value::<Checkpoint>(v).unwrap())
+            };
+            assert_eq!(&again, l, "the stored line is the record serialised with its hash");
+        }
         let ok = verify(lines.iter().map(String::as_str), &keys).unwrap();
         assert_eq!((ok.records, ok.checkpoints, ok.head_seq), (7, 2, 7));
 
