@@ -454,7 +454,10 @@ mod tests {
             } else {
                 canonical(&serde_json::from_value::<Checkpoint>(v).unwrap())
             };
-            assert_eq!(&again, l, "the stored line is the record serialised with its hash");
+            assert_eq!(
+                &again, l,
+                "the stored line is the record serialised with its hash"
+            );
         }
         let ok = verify(lines.iter().map(String::as_str), &keys).unwrap();
         assert_eq!((ok.records, ok.checkpoints, ok.head_seq), (7, 2, 7));
