@@ -196,6 +196,9 @@ def test_every_endpoint_group_is_audited_and_no_secret_leaks(world):
     assert not problems, "\n".join(problems)
     wrap = events[rec.expected[[x[1] for x in rec.expected].index("kms.secrets.wrap")][0]]
     assert wrap["key_version"] == version
+    # a create names the key it made (its id is not in the path)
+    created = events[rec.expected[0][0]]
+    assert created["action"] == "kms.secrets.create" and created["key_id"] == kid, created
     assert wrap["principal_kind"] == "user"
     refused = [events[x[0]] for x in rec.expected if x[4] == "dev-service"]
     assert all(e["principal_kind"] == "service" for e in refused)

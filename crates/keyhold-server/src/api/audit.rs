@@ -34,6 +34,8 @@ struct SlotData {
     account_id: String,
     instance_id: Option<String>,
     key_version: String,
+    /// The key the call created (its id is not in the path).
+    key_id: Option<String>,
     /// Replaces the table's action name once the handler knows more (ceremony verbs).
     action: Option<String>,
 }
@@ -59,6 +61,10 @@ impl AuditSlot {
 
     pub fn instance(&self, id: &str) {
         self.with(|d| d.instance_id = Some(id.to_string()));
+    }
+
+    pub fn key_id(&self, id: &str) {
+        self.with(|d| d.key_id = Some(id.to_string()));
     }
 
     pub fn key_version(&self, id: &str) {
@@ -218,7 +224,7 @@ pub(crate) async fn finish(b: Begun, request_id: &str, route: String, resp: Resp
         source_ip: b.source_ip,
         user_agent: b.user_agent,
         instance_id: data.instance_id.unwrap_or(b.instance_header),
-        key_id: b.key_id,
+        key_id: data.key_id.unwrap_or(b.key_id),
         key_version: data.key_version,
         method: b.method,
         route,
