@@ -70,7 +70,7 @@ struct Token {
 #[derive(Clone)]
 pub struct Client {
     pub(crate) cfg: Arc<ClientConfig>,
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
     token: Arc<Mutex<Option<Token>>>,
 }
 
@@ -165,7 +165,7 @@ impl Client {
     }
 
     /// A bearer token, fetched or refreshed when needed.
-    async fn bearer(&self, force: bool) -> Result<Zeroizing<String>> {
+    pub(crate) async fn bearer(&self, force: bool) -> Result<Zeroizing<String>> {
         let mut slot = self.token.lock().await;
         if let Some(t) = slot.as_ref() {
             if !force && Instant::now() < t.refresh_at {

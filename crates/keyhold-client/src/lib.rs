@@ -10,6 +10,7 @@
 //!   DEK cache bounded by age, uses and bytes.
 
 pub mod admin;
+mod audit;
 mod client;
 pub mod dek_cache;
 pub mod envelope;

@@ -75,6 +75,8 @@ pub enum Reason {
     /// An instance still in use (a crypto instance bound to a key-management
     /// instance, or a key-management instance holding keys).
     InstanceInUse,
+    /// The audit trail cannot record the call now, so the call is refused.
+    AuditUnavailable,
 }
 
 impl Reason {
@@ -137,6 +139,7 @@ impl Reason {
             CryptoInstanceAuthorization => "CRYPTO_INSTANCE_AUTHORIZATION_ERR",
             PrivateNetworkOnly => "PRIVATE_NETWORK_ONLY_ERR",
             InstanceInUse => "INSTANCE_IN_USE_ERR",
+            AuditUnavailable => "AUDIT_UNAVAILABLE_ERR",
         }
     }
 
@@ -195,7 +198,7 @@ impl Reason {
             | KeyPartMismatch => 422,
             TooManyRequests => 429,
             Internal => 500,
-            Unavailable | CryptoUnitSealed => 503,
+            Unavailable | CryptoUnitSealed | AuditUnavailable => 503,
         }
     }
 }

@@ -38,6 +38,14 @@ pub struct ServerConfig {
     pub master_key: MasterKeySource,
     /// Where the master key lives.
     pub crypto_unit: CryptoUnitConfig,
+    /// Whether every call is recorded in the audit trail (docs/audit.md).
+    pub audit: bool,
+    /// Also write each audit record as a JSON line here (`-`: stdout).
+    pub audit_log: Option<PathBuf>,
+    /// A write to the audit store slower than this makes calls answer 503.
+    pub audit_timeout: Duration,
+    /// A signed checkpoint after this many events written by a node.
+    pub audit_checkpoint_every: u64,
 }
 
 /// Where the customer's master key comes from.
@@ -100,6 +108,10 @@ impl ServerConfig {
             key_cache_entries: keyhold_crypto::DEFAULT_CACHE_ENTRIES,
             master_key: MasterKeySource::File,
             crypto_unit: CryptoUnitConfig::Soft,
+            audit: true,
+            audit_log: None,
+            audit_timeout: Duration::from_secs(2),
+            audit_checkpoint_every: 1000,
         }
     }
 

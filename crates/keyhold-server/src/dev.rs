@@ -14,7 +14,9 @@ use keyhold_core::timefmt;
 use keyhold_crypto::{
     Binding, CryptoUnit, Pkcs11Config, Pkcs11Unit, Purpose, SealableUnit, SoftUnit,
 };
-use keyhold_store::{ApiKeyRecord, PostgresStore, SqliteStore, Store};
+use keyhold_store::{
+    ApiKeyRecord, AuditStore, PostgresAudit, PostgresStore, SqliteAudit, SqliteStore, Store,
+};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -34,6 +36,8 @@ const SIGNING_KEY_SETTING: &str = "token_signing_key";
 /// The token signing key under the platform key (ceremony mode), apart from the
 /// one under a file master key, so neither mode can misread the other's.
 const PLATFORM_SIGNING_KEY_SETTING: &str = "token_signing_key_platform";
+/// The audit trail's Ed25519 checkpoint signing key, wrapped like the token signing key.
+const AUDIT_KEY_SETTING: &str = "audit_signing_key";
 /// Which master-key source the data in this store is wrapped under.
 const MASTER_KEY_SOURCE_SETTING: &str = "master_key_source";
 
@@ -60,6 +64,14 @@ pub struct DevDeployment {
     pub ceremony: Option<Arc<Ceremony>>,
     /// The account of an initialised (non-dev) deployment; `None` in dev mode.
     pub account: Option<String>,
+    /// The audit trail's store and signing key, unless audit is off.
+    pub audit: Option<AuditParts>,
+}
+
+pub struct AuditParts {
+    pub store: Arc<dyn AuditStore>,
+    /// The Ed25519 checkpoint signing key (PKCS#8), kept wrapped in the store.
+    pub signing_key: Zeroizing<Vec<u8>>,
 }
 
 fn io_err(what: &str, path: &Path, e: std::io::Error) -> String {
@@ -193,18 +205,32 @@ fn signing_key(
     unit: &dyn CryptoUnit,
     setting: &str,
 ) -> Result<Zeroizing<Vec<u8>>, String> {
+    service_key(store, unit, setting, SIGNING_KEY_SETTING, || {
+        TokenService::generate_signing_key().map_err(|e| e.to_string())
+    })
+}
+
+/// A service secret kept in setting `setting`, wrapped by `unit` under `object_id`;
+/// made by `generate` on first start.
+fn service_key(
+    store: &dyn Store,
+    unit: &dyn CryptoUnit,
+    setting: &str,
+    object_id: &str,
+    generate: impl FnOnce() -> Result<Vec<u8>, String>,
+) -> Result<Zeroizing<Vec<u8>>, String> {
     let binding = Binding {
         purpose: Purpose::ServiceSecret,
         instance_id: "",
-        object_id: SIGNING_KEY_SETTING,
+        object_id,
         version_id: "1",
     };
     if let Some(blob) = store.get_setting(setting).map_err(|e| e.to_string())? {
         return unit
             .unwrap_material(&binding, &blob)
-            .map_err(|e| format!("cannot open the token signing key: {e}"));
+            .map_err(|e| format!("cannot open the {setting}: {e}"));
     }
-    let pkcs8 = Zeroizing::new(TokenService::generate_signing_key().map_err(|e| e.to_string())?);
+    let pkcs8 = Zeroizing::new(generate()?);
     let blob = unit
         .wrap_material(&binding, &pkcs8)
         .map_err(|e| e.to_string())?;
@@ -213,7 +239,7 @@ fn signing_key(
         .put_setting_if_absent(setting, &blob)
         .map_err(|e| e.to_string())?;
     unit.unwrap_material(&binding, &stored)
-        .map_err(|e| format!("cannot open the token signing key: {e}"))
+        .map_err(|e| format!("cannot open the {setting}: {e}"))
 }
 
 fn instance(store: &dyn Store) -> Result<Instance, String> {
@@ -346,24 +372,8 @@ pub fn open_store(dir: &Path, url: Option<&str>) -> Result<Arc<dyn Store>, Strin
             SqliteStore::open(Path::new(&u["sqlite://".len()..]))
                 .map_err(|e| format!("cannot open the store: {e}"))?,
         ),
-        Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
-            let (url, schema) = split_schema(u);
-            let schema = match schema {
-                Some(s) => s,
-                None => {
-                    let canonical =
-                        fs::canonicalize(dir).map_err(|e| io_err("cannot resolve", dir, e))?;
-                    let digest = aws_lc_rs::digest::digest(
-                        &aws_lc_rs::digest::SHA256,
-                        canonical.to_string_lossy().as_bytes(),
-                    );
-                    let hex: String = digest.as_ref()[..6]
-                        .iter()
-                        .map(|b| format!("{b:02x}"))
-                        .collect();
-                    format!("keyhold_dev_{hex}")
-                }
-            };
+        Some(u) if is_postgres(u) => {
+            let (url, schema) = pg_target(dir, u)?;
             Arc::new(
                 PostgresStore::open(&url, &schema)
                     .map_err(|e| format!("cannot open the PostgreSQL store: {e}"))?,
@@ -377,6 +387,58 @@ pub fn open_store(dir: &Path, url: Option<&str>) -> Result<Arc<dyn Store>, Strin
         }
     };
     Ok(opened)
+}
+
+fn is_postgres(u: &str) -> bool {
+    u.starts_with("postgres://") || u.starts_with("postgresql://")
+}
+
+/// The connection URL and schema of a PostgreSQL deployment: the URL's
+/// `schema=`, else one named after the data directory.
+fn pg_target(dir: &Path, u: &str) -> Result<(String, String), String> {
+    let (url, schema) = split_schema(u);
+    let schema = match schema {
+        Some(s) => s,
+        None => {
+            let canonical = fs::canonicalize(dir).map_err(|e| io_err("cannot resolve", dir, e))?;
+            let digest = aws_lc_rs::digest::digest(
+                &aws_lc_rs::digest::SHA256,
+                canonical.to_string_lossy().as_bytes(),
+            );
+            let hex: String = digest.as_ref()[..6]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            format!("keyhold_dev_{hex}")
+        }
+    };
+    Ok((url, schema))
+}
+
+/// Opens the audit trail's store beside the main one: with SQLite its own file
+/// (`audit.db` in the data directory, or `PATH-audit` beside `sqlite://PATH`), so
+/// a locked audit file never blocks key writes; with PostgreSQL a table in the
+/// deployment's schema. Appends give up after `lock_wait`.
+pub fn open_audit_store(
+    dir: &Path,
+    url: Option<&str>,
+    lock_wait: std::time::Duration,
+) -> Result<Arc<dyn AuditStore>, String> {
+    let err = |e: keyhold_store::StoreError| format!("cannot open the audit store: {e}");
+    Ok(match url {
+        Some(u) if is_postgres(u) => {
+            let (url, schema) = pg_target(dir, u)?;
+            Arc::new(PostgresAudit::open(&url, &schema, lock_wait).map_err(err)?)
+        }
+        Some(u) if u.starts_with("sqlite://") => Arc::new(
+            SqliteAudit::open(
+                Path::new(&format!("{}-audit", &u["sqlite://".len()..])),
+                lock_wait,
+            )
+            .map_err(err)?,
+        ),
+        _ => Arc::new(SqliteAudit::open(&dir.join("audit.db"), lock_wait).map_err(err)?),
+    })
 }
 
 /// Takes our own `schema=` parameter out of a PostgreSQL URL.
@@ -430,6 +492,7 @@ pub fn open(
     cache_entries: usize,
     source: MasterKeySource,
     crypto_unit: &CryptoUnitConfig,
+    audit_wait: Option<std::time::Duration>,
 ) -> Result<DevDeployment, String> {
     open_mode(
         dir,
@@ -438,8 +501,19 @@ pub fn open(
         cache_entries,
         source,
         crypto_unit,
-        true,
+        Mode {
+            dev: true,
+            audit_wait,
+        },
     )
+}
+
+/// What kind of deployment [`open_mode`] opens.
+pub struct Mode {
+    /// Dev (`serve --dev`), or initialised by `keyhold init`.
+    pub dev: bool,
+    /// How long an audit write may wait for the audit store; `None`: audit off.
+    pub audit_wait: Option<std::time::Duration>,
 }
 
 /// [`open`] for a dev deployment (`dev`) or an initialised one (`keyhold init`):
@@ -452,8 +526,9 @@ pub fn open_mode(
     cache_entries: usize,
     source: MasterKeySource,
     crypto_unit: &CryptoUnitConfig,
-    dev: bool,
+    mode: Mode,
 ) -> Result<DevDeployment, String> {
+    let Mode { dev, audit_wait } = mode;
     fs::create_dir_all(dir).map_err(|e| io_err("cannot create", dir, e))?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
         .map_err(|e| io_err("cannot secure", dir, e))?;
@@ -474,11 +549,28 @@ pub fn open_mode(
         return Err("a master key kept in a file is for --dev only: serve with --master-key ceremony or --crypto-unit pkcs11".into());
     }
     check_source(store.as_ref(), source)?;
-    let (unit, sealable, pkcs8): (Arc<dyn CryptoUnit>, _, _) = match source {
+    let audit_key = |unit: &dyn CryptoUnit| match audit_wait {
+        Some(wait) => {
+            let key = service_key(
+                store.as_ref(),
+                unit,
+                AUDIT_KEY_SETTING,
+                AUDIT_KEY_SETTING,
+                crate::audit::Signer::generate,
+            )?;
+            Ok::<_, String>(Some(AuditParts {
+                store: open_audit_store(dir, store_url, wait)?,
+                signing_key: key,
+            }))
+        }
+        None => Ok(None),
+    };
+    let (unit, sealable, pkcs8, audit): (Arc<dyn CryptoUnit>, _, _, _) = match source {
         MasterKeySource::File => {
             let unit = make_unit(dir, crypto_unit, cache_entries)?;
             let pkcs8 = signing_key(store.as_ref(), unit.as_ref(), SIGNING_KEY_SETTING)?;
-            (unit, None, pkcs8)
+            let audit = audit_key(unit.as_ref())?;
+            (unit, None, pkcs8, audit)
         }
         MasterKeySource::Ceremony => {
             if *crypto_unit != CryptoUnitConfig::Soft {
@@ -488,8 +580,15 @@ pub fn open_mode(
             }
             let platform = platform_unit(dir)?;
             let pkcs8 = signing_key(store.as_ref(), &platform, PLATFORM_SIGNING_KEY_SETTING)?;
+            // The platform key, like the token key: the trail runs while the unit is sealed.
+            let audit = audit_key(&platform)?;
             let unit = Arc::new(SealableUnit::sealed(cache_entries));
-            (unit.clone() as Arc<dyn CryptoUnit>, Some(unit), pkcs8)
+            (
+                unit.clone() as Arc<dyn CryptoUnit>,
+                Some(unit),
+                pkcs8,
+                audit,
+            )
         }
     };
     let tokens = Arc::new(TokenService::new(&pkcs8, token_lifetime).map_err(|e| e.to_string())?);
@@ -516,6 +615,7 @@ pub fn open_mode(
             },
             ceremony,
             account: Some(account),
+            audit,
         });
     }
     let instance = instance(store.as_ref())?;
@@ -565,5 +665,6 @@ pub fn open_mode(
         info,
         ceremony,
         account: None,
+        audit,
     })
 }

@@ -3,6 +3,7 @@
 //! (`config`, `dev`, `server`).
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod bootstrap;
 pub mod ceremony;

@@ -12,6 +12,7 @@ use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use axum_server::Handle;
 
 use crate::api::{router_on, AppState, Network};
+use crate::audit::{Audit, AuditConfig, Signer};
 use crate::auth::s2s::S2sAuthorizer;
 use crate::auth::PolicyAuthorizer;
 use crate::config::ServerConfig;
@@ -37,6 +38,9 @@ pub async fn serve(mut cfg: ServerConfig, dev: bool) -> Result<(), String> {
         cfg.master_key,
         cfg.crypto_unit.clone(),
     );
+    // The audit store gives up on a lock a little before the request-side timeout,
+    // so a blocked sink is reported as failing rather than only as slow.
+    let audit_wait = cfg.audit.then(|| cfg.audit_timeout / 2);
     let deployment = tokio::task::spawn_blocking(move || {
         dev::open_mode(
             &dir,
@@ -45,7 +49,7 @@ pub async fn serve(mut cfg: ServerConfig, dev: bool) -> Result<(), String> {
             entries,
             source,
             &unit,
-            dev,
+            dev::Mode { dev, audit_wait },
         )
     })
     .await
@@ -105,6 +109,26 @@ pub async fn serve(mut cfg: ServerConfig, dev: bool) -> Result<(), String> {
         state = state.with_ceremony(c.clone());
         tracing::warn!("master key from the key ceremony: the crypto unit is SEALED; key operations answer 503 CRYPTO_UNIT_SEALED_ERR until administrators load the key parts (keyhold ceremony unseal, or the first ceremony's activate)");
     }
+    let audit = match &deployment.audit {
+        Some(parts) => {
+            let audit = Audit::start(
+                parts.store.clone(),
+                Signer::new(&parts.signing_key)?,
+                audit_stream(cfg.audit_log.as_deref())?,
+                AuditConfig {
+                    timeout: cfg.audit_timeout,
+                    checkpoint_every: cfg.audit_checkpoint_every,
+                    ..AuditConfig::default()
+                },
+            )?;
+            state = state.with_audit(audit.clone());
+            Some(audit)
+        }
+        None => {
+            tracing::warn!("the audit trail is OFF (--audit off): no call is recorded");
+            None
+        }
+    };
     let app = router_on(state.clone(), Network::Public);
     let private_app = router_on(state.clone(), Network::Private);
 
@@ -162,7 +186,12 @@ pub async fn serve(mut cfg: ServerConfig, dev: bool) -> Result<(), String> {
             }
         });
     }
-    serve_on(listener, app, tls, handle, header_timeout).await
+    let served = serve_on(listener, app, tls, handle, header_timeout).await;
+    if let Some(audit) = audit {
+        // Queued events of the last requests reach the store before the process exits.
+        let _ = tokio::task::spawn_blocking(move || audit.drain(Duration::from_secs(3))).await;
+    }
+    served
 }
 
 /// `host:port` of a bound address, loopback for an unspecified one.
@@ -216,6 +245,25 @@ async fn serve_on(
         }
     }
     .map_err(|e| format!("server error: {e}"))
+}
+
+/// Where `--audit-log` sends each record: a file (appended, created mode 0600) or stdout.
+fn audit_stream(
+    path: Option<&std::path::Path>,
+) -> Result<Option<Box<dyn std::io::Write + Send>>, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    Ok(match path {
+        None => None,
+        Some(p) if p.as_os_str() == "-" => Some(Box::new(std::io::stdout())),
+        Some(p) => Some(Box::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(p)
+                .map_err(|e| format!("cannot open the audit log {}: {e}", p.display()))?,
+        )),
+    })
 }
 
 async fn shutdown_signal() {

@@ -5,10 +5,12 @@
 //! bumps `revision` and writes it back; the write fails with
 //! [`StoreError::Conflict`] if someone else wrote in between.
 
+pub mod audit;
 mod postgres;
 mod query;
 mod sqlite;
 
+pub use audit::{AuditQuery, AuditRow, AuditStore, ChainHead, PostgresAudit, SqliteAudit};
 use keyhold_core::list::ListKeys;
 use keyhold_core::model::{
     ImportToken, Instance, InstancePolicy, KeyRecord, KeyRing, KeyVersion, Registration,

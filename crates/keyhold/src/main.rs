@@ -185,6 +185,29 @@ struct ServeArgs {
     /// CRYPTO_UNIT_SEALED_ERR until unsealed; soft unit only for now).
     #[arg(long, value_enum, default_value = "file", env = "KEYHOLD_MASTER_KEY")]
     master_key: MasterKeyArg,
+    /// The tamper-evident audit trail (docs/audit.md): `on` records every call in a
+    /// hash chain with signed checkpoints (management calls are durable before they are
+    /// answered; a sink that cannot be written answers 503 AUDIT_UNAVAILABLE_ERR); `off`
+    /// records nothing (for benchmark comparisons only; logged as a warning).
+    #[arg(long, value_enum, default_value = "on", env = "KEYHOLD_AUDIT")]
+    audit: AuditArg,
+    /// Also write each audit record as a JSON line to PATH (appended), or to stdout with `-`,
+    /// for a SIEM.
+    #[arg(long, env = "KEYHOLD_AUDIT_LOG", value_name = "PATH|-")]
+    audit_log: Option<PathBuf>,
+    /// Seconds a write to the audit store may take before calls are answered 503.
+    #[arg(long, default_value_t = 2, value_name = "SECS")]
+    audit_timeout: u64,
+    /// A signed audit checkpoint after this many events written by this node (and at the
+    /// latest every 30 s while events are written).
+    #[arg(long, default_value_t = 1000, value_name = "EVENTS")]
+    audit_checkpoint_every: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum AuditArg {
+    On,
+    Off,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -239,6 +262,10 @@ fn config(a: ServeArgs) -> Result<ServerConfig, String> {
         MasterKeyArg::Ceremony => MasterKeySource::Ceremony,
     };
     cfg.crypto_unit = unit;
+    cfg.audit = a.audit == AuditArg::On;
+    cfg.audit_log = a.audit_log;
+    cfg.audit_timeout = Duration::from_secs(a.audit_timeout.max(1));
+    cfg.audit_checkpoint_every = a.audit_checkpoint_every.max(1);
     Ok(cfg)
 }
 

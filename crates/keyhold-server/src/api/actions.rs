@@ -55,6 +55,7 @@ async fn dispatch(
     bytes: Bytes,
 ) -> Response {
     let instance_id = ctx.instance.id.clone();
+    let slot = ctx.audit.clone();
     match action {
         "wrap" => {
             run("Key could not be wrapped", async move {
@@ -70,6 +71,9 @@ async fn dispatch(
                     Some(view) => st.0.svc.wrap_with(&view, plaintext, &aad)?,
                     None => blocking(&st, move |svc| svc.wrap(&instance_id, &id, plaintext, &aad)).await?,
                 };
+                if let Some(slot) = &slot {
+                    slot.key_version(&out.version.id);
+                }
                 let mut body = json!({"ciphertext": out.ciphertext, "keyVersion": {"id": out.version.id}});
                 if let Some(p) = &out.plaintext {
                     body["plaintext"] = json!(encode(p));
@@ -92,6 +96,9 @@ async fn dispatch(
                     Some(out) => out,
                     None => blocking(&st, move |svc| svc.unwrap(&instance_id, &id, &ciphertext, &aad)).await?,
                 };
+                if let Some(slot) = &slot {
+                    slot.key_version(&out.version.id);
+                }
                 let mut body = json!({"plaintext": encode(&out.plaintext), "keyVersion": {"id": out.version.id}});
                 if let Some((ct, v)) = &out.rewrapped {
                     body["ciphertext"] = json!(ct);

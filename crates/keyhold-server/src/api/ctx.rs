@@ -22,6 +22,8 @@ pub struct Ctx {
     pub instance: Arc<Instance>,
     /// The caller's service roles on the instance.
     pub roles: Roles,
+    /// Where the handler adds what the audit event should know (key version).
+    pub audit: Option<super::audit::AuditSlot>,
 }
 
 fn not_allowed() -> Error {
@@ -117,6 +119,10 @@ impl FromRequestParts<AppState> for Ctx {
     async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, ApiError> {
         let token = bearer(parts).ok_or_else(Error::unauthorized)?;
         let principal = st.0.tokens.authenticate(token)?;
+        let slot = super::audit::slot_of(&parts.extensions).cloned();
+        if let Some(slot) = &slot {
+            slot.principal(&principal);
+        }
         let instance_id = parts
             .headers
             .get("bluemix-instance")
@@ -146,6 +152,9 @@ impl FromRequestParts<AppState> for Ctx {
             .filter(|i| i.is_usable_kms())
             .cloned()
             .ok_or_else(Error::unauthorized)?;
+        if let Some(slot) = &slot {
+            slot.instance(&instance.id);
+        }
         if principal.account_id != instance.account_id {
             return Err(Error::unauthorized().into());
         }
@@ -197,6 +206,7 @@ impl FromRequestParts<AppState> for Ctx {
             principal,
             instance,
             roles,
+            audit: slot,
         })
     }
 }
@@ -210,7 +220,11 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, ApiError> {
         let token = bearer(parts).ok_or_else(Error::unauthorized)?;
-        Ok(Caller(st.0.tokens.authenticate(token)?))
+        let principal = st.0.tokens.authenticate(token)?;
+        if let Some(slot) = super::audit::slot_of(&parts.extensions) {
+            slot.principal(&principal);
+        }
+        Ok(Caller(principal))
     }
 }
 

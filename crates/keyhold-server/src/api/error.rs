@@ -7,6 +7,11 @@ use serde_json::json;
 
 pub const MORE_INFO: &str = "https://cloud.ibm.com/apidocs/key-protect";
 
+/// The reason code of an error response, left in the response's extensions for
+/// the audit trail (so it never parses bodies).
+#[derive(Debug, Clone, Copy)]
+pub struct ReasonCode(pub &'static str);
+
 /// A domain error plus what the request was doing ("Key could not be created").
 #[derive(Debug)]
 pub struct ApiError {
@@ -53,6 +58,8 @@ impl IntoResponse for ApiError {
         let mut resp = (status, body).into_response();
         resp.headers_mut()
             .insert("content-type", HeaderValue::from_static("application/json"));
+        resp.extensions_mut()
+            .insert(ReasonCode(self.error.reason.code()));
         resp
     }
 }

@@ -16,18 +16,24 @@ use crate::auth::{apikey, Principal, PrincipalKind};
 
 const APIKEY_GRANT: &str = "urn:ibm:params:oauth:grant-type:apikey";
 
-pub(crate) fn iam_error(status: StatusCode, code: &str, message: &str) -> Response {
+pub(crate) fn iam_error(status: StatusCode, code: &'static str, message: &str) -> Response {
     let body = json!({"errorCode": code, "errorMessage": message,
         "context": {"requestId": uuid::Uuid::new_v4().to_string()}});
-    (
+    let mut resp = (
         status,
         [("content-type", "application/json")],
         body.to_string(),
     )
-        .into_response()
+        .into_response();
+    resp.extensions_mut().insert(super::error::ReasonCode(code));
+    resp
 }
 
-pub async fn token(State(st): State<AppState>, RawBody(bytes): RawBody) -> Response {
+pub async fn token(
+    State(st): State<AppState>,
+    slot: Option<axum::Extension<super::audit::AuditSlot>>,
+    RawBody(bytes): RawBody,
+) -> Response {
     let form: Vec<(String, String)> = match serde_urlencoded::from_bytes(&bytes) {
         Ok(f) => f,
         Err(_) => {
@@ -148,6 +154,9 @@ pub async fn token(State(st): State<AppState>, RawBody(bytes): RawBody) -> Respo
             )
         }
     };
+    if let Some(axum::Extension(slot)) = &slot {
+        slot.principal(&principal);
+    }
     match st.0.tokens.issue_bound(&principal, Some(&binding)) {
         Ok(t) => {
             let body = json!({"access_token": t.access_token, "refresh_token": t.refresh_token, "token_type": "Bearer",

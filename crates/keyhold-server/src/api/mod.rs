@@ -3,6 +3,7 @@
 //! a Key Protect error envelope.
 
 mod actions;
+pub mod audit;
 mod body;
 mod ceremony;
 mod ctx;
@@ -71,6 +72,8 @@ pub struct AppInner {
     pub ceremony: OnceLock<Arc<crate::ceremony::Ceremony>>,
     /// Set while a `/ready` store probe runs (at most one at a time).
     ready_probe: Arc<AtomicBool>,
+    /// The audit trail; unset with `serve --audit off`.
+    pub audit: OnceLock<Arc<crate::audit::Audit>>,
 }
 
 impl AppState {
@@ -101,12 +104,19 @@ impl AppState {
                 .unwrap_or_else(|| format!("127.0.0.1:{port}")),
             ceremony: OnceLock::new(),
             ready_probe: Arc::new(AtomicBool::new(false)),
+            audit: OnceLock::new(),
         }))
     }
 
     /// Serves the ceremony's endpoints from this node.
     pub fn with_ceremony(self, c: Arc<crate::ceremony::Ceremony>) -> Self {
         let _ = self.0.ceremony.set(c);
+        self
+    }
+
+    /// Records every call in the audit trail `a`.
+    pub fn with_audit(self, a: Arc<crate::audit::Audit>) -> Self {
+        let _ = self.0.audit.set(a);
         self
     }
 
@@ -230,8 +240,8 @@ async fn not_found() -> Response {
 }
 
 /// Request id (also in a span, so every log line while serving carries it),
-/// timeout, metrics and one structured log line per request.
-async fn envelope(State(st): State<AppState>, req: Request, next: Next) -> Response {
+/// timeout, the audit event, metrics and one structured log line per request.
+async fn envelope(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
     let request_id = req
         .headers()
@@ -253,17 +263,27 @@ async fn envelope(State(st): State<AppState>, req: Request, next: Next) -> Respo
     // At ERROR level so it is enabled whenever any line is logged: a span the
     // filter disables records nothing, and warnings would lose the request id.
     let span = tracing::error_span!("request", request_id = %request_id);
-    let served = tokio::time::timeout(st.0.request_timeout, next.run(req)).instrument(span.clone());
-    let mut resp = match served.await {
-        Ok(r) => r,
-        Err(_) => ApiError {
-            error: Error::new(
-                Reason::Unavailable,
-                "The request took too long and was abandoned",
+    // A call the audit trail cannot record now is refused before it runs, but still
+    // answered like any other error below (connection handling, request id, log line).
+    let (audit, mut resp) = match audit::begin(&st, &mut req, route) {
+        Err(audit::SinkDown) => (None, audit::unavailable()),
+        Ok(audit) => match tokio::time::timeout(st.0.request_timeout, next.run(req))
+            .instrument(span.clone())
+            .await
+        {
+            Ok(r) => (audit, r),
+            Err(_) => (
+                audit,
+                ApiError {
+                    error: Error::new(
+                        Reason::Unavailable,
+                        "The request took too long and was abandoned",
+                    ),
+                    op: "The request could not be completed",
+                }
+                .into_response(),
             ),
-            op: "The request could not be completed",
-        }
-        .into_response(),
+        },
     };
     if resp.status() == StatusCode::METHOD_NOT_ALLOWED
         && !resp.headers().contains_key("content-type")
@@ -282,6 +302,9 @@ async fn envelope(State(st): State<AppState>, req: Request, next: Next) -> Respo
         // leave the client to find a dropped keep-alive connection.
         resp.headers_mut()
             .insert("connection", HeaderValue::from_static("close"));
+    }
+    if let Some(a) = audit {
+        resp = audit::finish(a, &request_id, route.to_string(), resp).await;
     }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("correlation-id", v.clone());

@@ -40,6 +40,8 @@ enum Out {
     ActionVendor(&'static str),
     /// Prometheus text.
     Text,
+    /// `application/x-ndjson`: one JSON document a line (the audit export).
+    JsonLines,
 }
 
 /// A request body.
@@ -268,6 +270,13 @@ fn ops() -> Vec<Op> {
         Op { auth: Auth::Bearer, body: json_in("Object", &[JSON], true), ok: &[(200, Out::Json("Object"))],
             errors: &[400, 401, 403, 404, 409, 410, 413, 422, 429, 500, 503],
             ..kp("post", "/ceremony/v1/commands", "ceremonyCommand", "A signed ceremony command", "ceremony") },
+        Op { auth: Auth::Bearer, query: &["from", "to", "key_id", "principal", "action", "outcome", "instance", "limit", "after"],
+            ok: &[(200, Out::Json("Object"))], errors: &[400, 401, 403, 404, 500, 503],
+            ..kp("get", "/audit/v1/events", "listAuditEvents", "Audit events of the caller's account (Administrator)", "audit") },
+        Op { auth: Auth::Bearer, ok: &[(200, Out::JsonLines)], errors: &[401, 403, 404, 500, 503],
+            ..kp("get", "/audit/v1/export", "exportAudit", "The audit chain as JSON lines, with checkpoints and a signed head (Administrator)", "audit") },
+        Op { auth: Auth::Open, ok: &[(200, Out::Json("Object"))], errors: &[404, 500, 503],
+            ..kp("get", "/audit/v1/keys", "auditKeys", "The audit checkpoint signing public key", "audit") },
         Op { auth: Auth::Open, ok: &[(200, Out::Json("Health"))], errors: &[], ..kp("get", "/health", "health", "Liveness: the process serves HTTP", "operations") },
         Op { auth: Auth::Open, ok: &[(200, Out::Json("Ready")), (503, Out::Json("Ready"))], errors: &[],
             ..kp("get", "/ready", "ready", "Readiness: the store answers and the crypto unit is unsealed", "operations") },
@@ -340,6 +349,7 @@ fn response(out: Out, plain_json: bool) -> Value {
         Out::Text => {
             r["content"] = content(crate::metrics::CONTENT_TYPE, json!({"type": "string"}))
         }
+        Out::JsonLines => r["content"] = content("application/x-ndjson", json!({"type": "string"})),
     }
     r
 }

@@ -9,7 +9,7 @@ use axum::http::Method;
 use axum::routing::{on, MethodFilter, MethodRouter};
 
 use super::{
-    actions, ceremony, iam, identities, instances, keys, ops, policies, resources, AppState,
+    actions, audit, ceremony, iam, identities, instances, keys, ops, policies, resources, AppState,
 };
 
 pub(crate) struct RouteDef {
@@ -241,6 +241,9 @@ pub(crate) fn table() -> Vec<RouteDef> {
         r(M::DELETE, "/v1/policies/{id}", identities::delete_policy),
         r(M::GET, "/ceremony/v1/status", ceremony::status),
         r(M::POST, "/ceremony/v1/commands", ceremony::command),
+        r(M::GET, "/audit/v1/events", audit::events),
+        r(M::GET, "/audit/v1/export", audit::export),
+        r(M::GET, "/audit/v1/keys", audit::keys),
         r(M::GET, "/health", ops::health),
         r(M::GET, "/ready", ops::ready),
         r(M::GET, "/metrics", ops::metrics),

@@ -10,7 +10,8 @@ use keyhold_client::ClientError;
 
 pub const EXIT_CODES_HELP: &str = "Exit codes:\n  0  success\n  1  usage or local error (bad arguments, unreadable file, refused encrypted file)\n  \
 2  not found (key, alias, ring)\n  3  permission or authentication (bad API key, missing role)\n  \
-4  conflict or key state (disabled, deleted, duplicate, too early)\n  5  server or network error";
+4  conflict or key state (disabled, deleted, duplicate, too early)\n  5  server or network error\n  \
+6  `keyhold audit verify`: the audit trail is broken";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -18,6 +19,9 @@ pub enum CliError {
     Usage(String),
     #[error("{0}")]
     Local(String),
+    /// `keyhold audit verify` found the trail broken.
+    #[error("{0}")]
+    Broken(String),
     #[error("{0}")]
     Api(#[from] ClientError),
     #[error("{0}")]
@@ -61,6 +65,7 @@ impl CliError {
     pub fn exit_code(&self) -> ExitCode {
         ExitCode::from(match self {
             CliError::Usage(_) | CliError::Local(_) => 1,
+            CliError::Broken(_) => 6,
             CliError::Format(StreamError::Io(_)) => 1,
             CliError::Format(_) => 1,
             CliError::Api(e) | CliError::Hinted { err: e, .. } => api_exit(e),

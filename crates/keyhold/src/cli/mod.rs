@@ -2,6 +2,7 @@
 //! Protect) service, and envelope encryption of files.
 
 mod admin;
+mod audit;
 mod crypt;
 mod error;
 mod iam;
@@ -75,6 +76,14 @@ pub struct AuthorizationsArgs {
     conn: ConnArgs,
     #[command(subcommand)]
     cmd: instances::AuthorizationsCmd,
+}
+
+#[derive(Args, Debug)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    #[command(subcommand)]
+    cmd: audit::AuditCmd,
 }
 
 #[derive(Args, Debug)]
@@ -159,6 +168,12 @@ keyhold instances connection-info 0f6e…-uuid\n  keyhold instances --help   # e
 --target-service hs-crypto --target-id 0f6e…-uuid --role Reader\n  keyhold authorizations list"
     )]
     Authorizations(AuthorizationsArgs),
+    /// The tamper-evident audit trail: verify an export, export it, list events.
+    #[command(
+        after_help = "Examples:\n  keyhold audit events --outcome failure\n  keyhold audit export trail.jsonl\n  \
+keyhold audit keys -o json > audit-keys.json\n  keyhold audit verify trail.jsonl --public-key audit-keys.json"
+    )]
+    Audit(AuditArgs),
     /// Connection profiles in the config file (~/.config/keyhold/config.toml).
     #[command(
         after_help = "Examples:\n  keyhold profiles add dev --dev-json keyhold-data/dev.json --default\n  keyhold profiles list"
@@ -236,6 +251,7 @@ fn dispatch(cmd: ClientCommand) -> CliResult<()> {
             let c = Client::new(profile::resolve_account(&a.conn)?)?;
             rt.block_on(instances::authorizations(&c, a.conn.output, a.cmd))
         }
+        ClientCommand::Audit(a) => rt.block_on(audit::run(&a.conn, a.conn.output, a.cmd)),
         ClientCommand::Profiles(a) => profiles::run(&a.conn, a.conn.output, a.cmd),
         ClientCommand::Login(a) => {
             let c = Client::new(profile::resolve_account(&a.conn)?)?;

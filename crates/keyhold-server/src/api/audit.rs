@@ -1,0 +1,505 @@
+//! The audit trail's HTTP side: the per-request [`AuditSlot`] that the `Ctx`
+//! extractor and a few handlers fill in, the two halves of the audit step that
+//! `envelope` runs around every handler ([`begin`], [`finish`]), and the read
+//! routes `/audit/v1/events`, `/audit/v1/export` and `/audit/v1/keys`.
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use axum::body::{Body as AxumBody, Bytes};
+use axum::extract::{ConnectInfo, RawQuery, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use keyhold_core::{Error, Reason};
+use keyhold_store::{AuditQuery, AuditRow};
+use serde_json::json;
+
+use super::error::{ApiError, ReasonCode};
+use super::keys::query_pairs;
+use super::{reply, run, AppState, Body};
+use crate::audit::actions::{audited, classify};
+use crate::audit::record::{self, Redacted};
+use crate::audit::{Audit, Durability, Event};
+use crate::auth::Principal;
+
+#[derive(Default)]
+struct SlotData {
+    principal_id: String,
+    principal_kind: &'static str,
+    account_id: String,
+    instance_id: Option<String>,
+    key_version: String,
+    /// The key the call created (its id is not in the path).
+    key_id: Option<String>,
+    /// Replaces the table's action name once the handler knows more (ceremony verbs).
+    action: Option<String>,
+}
+
+/// What the handler learnt about the caller and target, for the event.
+#[derive(Clone, Default)]
+pub struct AuditSlot(Arc<Mutex<SlotData>>);
+
+impl AuditSlot {
+    fn with(&self, f: impl FnOnce(&mut SlotData)) {
+        if let Ok(mut d) = self.0.lock() {
+            f(&mut d);
+        }
+    }
+
+    pub fn principal(&self, p: &Principal) {
+        self.with(|d| {
+            d.principal_id.clone_from(&p.id);
+            d.principal_kind = p.kind.as_str();
+            d.account_id.clone_from(&p.account_id);
+        });
+    }
+
+    pub fn instance(&self, id: &str) {
+        self.with(|d| d.instance_id = Some(id.to_string()));
+    }
+
+    pub fn key_id(&self, id: &str) {
+        self.with(|d| d.key_id = Some(id.to_string()));
+    }
+
+    pub fn key_version(&self, id: &str) {
+        self.with(|d| d.key_version = id.to_string());
+    }
+
+    pub fn action(&self, action: String) {
+        self.with(|d| d.action = Some(action));
+    }
+}
+
+/// Records into the request's slot, when the audit trail is on.
+pub fn slot_of(ext: &axum::http::Extensions) -> Option<&AuditSlot> {
+    ext.get::<AuditSlot>()
+}
+
+/// What [`begin`] learnt from the request, kept for [`finish`].
+pub(crate) struct Begun {
+    audit: Arc<Audit>,
+    slot: AuditSlot,
+    action: Cow<'static, str>,
+    durability: Durability,
+    method: String,
+    key_id: String,
+    instance_header: String,
+    source_ip: String,
+    user_agent: String,
+    time: String,
+    time_ms: i64,
+}
+
+pub(crate) fn unavailable() -> Response {
+    ApiError {
+        error: Error::new(
+            Reason::AuditUnavailable,
+            "The audit trail cannot record this request now; retry later",
+        ),
+        op: "The request could not be audited",
+    }
+    .into_response()
+}
+
+/// Header text fit for a record: bounded, printable.
+fn clean(v: Option<&HeaderValue>, max: usize) -> String {
+    v.and_then(|v| v.to_str().ok())
+        .map(|s| s.chars().filter(|c| !c.is_control()).take(max).collect())
+        .unwrap_or_default()
+}
+
+/// The path segment where the template has `{name}`.
+fn path_param<'a>(route: &str, path: &'a str, name: &str) -> Option<&'a str> {
+    let pos = route.split('/').position(|s| s == name)?;
+    path.split('/').nth(pos)
+}
+
+/// The sink cannot take events now: the request is refused before it runs.
+pub(crate) struct SinkDown;
+
+/// Before the handler: refuses at once when the sink is down (the event could not
+/// be recorded), else notes what the request is and leaves a slot for the handler.
+pub(crate) fn begin(
+    st: &AppState,
+    req: &mut Request,
+    route: &str,
+) -> Result<Option<Begun>, SinkDown> {
+    let Some(audit) = st.0.audit.get() else {
+        return Ok(None);
+    };
+    if !audited(route) {
+        return Ok(None);
+    }
+    if !audit.healthy() {
+        return Err(SinkDown);
+    }
+    let path = req.uri().path();
+    let key_action = if route.ends_with("/actions/{action}") {
+        path.rsplit('/').next().map(str::to_string)
+    } else if route == "/api/v2/keys/{id}" && req.method() == axum::http::Method::POST {
+        query_pairs(&req.uri().query().map(str::to_string))
+            .ok()
+            .and_then(|p| p.into_iter().find(|(k, _)| k == "action").map(|(_, v)| v))
+    } else {
+        None
+    };
+    let method = req.method().as_str().to_string();
+    let (action, durability) = classify(&method, route, key_action.as_deref());
+    let key_id = path_param(route, path, "{id}")
+        .filter(|_| route.starts_with("/api/v2/keys/"))
+        .map(|s| s.chars().take(256).collect())
+        .unwrap_or_default();
+    let instance_header = clean(req.headers().get("bluemix-instance"), 128);
+    let instance_header = if instance_header
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        instance_header
+    } else {
+        String::new()
+    };
+    let source_ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_default();
+    let user_agent = clean(req.headers().get("user-agent"), 256);
+    let slot = AuditSlot::default();
+    req.extensions_mut().insert(slot.clone());
+    let (time, time_ms) = record::now();
+    Ok(Some(Begun {
+        audit: audit.clone(),
+        slot,
+        action,
+        durability,
+        method,
+        key_id,
+        instance_header,
+        source_ip,
+        user_agent,
+        time,
+        time_ms,
+    }))
+}
+
+/// After the handler: records the event; a response whose event cannot be
+/// recorded is replaced by 503 (its body, a wrapped key say, never leaves).
+pub(crate) async fn finish(b: Begun, request_id: &str, route: String, resp: Response) -> Response {
+    let status = resp.status();
+    let reason = resp
+        .extensions()
+        .get::<ReasonCode>()
+        .map(|r| r.0)
+        .unwrap_or(if status.is_success() || status.is_redirection() {
+            ""
+        } else {
+            "HTTP_ERROR"
+        });
+    let data = b.slot.0.lock().map(|mut d| std::mem::take(&mut *d)).ok();
+    let data = data.unwrap_or_default();
+    let event = Event {
+        seq: 0,
+        prev_hash: String::new(),
+        time: b.time,
+        kind: "event".into(),
+        request_id: request_id.to_string(),
+        action: data.action.unwrap_or_else(|| b.action.into_owned()),
+        outcome: if status.is_success() || status.is_redirection() {
+            "success"
+        } else {
+            "failure"
+        }
+        .into(),
+        status: status.as_u16(),
+        reason: reason.to_string(),
+        account_id: data.account_id,
+        principal_id: data.principal_id,
+        principal_kind: data.principal_kind.to_string(),
+        source_ip: b.source_ip,
+        user_agent: b.user_agent,
+        instance_id: data.instance_id.unwrap_or(b.instance_header),
+        key_id: data.key_id.unwrap_or(b.key_id),
+        key_version: data.key_version,
+        method: b.method,
+        route,
+        hash: String::new(),
+    };
+    // A refused call changed nothing, so its event is only queued: the response it
+    // already waited for (a store timeout, say) is not delayed further by the sink.
+    let durability = if status.is_success() || status.is_redirection() {
+        b.durability
+    } else {
+        Durability::Queued
+    };
+    match b.audit.record(event, b.time_ms, durability).await {
+        Ok(()) => resp,
+        Err(_) => unavailable(),
+    }
+}
+
+// ------------------------------------------------------------ read routes
+
+fn audit_of(st: &AppState) -> Result<Arc<Audit>, Error> {
+    st.0.audit.get().cloned().ok_or_else(|| {
+        Error::new(
+            Reason::NotFound,
+            "The audit trail is off on this server (serve --audit off)",
+        )
+    })
+}
+
+/// The caller, who must hold the Administrator platform role in their account.
+fn administrator(
+    st: &AppState,
+    headers: &HeaderMap,
+    ext: &axum::http::Extensions,
+) -> Result<Principal, Error> {
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim())
+        .ok_or_else(Error::unauthorized)?;
+    let p = st.0.tokens.authenticate(token)?;
+    if let Some(slot) = slot_of(ext) {
+        slot.principal(&p);
+    }
+    if !st
+        .0
+        .authz
+        .platform_roles(&p, &p.account_id, None)?
+        .may_administer()
+    {
+        return Err(Error::new(
+            Reason::Unauthorized,
+            "Reading the audit trail needs the Administrator platform role in the account",
+        ));
+    }
+    Ok(p)
+}
+
+fn events_query(raw: &Option<String>, account_id: &str) -> Result<AuditQuery, Error> {
+    let mut q = AuditQuery {
+        account_id: account_id.to_string(),
+        limit: 100,
+        ..Default::default()
+    };
+    let time = |name: &str, v: &str| {
+        keyhold_core::timefmt::parse(v)
+            .map(|s| s * 1000)
+            .ok_or_else(|| Error::invalid_query(name, "an RFC 3339 time"))
+    };
+    for (k, v) in query_pairs(raw)? {
+        match k.as_str() {
+            "from" => q.from_ms = Some(time("from", &v)?),
+            "to" => q.to_ms = Some(time("to", &v)? + 999),
+            "key_id" => q.key_id = Some(v),
+            "principal" => q.principal_id = Some(v),
+            "action" => q.action = Some(v),
+            "instance" => q.instance_id = Some(v),
+            "outcome" if v == "success" || v == "failure" => q.outcome = Some(v),
+            "outcome" => return Err(Error::invalid_query("outcome", "success or failure")),
+            "limit" => {
+                q.limit = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=1000).contains(n))
+                    .ok_or_else(|| Error::invalid_query("limit", "an integer from 1 to 1000"))?
+            }
+            "after" => {
+                q.after_seq = v
+                    .parse()
+                    .map_err(|_| Error::invalid_query("after", "a sequence number"))?
+            }
+            other => {
+                return Err(Error::new(
+                    Reason::InvalidQueryParam,
+                    format!(
+                        "Unknown query parameter `{}`",
+                        other.chars().take(40).collect::<String>()
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(q)
+}
+
+/// `GET /audit/v1/events`: the account's events, oldest first, paged by `after`.
+pub(crate) async fn events(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    req: Request,
+) -> Response {
+    run("Audit events could not be read", async move {
+        let audit = audit_of(&st)?;
+        let p = administrator(&st, &headers, req.extensions())?;
+        let q = events_query(&raw, &p.account_id)?;
+        let limit = q.limit as usize;
+        let rows = read(&st, move || audit.store().query(&q)).await?;
+        let next = (rows.len() == limit).then(|| rows.last().map(|r| r.seq)).flatten();
+        let mut body = String::with_capacity(rows.iter().map(|r| r.record.len() + 1).sum::<usize>() + 200);
+        body.push_str(&format!(
+            r#"{{"metadata":{{"collectionType":"application/vnd.keyhold.audit.event+json","collectionTotal":{}}},"next_after":{},"resources":["#,
+            rows.len(),
+            next.map_or("null".to_string(), |n| n.to_string())
+        ));
+        for (i, r) in rows.iter().enumerate() {
+            if i > 0 {
+                body.push(',');
+            }
+            body.push_str(&r.record);
+        }
+        body.push_str("]}");
+        let mut resp = (StatusCode::OK, body).into_response();
+        resp.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+        Ok(resp)
+    })
+    .await
+}
+
+async fn read<T: Send + 'static>(
+    st: &AppState,
+    f: impl FnOnce() -> keyhold_store::Result<T> + Send + 'static,
+) -> Result<T, Error> {
+    match tokio::time::timeout(st.0.store_timeout, tokio::task::spawn_blocking(f)).await {
+        Ok(Ok(Ok(v))) => Ok(v),
+        Ok(Ok(Err(e))) => {
+            tracing::warn!(error = %e, "the audit store cannot be read");
+            Err(Error::new(
+                Reason::AuditUnavailable,
+                "The audit store cannot be read now; retry later",
+            ))
+        }
+        Ok(Err(_)) => Err(Error::internal()),
+        Err(_) => Err(Error::new(
+            Reason::AuditUnavailable,
+            "The audit store did not answer in time; retry later",
+        )),
+    }
+}
+
+/// A response body fed by a channel, so an export streams page by page.
+struct ChannelBody(tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>);
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|o| o.map(|r| r.map(http_body::Frame::data)))
+    }
+}
+
+const EXPORT_PAGE: u32 = 1000;
+
+/// One export line: the record, or for another account's event its place in the chain only.
+fn export_line(r: &AuditRow, account_id: &str, out: &mut Vec<u8>) {
+    if r.kind == "event" && !r.account_id.is_empty() && r.account_id != account_id {
+        let prev = serde_json::from_str::<serde_json::Value>(&r.record)
+            .ok()
+            .and_then(|v| {
+                v.get("prev_hash")
+                    .and_then(|p| p.as_str())
+                    .map(str::to_string)
+            })
+            .unwrap_or_default();
+        let red = Redacted {
+            seq: r.seq,
+            prev_hash: prev,
+            kind: "redacted".into(),
+            hash: r.hash.clone(),
+        };
+        out.extend_from_slice(serde_json::to_string(&red).unwrap_or_default().as_bytes());
+    } else {
+        out.extend_from_slice(r.record.as_bytes());
+    }
+    out.push(b'\n');
+}
+
+/// `GET /audit/v1/export`: the whole chain as JSON lines up to the head at the
+/// time of the call, then that head signed. Other accounts' events are redacted
+/// to their hashes, so the chain still verifies.
+pub(crate) async fn export(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    req: Request,
+) -> Response {
+    run("The audit trail could not be exported", async move {
+        let audit = audit_of(&st)?;
+        let p = administrator(&st, &headers, req.extensions())?;
+        let a = audit.clone();
+        let head = read(&st, move || a.store().head()).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let account = p.account_id.clone();
+        tokio::spawn(async move {
+            let mut after = 0u64;
+            while after < head.seq {
+                let a = audit.clone();
+                let page =
+                    tokio::task::spawn_blocking(move || a.store().scan(after, EXPORT_PAGE)).await;
+                let rows = match page {
+                    Ok(Ok(rows)) if !rows.is_empty() => rows,
+                    _ => {
+                        // The client sees a cut-off body; without the signed head
+                        // `audit verify` reports it as truncated.
+                        let _ = tx
+                            .send(Err(std::io::Error::other("audit store read failed")))
+                            .await;
+                        return;
+                    }
+                };
+                let mut buf = Vec::with_capacity(rows.len() * 600);
+                for r in rows.iter().filter(|r| r.seq <= head.seq) {
+                    export_line(r, &account, &mut buf);
+                    after = r.seq;
+                }
+                if rows.last().is_some_and(|r| r.seq > head.seq) {
+                    after = head.seq;
+                }
+                if tx.send(Ok(Bytes::from(buf))).await.is_err() {
+                    return;
+                }
+            }
+            let (time, _) = record::now();
+            let line = serde_json::to_string(&audit.signer().head(head.seq, &head.hash, time))
+                .unwrap_or_default();
+            let _ = tx.send(Ok(Bytes::from(line + "\n"))).await;
+        });
+        let mut resp = Response::new(AxumBody::new(ChannelBody(rx)));
+        resp.headers_mut().insert(
+            "content-type",
+            HeaderValue::from_static("application/x-ndjson"),
+        );
+        Ok(resp)
+    })
+    .await
+}
+
+/// `GET /audit/v1/keys`: the public keys checkpoints and export heads are signed with.
+pub(crate) async fn keys(State(st): State<AppState>) -> Response {
+    run("Audit keys could not be read", async move {
+        let audit = audit_of(&st)?;
+        let s = audit.signer();
+        Ok(reply(
+            &st,
+            StatusCode::OK,
+            Body::Json,
+            &json!({"keys": [{"id": s.id(), "alg": "Ed25519", "public_key": B64.encode(s.public_key())}]}),
+        ))
+    })
+    .await
+}

@@ -1,0 +1,356 @@
+//! The tamper-evident audit trail (docs/audit.md): events go through one
+//! in-memory queue to a writer thread that appends them to the hash chain in
+//! batches (group commit), adds signed checkpoints, and copies each record to the
+//! optional `--audit-log` stream.
+//!
+//! Requests see the sink through three cheap calls: [`Audit::healthy`] (two atomic
+//! loads) before the handler runs, and [`Audit::record`] after it, which for a
+//! queued (crypto/read) event is one mutex push, and for a synchronous
+//! (management) event waits until its batch is committed, at most the sink
+//! timeout. A request whose event cannot be queued or committed is answered
+//! 503 `AUDIT_UNAVAILABLE_ERR`, never as a success.
+
+pub mod actions;
+pub mod record;
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use keyhold_store::{AuditRow, AuditStore, ChainHead};
+use tokio::sync::oneshot;
+
+pub use actions::Durability;
+pub use record::{Event, Head, Signer};
+
+/// Group-commit tick: queued events wait at most this long for their batch.
+const FLUSH_EVERY: Duration = Duration::from_millis(10);
+/// A batch this large is written at once, without waiting for the tick.
+const FLUSH_SOON: usize = 256;
+/// At most this many events go in one transaction.
+const MAX_BATCH: usize = 2048;
+/// Pause before retrying a failed batch.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    /// A write slower than this (or failing) makes the sink unavailable.
+    pub timeout: Duration,
+    /// Events held in memory (queued + being retried) before requests are refused.
+    pub queue_capacity: usize,
+    /// A signed checkpoint after this many events written by this node…
+    pub checkpoint_every: u64,
+    /// …or after this long when any were written.
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            timeout: Duration::from_secs(2),
+            queue_capacity: 100_000,
+            checkpoint_every: 1000,
+            checkpoint_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+struct Pending {
+    event: Event,
+    time_ms: i64,
+    ack: Option<oneshot::Sender<bool>>,
+}
+
+struct Shared {
+    queue: Mutex<Vec<Pending>>,
+    wake: Condvar,
+    /// Events accepted and not yet committed (queued or being retried).
+    backlog: AtomicUsize,
+    /// The last append failed (cleared by the next success).
+    failing: AtomicBool,
+    /// Unix ms at which the append in progress started; 0 when idle.
+    writing_since_ms: AtomicI64,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Vec<Pending>> {
+        // A request that panicked while pushing leaves the queue usable.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+pub struct Audit {
+    shared: Arc<Shared>,
+    store: Arc<dyn AuditStore>,
+    signer: Arc<Signer>,
+    cfg: AuditConfig,
+}
+
+/// Why an event could not be recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unavailable;
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Audit {
+    /// Starts the writer thread. `stream` receives every committed record as a JSON line.
+    pub fn start(
+        store: Arc<dyn AuditStore>,
+        signer: Signer,
+        stream: Option<Box<dyn Write + Send>>,
+        cfg: AuditConfig,
+    ) -> Result<Arc<Self>, String> {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Vec::with_capacity(FLUSH_SOON * 2)),
+            wake: Condvar::new(),
+            backlog: AtomicUsize::new(0),
+            failing: AtomicBool::new(false),
+            writing_since_ms: AtomicI64::new(0),
+        });
+        let signer = Arc::new(signer);
+        let writer = Writer {
+            shared: shared.clone(),
+            store: store.clone(),
+            signer: signer.clone(),
+            stream,
+            cfg: cfg.clone(),
+            since_checkpoint: 0,
+            last_checkpoint: Instant::now(),
+            failures: 0,
+        };
+        std::thread::Builder::new()
+            .name("keyhold-audit".into())
+            .spawn(move || writer.run())
+            .map_err(|e| format!("cannot start the audit writer: {e}"))?;
+        Ok(Arc::new(Audit {
+            shared,
+            store,
+            signer,
+            cfg,
+        }))
+    }
+
+    /// Whether events can be taken now: the last write succeeded, none has been
+    /// stuck longer than the timeout, and the queue has room.
+    pub fn healthy(&self) -> bool {
+        if self.shared.failing.load(Ordering::Acquire) {
+            return false;
+        }
+        let since = self.shared.writing_since_ms.load(Ordering::Acquire);
+        if since != 0 && unix_ms() - since > self.cfg.timeout.as_millis() as i64 {
+            return false;
+        }
+        self.shared.backlog.load(Ordering::Acquire) < self.cfg.queue_capacity
+    }
+
+    /// Records `event`: queued, or (Sync) committed before this returns, within the timeout.
+    pub async fn record(
+        &self,
+        event: Event,
+        time_ms: i64,
+        durability: Durability,
+    ) -> Result<(), Unavailable> {
+        if self.shared.backlog.fetch_add(1, Ordering::AcqRel) >= self.cfg.queue_capacity {
+            self.shared.backlog.fetch_sub(1, Ordering::AcqRel);
+            return Err(Unavailable);
+        }
+        let (ack, done) = match durability {
+            Durability::Sync => {
+                let (tx, rx) = oneshot::channel();
+                (Some(tx), Some(rx))
+            }
+            Durability::Queued => (None, None),
+        };
+        let len = {
+            let mut q = self.shared.lock();
+            q.push(Pending {
+                event,
+                time_ms,
+                ack,
+            });
+            q.len()
+        };
+        let Some(done) = done else {
+            if len >= FLUSH_SOON {
+                self.shared.wake.notify_one();
+            }
+            return Ok(());
+        };
+        self.shared.wake.notify_one();
+        match tokio::time::timeout(self.cfg.timeout, done).await {
+            Ok(Ok(true)) => Ok(()),
+            _ => Err(Unavailable),
+        }
+    }
+
+    pub fn signer(&self) -> &Signer {
+        &self.signer
+    }
+
+    pub fn store(&self) -> &Arc<dyn AuditStore> {
+        &self.store
+    }
+
+    /// Waits (up to `within`) until every accepted event is committed; for shutdown.
+    pub fn drain(&self, within: Duration) {
+        self.shared.wake.notify_one();
+        let deadline = Instant::now() + within;
+        while self.shared.backlog.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+struct Writer {
+    shared: Arc<Shared>,
+    store: Arc<dyn AuditStore>,
+    signer: Arc<Signer>,
+    stream: Option<Box<dyn Write + Send>>,
+    cfg: AuditConfig,
+    since_checkpoint: u64,
+    last_checkpoint: Instant,
+    failures: u64,
+}
+
+fn row_of(e: &Event, time_ms: i64, line: String) -> AuditRow {
+    AuditRow {
+        seq: e.seq,
+        time_ms,
+        kind: "event".into(),
+        account_id: e.account_id.clone(),
+        instance_id: e.instance_id.clone(),
+        key_id: e.key_id.clone(),
+        principal_id: e.principal_id.clone(),
+        action: e.action.clone(),
+        outcome: e.outcome.clone(),
+        hash: e.hash.clone(),
+        record: line,
+    }
+}
+
+impl Writer {
+    fn run(mut self) {
+        let mut pending: Vec<Pending> = Vec::new();
+        loop {
+            {
+                let mut q = self.shared.lock();
+                if q.is_empty() {
+                    q = self
+                        .shared
+                        .wake
+                        .wait_timeout(q, FLUSH_EVERY)
+                        .map(|(g, _)| g)
+                        .unwrap_or_else(|e| e.into_inner().0);
+                }
+                let room = MAX_BATCH.saturating_sub(pending.len());
+                let take = q.len().min(room);
+                pending.extend(q.drain(..take));
+            }
+            let checkpoint = self.since_checkpoint + pending.len() as u64 > 0
+                && (self.since_checkpoint + pending.len() as u64 >= self.cfg.checkpoint_every
+                    || self.last_checkpoint.elapsed() >= self.cfg.checkpoint_interval);
+            if pending.is_empty() && !checkpoint {
+                continue;
+            }
+            self.shared
+                .writing_since_ms
+                .store(unix_ms(), Ordering::Release);
+            let signer = self.signer.clone();
+            let result = self.store.append(&mut |head: &ChainHead| {
+                let mut prev = head.hash.clone();
+                let mut seq = head.seq;
+                let mut rows = Vec::with_capacity(pending.len() + 1);
+                for p in pending.iter_mut() {
+                    seq += 1;
+                    p.event.seq = seq;
+                    p.event.prev_hash = std::mem::take(&mut prev);
+                    let line = p.event.seal();
+                    prev = p.event.hash.clone();
+                    rows.push(row_of(&p.event, p.time_ms, line));
+                }
+                if checkpoint {
+                    seq += 1;
+                    let (time, ms) = record::now();
+                    let (c, line) = signer.checkpoint(seq, &prev, time);
+                    rows.push(AuditRow {
+                        seq,
+                        time_ms: ms,
+                        kind: "checkpoint".into(),
+                        account_id: String::new(),
+                        instance_id: String::new(),
+                        key_id: String::new(),
+                        principal_id: String::new(),
+                        action: String::new(),
+                        outcome: String::new(),
+                        hash: c.hash,
+                        record: line,
+                    });
+                }
+                rows
+            });
+            self.shared.writing_since_ms.store(0, Ordering::Release);
+            match result {
+                Ok(rows) => {
+                    if self.failures > 0 {
+                        tracing::info!(
+                            failed_attempts = self.failures,
+                            "the audit store is writable again"
+                        );
+                    }
+                    self.failures = 0;
+                    self.shared.failing.store(false, Ordering::Release);
+                    self.shared
+                        .backlog
+                        .fetch_sub(pending.len(), Ordering::AcqRel);
+                    for p in pending.drain(..) {
+                        if let Some(ack) = p.ack {
+                            let _ = ack.send(true);
+                        }
+                    }
+                    if checkpoint {
+                        self.since_checkpoint = 0;
+                        self.last_checkpoint = Instant::now();
+                    } else {
+                        self.since_checkpoint += rows.len() as u64;
+                    }
+                    self.stream(&rows);
+                }
+                Err(e) => {
+                    if self.failures == 0 {
+                        tracing::error!(error = %e, queued = pending.len(), "the audit store cannot be written: requests are refused with 503 AUDIT_UNAVAILABLE_ERR until it recovers");
+                    }
+                    self.failures += 1;
+                    self.shared.failing.store(true, Ordering::Release);
+                    // The events stay queued and are retried in order; their
+                    // requests are answered 503 now rather than when the store returns.
+                    for p in pending.iter_mut() {
+                        if let Some(ack) = p.ack.take() {
+                            let _ = ack.send(false);
+                        }
+                    }
+                    std::thread::sleep(RETRY_PAUSE);
+                }
+            }
+        }
+    }
+
+    fn stream(&mut self, rows: &[AuditRow]) {
+        let Some(out) = self.stream.as_mut() else {
+            return;
+        };
+        let mut buf = Vec::with_capacity(rows.len() * 512);
+        for r in rows {
+            buf.extend_from_slice(r.record.as_bytes());
+            buf.push(b'\n');
+        }
+        if let Err(e) = out.write_all(&buf).and_then(|_| out.flush()) {
+            tracing::warn!(error = %e, "cannot write the audit log stream");
+        }
+    }
+}
