@@ -509,9 +509,10 @@ fn schemas() -> Value {
     m.insert("Health".into(), json!({"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}));
     m.insert("Ready".into(), json!({"type": "object", "required": ["status", "not_ready", "checks"], "properties": {
             "status": {"type": "string", "enum": ["ready", "not_ready"]},
-            "not_ready": {"type": "array", "items": {"type": "string", "enum": ["store", "crypto_unit"]}},
-            "checks": {"type": "object", "required": ["store", "crypto_unit"], "properties": {
+            "not_ready": {"type": "array", "items": {"type": "string", "enum": ["store", "crypto_unit", "audit"]}},
+            "checks": {"type": "object", "required": ["store", "crypto_unit", "audit"], "properties": {
                 "store": {"type": "string"},
+                "audit": {"type": "string", "enum": ["ok", "unavailable", "off"]},
                 "crypto_unit": {"type": "object", "required": ["kind", "state"], "properties": {
                     "kind": {"type": "string"}, "state": {"type": "string", "enum": ["unsealed", "sealed", "zeroized"]}}}}}}}));
     m.insert("ErrorEnvelope".into(), json!({"type": "object", "required": ["metadata", "resources"], "properties": {

@@ -39,6 +39,15 @@ pub(crate) async fn ready(State(st): State<AppState>) -> Response {
     if unit_state != SealState::Unsealed {
         not_ready.push("crypto_unit");
     }
+    // A node whose audit trail cannot record calls refuses them (503): not ready.
+    let audit = match st.0.audit.get() {
+        None => "off",
+        Some(a) if a.healthy() => "ok",
+        Some(_) => "unavailable",
+    };
+    if audit == "unavailable" {
+        not_ready.push("audit");
+    }
     let status = if not_ready.is_empty() {
         StatusCode::OK
     } else {
@@ -50,6 +59,7 @@ pub(crate) async fn ready(State(st): State<AppState>) -> Response {
         "checks": {
             "store": store,
             "crypto_unit": {"kind": st.0.svc.unit().kind(), "state": unit_state.as_str()},
+            "audit": audit,
         },
     });
     (
