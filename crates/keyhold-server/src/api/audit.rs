@@ -92,7 +92,6 @@ pub(crate) struct Begun {
     instance_header: String,
     source_ip: String,
     user_agent: String,
-    time: String,
     time_ms: i64,
 }
 
@@ -109,9 +108,12 @@ pub(crate) fn unavailable() -> Response {
 
 /// Header text fit for a record: bounded, printable.
 fn clean(v: Option<&HeaderValue>, max: usize) -> String {
-    v.and_then(|v| v.to_str().ok())
-        .map(|s| s.chars().filter(|c| !c.is_control()).take(max).collect())
-        .unwrap_or_default()
+    match v.and_then(|v| v.to_str().ok()) {
+        // The common case (short, printable ASCII) copies the value as it is.
+        Some(s) if s.len() <= max && s.bytes().all(|b| (0x20..0x7f).contains(&b)) => s.to_string(),
+        Some(s) => s.chars().filter(|c| !c.is_control()).take(max).collect(),
+        None => String::new(),
+    }
 }
 
 /// The path segment where the template has `{name}`.
@@ -172,7 +174,8 @@ pub(crate) fn begin(
     let user_agent = clean(req.headers().get("user-agent"), 256);
     let slot = AuditSlot::default();
     req.extensions_mut().insert(slot.clone());
-    let (time, time_ms) = record::now();
+    // Formatted by the writer thread, off the request path.
+    let time_ms = record::now_ms();
     Ok(Some(Begun {
         audit: audit.clone(),
         slot,
@@ -183,7 +186,6 @@ pub(crate) fn begin(
         instance_header,
         source_ip,
         user_agent,
-        time,
         time_ms,
     }))
 }
@@ -206,7 +208,7 @@ pub(crate) async fn finish(b: Begun, request_id: &str, route: String, resp: Resp
     let event = Event {
         seq: 0,
         prev_hash: String::new(),
-        time: b.time,
+        time: String::new(),
         kind: "event".into(),
         request_id: request_id.to_string(),
         action: data.action.unwrap_or_else(|| b.action.into_owned()),

@@ -396,9 +396,20 @@ pub fn verify<'a>(
 
 /// Now as RFC 3339 UTC with milliseconds, and as unix milliseconds.
 pub fn now() -> (String, i64) {
-    let t = time::OffsetDateTime::now_utc();
-    let ms = (t.unix_timestamp_nanos() / 1_000_000) as i64;
-    let s = format!(
+    let ms = now_ms();
+    (format_ms(ms), ms)
+}
+
+/// Now as unix milliseconds (what a request takes; the writer formats it).
+pub fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// Unix milliseconds as RFC 3339 UTC with milliseconds.
+pub fn format_ms(ms: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
         t.year(),
         u8::from(t.month()),
@@ -407,8 +418,7 @@ pub fn now() -> (String, i64) {
         t.minute(),
         t.second(),
         t.millisecond()
-    );
-    (s, ms)
+    )
 }
 
 #[cfg(test)]
