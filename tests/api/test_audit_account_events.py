@@ -37,7 +37,9 @@ class Recorder:
 
     def call(self, token, method, path, body=None, *, action, principal, expect, params=None):
         rid = str(uuid.uuid4())
-        h = {"Correlation-Id": rid, "User-Agent": UA, "Authorization": "Bearer " + token}
+        h = {"Correlation-Id": rid, "User-Agent": UA}
+        if token:
+            h["Authorization"] = "Bearer " + token
         r = requests.request(method, self.a.srv.url + path, json=body, params=params, headers=h, timeout=30)
         assert r.status_code == expect, f"{method} {path}: {r.status_code} {r.text}"
         reason = ""
@@ -158,6 +160,17 @@ def test_account_changes_are_audited_and_no_api_key_leaks(world):
     rec.call(admin, "DELETE", f"/v2/resource_instances/{cos['guid']}", action="resource.instance.delete",
              principal=ADM, expect=204)
 
+    # refused before authentication: no token, a tampered token (principal unknown) ------------
+    h, c, sig = admin.split(".")
+    tampered = ".".join([h, c[:-4] + ("AAAA" if not c.endswith("AAAA") else "BBBB"), sig])
+    for token in ("", tampered):
+        rec.call(token, "POST", "/v1/users", {"user_id": uniq("anon") + "@example.com"},
+                 action="iam.user.create", principal="", expect=401)
+        rec.call(token, "POST", "/v2/resource_instances", {"name": uniq("anon"), "service": "cloud-object-storage"},
+                 action="resource.instance.create", principal="", expect=401)
+        rec.call(token, "POST", "/v1/authorizations", {}, action="iam.authorization.create", principal="",
+                 expect=401)
+
     # the events ----------------------------------------------------------------------------------
     def all_there():
         ids = {e["request_id"] for e in a.events()}
@@ -169,7 +182,7 @@ def test_account_changes_are_audited_and_no_api_key_leaks(world):
         e = events[rid]
         want = {"action": action, "method": method, "status": status, "reason": reason,
                 "outcome": "success" if status < 400 else "failure", "principal_id": principal,
-                "account_id": "dev-account", "user_agent": UA}
+                "account_id": "dev-account" if principal else "", "user_agent": UA}
         got = {k: e.get(k) for k in want}
         if got != want:
             problems.append(f"{method} {e.get('route')}: want {want}, got {got}")

@@ -361,3 +361,17 @@ def test_whoami_reports_the_platform_roles(world):
         assert me["iam_admin"] == (role == "Administrator"), me
     me = world["callers"]["svc-Manager"].ok("GET", "/v1/whoami")
     assert me["platform_roles"] == [] and not me["iam_admin"], me
+
+
+def test_a_new_user_holds_only_what_its_policies_give(world):
+    """Only the dev administrators hold every platform role; a user created later starts with none."""
+    admin, hs = world["admin"], world["hs"]["guid"]
+    uid = admin.ok("POST", "/v1/users", {"user_id": uniq("plain") + "@example.com"})["iam_id"]
+    user = Caller(world["srv"], admin.ok("POST", "/v1/apikeys", {"name": "plain", "iam_id": uid})["apikey"])
+    me = user.ok("GET", "/v1/whoami")
+    assert me["type"] == "user" and me["platform_roles"] == [] and not me["iam_admin"], me
+    assert_kp_error(user.req("GET", f"/v2/resource_instances/{hs}"), 401, "UNAUTHORIZED_ERR", reasons_optional=True)
+    assert_iam_error(user.req("GET", "/v1/users"), 403)
+    admin.ok("POST", "/v1/policies", policy_body(uid, [PR + "Editor"]))
+    user.ok("PATCH", f"/v2/resource_instances/{hs}", {"name": uniq("renamed")})
+    assert_kp_error(user.req("GET", "/audit/v1/events"), 401, "UNAUTHORIZED_ERR", reasons_optional=True)
