@@ -9,8 +9,8 @@ responses and on every log line written while serving a request.
   reached (refused, and silent) behind a TCP relay this test controls, answered within the
   bound; 200 again once it is back.
 - Request id: a Correlation-Id sent is echoed in Correlation-Id and X-Request-Id, and the
-  service's own log line for that request (a stored-key integrity error) carries it in its
-  span, as does the request line.
+  service's own log line for that request (a stored-key integrity error) carries it as
+  `request_id`, as does the request line (among its fields).
 """
 from __future__ import annotations
 
@@ -267,7 +267,7 @@ def test_ready_is_503_while_the_store_cannot_be_reached(tmp_path):
         assert r.status_code == 503, r.text
         assert r.headers["x-request-id"] == rid
         assert wait_for(lambda: any(l.get("fields", {}).get("message") == "store unavailable"
-                             and l.get("span", {}).get("request_id") == rid for l in log_lines(srv)), timeout=5)
+                             and rid_of(l) == rid for l in log_lines(srv)), timeout=5)
         errors = scrape(srv.url)
         assert value(errors, "keyhold_store_errors_total", kind="unavailable") >= 1
 
@@ -277,6 +277,12 @@ def test_ready_is_503_while_the_store_cannot_be_reached(tmp_path):
     finally:
         srv.stop()
         relay.close()
+
+
+def rid_of(line: dict):
+    """The request id a log line carries: a top-level member on every line written
+    while serving a request, a field of the per-request access line."""
+    return line.get("request_id", line.get("fields", {}).get("request_id"))
 
 
 def log_lines(srv) -> list[dict]:
@@ -312,22 +318,22 @@ def test_request_id_is_echoed_and_on_every_log_line_of_the_request(tmp_path):
         assert r.headers["correlation-id"] == rid and r.headers["x-request-id"] == rid
 
         def lines_of_request():
-            return [l for l in log_lines(srv) if l.get("span", {}).get("request_id") == rid]
+            return [l for l in log_lines(srv) if rid_of(l) == rid]
 
         assert wait_for(lambda: len(lines_of_request()) >= 2, timeout=5)
         messages = [l["fields"]["message"] for l in lines_of_request()]
         assert "stored key material failed its integrity check" in messages, messages
         assert "request" in messages, messages
-        # Every line that names this request carries it in its span, nothing else does.
+        # Every line that names this request carries it as its request id.
         for l in log_lines(srv):
             if rid in json.dumps(l):
-                assert l.get("span", {}).get("request_id") == rid, l
+                assert rid_of(l) == rid, l
 
         # Without a Correlation-Id a fresh id is made, echoed and logged.
         r = kp.get(f"/api/v2/keys/{kid}/metadata")
         made = r.headers["x-request-id"]
         assert re.fullmatch(r"[0-9a-f-]{36}", made) and r.headers["correlation-id"] == made
-        assert wait_for(lambda: any(l.get("span", {}).get("request_id") == made for l in log_lines(srv)), timeout=5)
+        assert wait_for(lambda: any(rid_of(l) == made for l in log_lines(srv)), timeout=5)
     finally:
         srv.stop()
 
@@ -337,7 +343,7 @@ def test_request_id_is_echoed_and_on_every_log_line_of_the_request(tmp_path):
         rid = f"obs-quiet-{uuid.uuid4().hex}"
         r = srv.client().post(f"/api/v2/keys/{kid}/actions/wrap", {}, headers={"Correlation-Id": rid})
         assert r.status_code == 409, r.text
-        assert wait_for(lambda: any(l.get("span", {}).get("request_id") == rid
+        assert wait_for(lambda: any(rid_of(l) == rid
                                     and l["fields"]["message"] == "stored key material failed its integrity check"
                                     for l in log_lines(srv)), timeout=5)
     finally:

@@ -10,5 +10,6 @@ pub mod ceremony;
 pub mod config;
 pub mod dev;
 pub mod metrics;
+pub mod request_id;
 pub mod server;
 pub mod service;

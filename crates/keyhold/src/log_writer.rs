@@ -4,6 +4,8 @@
 //! wake the writer for nearly every request and, on a server given one core, now and
 //! then run it ahead of a waiting request (docs/benchmarks.md, "Why p99 at half of peak").
 //! Nothing is dropped: past [`LIMIT`] bytes a logging thread waits for the writer.
+//! A line written while serving a request gets that request's id as a last member
+//! `"request_id"` (keyhold_server::request_id), unless it names one itself.
 
 use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -107,6 +109,23 @@ impl Drop for FlushGuard {
     }
 }
 
+/// Appends `line` (one JSON object and a newline) with `"request_id": id` as its
+/// last member, unless it has one already (the per-request access line does).
+fn append_with_request_id(out: &mut Vec<u8>, line: &[u8], id: &str) {
+    let body = line.strip_suffix(b"\n").unwrap_or(line);
+    let has_id = body.windows(13).any(|w| w == b"\"request_id\":");
+    match body.strip_suffix(b"}") {
+        Some(open) if !has_id => {
+            out.extend_from_slice(open);
+            out.extend_from_slice(b",\"request_id\":");
+            // The id is visible ASCII (api::envelope), but may hold a quote.
+            out.extend_from_slice(serde_json::to_string(id).unwrap_or_default().as_bytes());
+            out.extend_from_slice(b"}\n");
+        }
+        _ => out.extend_from_slice(line),
+    }
+}
+
 /// One event's line, appended whole.
 pub struct LineWriter {
     shared: Arc<Shared>,
@@ -122,7 +141,10 @@ impl Write for LineWriter {
                 .wait(pending)
                 .unwrap_or_else(|e| e.into_inner());
         }
-        pending.bytes.extend_from_slice(buf);
+        match keyhold_server::request_id::current() {
+            Some(id) => append_with_request_id(&mut pending.bytes, buf, &id),
+            None => pending.bytes.extend_from_slice(buf),
+        }
         if pending.bytes.len() >= FLUSH_SOON {
             self.shared.flush_now.notify_one();
         }
@@ -147,6 +169,17 @@ impl<'a> MakeWriter<'a> for BatchedStderr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_line_gets_its_id_once() {
+        let mut out = Vec::new();
+        append_with_request_id(&mut out, b"{\"level\":\"WARN\"}\n", "a\"b");
+        assert_eq!(out, b"{\"level\":\"WARN\",\"request_id\":\"a\\\"b\"}\n");
+        out.clear();
+        let named = b"{\"fields\":{\"request_id\":\"x\"}}\n";
+        append_with_request_id(&mut out, named, "y");
+        assert_eq!(out, named);
+    }
 
     #[test]
     fn every_line_is_written_in_order_and_close_flushes() {

@@ -42,11 +42,7 @@ async fn blocking<T: Send + 'static>(
     st: &AppState,
     f: impl FnOnce() -> Result<T, Error> + Send + 'static,
 ) -> Result<T, Error> {
-    let span = tracing::Span::current();
-    let work = move || {
-        let _in_request = span.enter();
-        f()
-    };
+    let work = crate::request_id::carry(f);
     match tokio::time::timeout(st.0.store_timeout, tokio::task::spawn_blocking(work)).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {

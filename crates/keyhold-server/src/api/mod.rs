@@ -31,7 +31,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use keyhold_core::{Error, Reason};
 use serde_json::Value;
-use tracing::Instrument;
 
 pub use ctx::{Caller, Ctx};
 
@@ -159,12 +158,8 @@ pub(crate) async fn blocking_within<T: Send + 'static>(
     f: impl FnOnce(&Service) -> Result<T, Error> + Send + 'static,
 ) -> Result<T, Error> {
     let svc = st.0.svc.clone();
-    // The request's span follows the work, so its log lines carry the request id.
-    let span = tracing::Span::current();
-    let work = move || {
-        let _in_request = span.enter();
-        f(&svc)
-    };
+    // The work runs as the request, so its log lines carry the request id.
+    let work = crate::request_id::carry(move || f(&svc));
     match tokio::time::timeout(deadline, tokio::task::spawn_blocking(work)).await {
         Ok(Ok(result)) => result,
         Ok(Err(e)) => {
@@ -239,8 +234,9 @@ async fn not_found() -> Response {
     .into_response()
 }
 
-/// Request id (also in a span, so every log line while serving carries it),
-/// timeout, the audit event, metrics and one structured log line per request.
+/// Request id (also on every log line written while serving it: see
+/// request_id.rs), timeout, the audit event, metrics and one structured log
+/// line per request.
 async fn envelope(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
     let request_id = req
@@ -260,16 +256,16 @@ async fn envelope(State(st): State<AppState>, mut req: Request, next: Next) -> R
             .is_some_and(|v| v.trim() != "0");
     let (route_slot, route) =
         crate::metrics::route(req.extensions().get::<MatchedPath>().map(|p| p.as_str()));
-    // At ERROR level so it is enabled whenever any line is logged: a span the
-    // filter disables records nothing, and warnings would lose the request id.
-    let span = tracing::error_span!("request", request_id = %request_id);
+    let scoped_id: Arc<str> = Arc::from(request_id.as_str());
     // A call the audit trail cannot record now is refused before it runs, but still
     // answered like any other error below (connection handling, request id, log line).
     let (audit, mut resp) = match audit::begin(&st, &mut req, route) {
         Err(audit::SinkDown) => (None, audit::unavailable()),
-        Ok(audit) => match tokio::time::timeout(st.0.request_timeout, next.run(req))
-            .instrument(span.clone())
-            .await
+        Ok(audit) => match crate::request_id::scope(
+            scoped_id,
+            tokio::time::timeout(st.0.request_timeout, next.run(req)),
+        )
+        .await
         {
             Ok(r) => (audit, r),
             Err(_) => (
@@ -312,7 +308,6 @@ async fn envelope(State(st): State<AppState>, mut req: Request, next: Next) -> R
     }
     let elapsed = started.elapsed();
     crate::metrics::record_request(route_slot, &method, resp.status().as_u16(), elapsed);
-    let _in_request = span.enter();
     tracing::info!(
         request_id = %request_id,
         method = %method,
