@@ -485,30 +485,7 @@ fn check_source(store: &dyn Store, source: MasterKeySource) -> Result<(), String
     Ok(())
 }
 
-pub fn open(
-    dir: &Path,
-    store_url: Option<&str>,
-    token_lifetime: i64,
-    cache_entries: usize,
-    source: MasterKeySource,
-    crypto_unit: &CryptoUnitConfig,
-    audit_wait: Option<std::time::Duration>,
-) -> Result<DevDeployment, String> {
-    open_mode(
-        dir,
-        store_url,
-        token_lifetime,
-        cache_entries,
-        source,
-        crypto_unit,
-        Mode {
-            dev: true,
-            audit_wait,
-        },
-    )
-}
-
-/// What kind of deployment [`open_mode`] opens.
+/// What kind of deployment [`open`] opens.
 pub struct Mode {
     /// Dev (`serve --dev`), or initialised by `keyhold init`.
     pub dev: bool,
@@ -516,10 +493,10 @@ pub struct Mode {
     pub audit_wait: Option<std::time::Duration>,
 }
 
-/// [`open`] for a dev deployment (`dev`) or an initialised one (`keyhold init`):
-/// the latter creates no instance, identities or dev.json, and refuses a master
-/// key kept in a file.
-pub fn open_mode(
+/// Opens a dev deployment (`dev`) or one initialised by `keyhold init`: the
+/// latter creates no instance, identities or dev.json, and refuses a master key
+/// kept in a file.
+pub fn open(
     dir: &Path,
     store_url: Option<&str>,
     token_lifetime: i64,

@@ -42,7 +42,7 @@ pub async fn serve(mut cfg: ServerConfig, dev: bool) -> Result<(), String> {
     // so a blocked sink is reported as failing rather than only as slow.
     let audit_wait = cfg.audit.then(|| cfg.audit_timeout / 2);
     let deployment = tokio::task::spawn_blocking(move || {
-        dev::open_mode(
+        dev::open(
             &dir,
             store.as_deref(),
             lifetime,
