@@ -78,10 +78,30 @@ class AuditServer:
             rows = c.execute(statement).fetchall()
         return "\n".join("|".join(str(x) for x in r) for r in rows)
 
+    def _batch(self, seq: int) -> tuple[int, list[str]]:
+        """The stored batch (one row per group commit) holding record `seq`: its key and lines."""
+        first = int(self.sql("SELECT first_seq FROM audit_batches "
+                             f"WHERE first_seq <= {seq} AND last_seq >= {seq}").strip())
+        records = self.sql(f"SELECT records FROM audit_batches WHERE first_seq = {first}")
+        return first, [ln for ln in records.split("\n") if ln.strip()]
+
+    def stored_record(self, seq: int) -> str:
+        """Record `seq`'s line as the store holds it."""
+        _, lines = self._batch(seq)
+        return next(ln for ln in lines if json.loads(ln)["seq"] == seq)
+
+    def store_record(self, seq: int, line: str | None):
+        """Writes `line` in place of record `seq` in its stored batch, or (None) removes it:
+        tampering as someone with write access to the database would."""
+        first, lines = self._batch(seq)
+        out = [line if json.loads(ln)["seq"] == seq else ln for ln in lines]
+        text = "".join(ln + "\n" for ln in out if ln is not None).replace("'", "''")
+        self.sql(f"UPDATE audit_batches SET records = '{text}' WHERE first_seq = {first}")
+
     def raw_store_bytes(self) -> bytes:
         """Everything the audit store holds, as bytes (files, or a dump of the table)."""
         if self.schema:
-            return self.sql("SELECT string_agg(record, E'\\n') FROM audit_records").encode()
+            return self.sql("SELECT string_agg(records, '') FROM audit_batches").encode()
         out = b""
         for p in self.data.iterdir():
             if p.name.startswith("audit.db"):

@@ -31,7 +31,7 @@ class Lock:
             self.proc = subprocess.Popen(["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", pg_url()],
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
             self.proc.stdin.write(f'SET search_path TO "{a.schema}"; BEGIN; '
-                                  "LOCK TABLE audit_records IN ACCESS EXCLUSIVE MODE; SELECT 'locked';\n")
+                                  "LOCK TABLE audit_batches IN ACCESS EXCLUSIVE MODE; SELECT 'locked';\n")
             self.proc.stdin.flush()
             assert self.proc.stdout.readline().strip() == "locked"
         else:

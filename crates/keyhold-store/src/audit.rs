@@ -1,19 +1,28 @@
-//! The audit trail's store: one hash-chained, append-only table of records
-//! (docs/audit.md). The store keeps the chain linear: an append holds the chain's
-//! write lock (SQLite: `BEGIN IMMEDIATE` on the audit database; PostgreSQL: a
-//! transaction-scoped advisory lock) while it reads the head and inserts a batch,
-//! so several nodes appending to one PostgreSQL never fork it. Hashing and signing
-//! are the caller's (the `build` callback), so this crate stays free of crypto.
+//! The audit trail's store: a hash-chained, append-only sequence of records
+//! (docs/audit.md), kept as one row per group commit. A row holds the batch's
+//! records as JSON lines with its sequence and time range, so appending costs
+//! one insert per batch rather than one per event: at thousands of wraps a
+//! second, per-event rows and their index were most of the trail's cost.
+//! Reads scan batches and filter their lines; they are paged and bounded.
+//!
+//! The store keeps the chain linear: an append holds the chain's write lock
+//! (SQLite: `BEGIN IMMEDIATE` on the audit database; PostgreSQL: a
+//! transaction-scoped advisory lock) while it reads the head and inserts the
+//! batch, so several nodes appending to one PostgreSQL never fork it. Hashing
+//! and signing are the caller's (the `build` callback), so this crate stays
+//! free of crypto.
 //!
 //! SQLite keeps the trail in its own file beside the main database: an audit
 //! writer waiting for its lock never blocks key writes, and the reverse.
 
+use std::borrow::Cow;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use postgres::{Client, Config, NoTls};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use serde::Deserialize;
 
 use crate::{Result, StoreError};
 
@@ -33,22 +42,30 @@ impl ChainHead {
     }
 }
 
-/// One stored record: the filterable columns and the record's exact JSON line.
+/// One group commit: consecutive records of the chain, stored as one row.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditBatch {
+    pub first_seq: u64,
+    pub last_seq: u64,
+    /// The earliest and the latest record time in the batch (unix ms): reads
+    /// by time skip batches outside their range without opening them.
+    pub first_ms: i64,
+    pub last_ms: i64,
+    /// The hash of the batch's last record: the chain's head after it.
+    pub last_hash: String,
+    /// The records' exact JSON lines, in sequence order, each ending in `\n`.
+    pub lines: String,
+}
+
+/// One record read back from a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditRow {
     pub seq: u64,
-    pub time_ms: i64,
     /// `event` or `checkpoint`.
     pub kind: String,
     pub account_id: String,
-    pub instance_id: String,
-    pub key_id: String,
-    pub principal_id: String,
-    pub action: String,
-    /// `success` or `failure` (empty for checkpoints).
-    pub outcome: String,
     pub hash: String,
-    /// The canonical JSON line, `hash` included.
+    /// The record's exact JSON line (without the newline).
     pub record: String,
 }
 
@@ -68,75 +85,228 @@ pub struct AuditQuery {
     pub limit: u32,
 }
 
-/// Builds the rows of one batch from the current head (seq and hash of the newest record).
-pub type BuildBatch<'a> = &'a mut dyn FnMut(&ChainHead) -> Vec<AuditRow>;
+/// A page of matching events, and where the next one starts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditPage {
+    pub rows: Vec<AuditRow>,
+    /// The `after_seq` of the next page; `None` when the trail holds no further
+    /// match. A page can be short (even empty) and still have a next one: one
+    /// call reads at most [`SCAN_BUDGET`] records, so a rare filter over a long
+    /// trail answers in bounded time and the client follows the cursor.
+    pub next_after: Option<u64>,
+}
+
+/// Records one events query reads at most before it returns its page.
+pub const SCAN_BUDGET: usize = 100_000;
+/// Batches fetched per round trip while reading.
+const FETCH_BATCHES: u32 = 16;
+
+/// Builds the batch to append from the current head (seq and hash of the newest record).
+pub type BuildBatch<'a> = &'a mut dyn FnMut(&ChainHead) -> AuditBatch;
 
 pub trait AuditStore: Send + Sync + 'static {
-    /// Appends the rows `build` makes from the head, in one transaction under
-    /// the chain lock; durable when it returns. Returns the rows written.
-    fn append(&self, build: BuildBatch<'_>) -> Result<Vec<AuditRow>>;
+    /// Appends the batch `build` makes from the head, in one transaction under
+    /// the chain lock; durable when it returns. Returns the batch written.
+    fn append(&self, build: BuildBatch<'_>) -> Result<AuditBatch>;
     fn head(&self) -> Result<ChainHead>;
-    /// Events matching `q`, in sequence order.
-    fn query(&self, q: &AuditQuery) -> Result<Vec<AuditRow>>;
-    /// Every record (events and checkpoints) after `after_seq`, for export.
+    /// A page of the events matching `q`, in sequence order.
+    fn query(&self, q: &AuditQuery) -> Result<AuditPage>;
+    /// Up to `limit` records (events and checkpoints) after `after_seq`, for export.
     fn scan(&self, after_seq: u64, limit: u32) -> Result<Vec<AuditRow>>;
 }
 
-const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS audit_records (
-    seq BIGINT PRIMARY KEY,
-    time_ms BIGINT NOT NULL,
-    kind TEXT NOT NULL,
-    account_id TEXT NOT NULL,
-    instance_id TEXT NOT NULL,
-    key_id TEXT NOT NULL,
-    principal_id TEXT NOT NULL,
-    action TEXT NOT NULL,
-    outcome TEXT NOT NULL,
-    hash TEXT NOT NULL,
-    record TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS audit_records_account ON audit_records (account_id, seq);";
+/// A stored batch as reads see it.
+struct StoredBatch {
+    last_seq: u64,
+    lines: String,
+}
 
-const COLUMNS: &str =
-    "seq, time_ms, kind, account_id, instance_id, key_id, principal_id, action, outcome, hash, record";
+/// Reads the batches holding records after `after`, at most `n`, whose time
+/// range meets `[from_ms, to_ms]`, in sequence order.
+trait BatchSource {
+    fn batches(&self, after: u64, from_ms: i64, to_ms: i64, n: u32) -> Result<Vec<StoredBatch>>;
+}
 
-/// The WHERE clause of [`AuditQuery`] with `?N` (SQLite) or `$N` (PostgreSQL) placeholders.
-fn query_sql(q: &AuditQuery, mark: &str) -> (String, Vec<String>, Vec<i64>) {
-    // Text parameters first ($1..), then integers, so both dialects bind by position.
-    let mut texts = vec![q.account_id.clone()];
-    let mut conds = vec![
-        "kind = 'event'".to_string(),
-        format!("(account_id = {mark}1 OR account_id = '')"),
-    ];
-    let optional = [
-        ("key_id", &q.key_id),
-        ("principal_id", &q.principal_id),
-        ("action", &q.action),
-        ("outcome", &q.outcome),
-        ("instance_id", &q.instance_id),
-    ];
-    for (col, v) in optional {
-        if let Some(v) = v {
-            texts.push(v.clone());
-            conds.push(format!("{col} = {mark}{}", texts.len()));
+/// The batch-selecting statement: the batch holding `after` (the newest whose
+/// first record is at or before it; both bounds use the primary key) and those after it.
+fn batches_sql(mark: &str) -> String {
+    format!(
+        "SELECT last_seq, records FROM audit_batches \
+         WHERE first_seq >= COALESCE((SELECT MAX(first_seq) FROM audit_batches WHERE first_seq <= {mark}1), 0) \
+         AND last_seq > {mark}1 AND last_ms >= {mark}2 AND first_ms <= {mark}3 \
+         ORDER BY first_seq LIMIT {mark}4"
+    )
+}
+
+const HEAD_SQL: &str =
+    "SELECT last_seq, last_hash FROM audit_batches ORDER BY first_seq DESC LIMIT 1";
+const INSERT_SQL_SQLITE: &str = "INSERT INTO audit_batches \
+    (first_seq, last_seq, first_ms, last_ms, last_hash, records) VALUES (?1,?2,?3,?4,?5,?6)";
+const INSERT_SQL_PG: &str = "INSERT INTO audit_batches \
+    (first_seq, last_seq, first_ms, last_ms, last_hash, records) VALUES ($1,$2,$3,$4,$5,$6)";
+
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS audit_batches (
+    first_seq BIGINT PRIMARY KEY,
+    last_seq BIGINT NOT NULL,
+    first_ms BIGINT NOT NULL,
+    last_ms BIGINT NOT NULL,
+    last_hash TEXT NOT NULL,
+    records TEXT NOT NULL
+);";
+
+/// Moves a trail written by earlier versions (one row per record, `audit_records`)
+/// into batches of one record each; the records and the chain are unchanged.
+fn migrate_sql(newline: &str) -> String {
+    format!(
+        "INSERT INTO audit_batches (first_seq, last_seq, first_ms, last_ms, last_hash, records) \
+         SELECT seq, seq, time_ms, time_ms, hash, record || {newline} FROM audit_records ORDER BY seq; \
+         DROP TABLE audit_records;"
+    )
+}
+
+/// The fields of a record line that reads filter on (the rest is left unparsed).
+#[derive(Deserialize)]
+struct Fields<'a> {
+    seq: u64,
+    #[serde(rename = "type", borrow, default)]
+    kind: Cow<'a, str>,
+    #[serde(borrow, default)]
+    time: Cow<'a, str>,
+    #[serde(borrow, default)]
+    account_id: Cow<'a, str>,
+    #[serde(borrow, default)]
+    instance_id: Cow<'a, str>,
+    #[serde(borrow, default)]
+    key_id: Cow<'a, str>,
+    #[serde(borrow, default)]
+    principal_id: Cow<'a, str>,
+    #[serde(borrow, default)]
+    action: Cow<'a, str>,
+    #[serde(borrow, default)]
+    outcome: Cow<'a, str>,
+    #[serde(borrow, default)]
+    hash: Cow<'a, str>,
+}
+
+impl Fields<'_> {
+    fn row(&self, line: &str) -> AuditRow {
+        AuditRow {
+            seq: self.seq,
+            kind: self.kind.to_string(),
+            account_id: self.account_id.to_string(),
+            hash: self.hash.to_string(),
+            record: line.to_string(),
         }
     }
-    let mut ints = vec![q.after_seq as i64];
-    conds.push(format!("seq > {mark}{}", texts.len() + ints.len()));
-    if let Some(f) = q.from_ms {
-        ints.push(f);
-        conds.push(format!("time_ms >= {mark}{}", texts.len() + ints.len()));
+
+    /// Unix ms of the record's `time` (RFC 3339 with milliseconds).
+    fn time_ms(&self) -> Option<i64> {
+        let secs = keyhold_core::timefmt::parse(&self.time)?;
+        let millis = self
+            .time
+            .split_once('.')
+            .map(|(_, frac)| {
+                let digits: String = frac
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .chain("000".chars())
+                    .take(3)
+                    .collect();
+                digits.parse::<i64>().unwrap_or(0)
+            })
+            .unwrap_or(0);
+        Some(secs * 1000 + millis)
     }
-    if let Some(t) = q.to_ms {
-        ints.push(t);
-        conds.push(format!("time_ms <= {mark}{}", texts.len() + ints.len()));
+
+    fn matches(&self, q: &AuditQuery) -> bool {
+        let eq = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
+        self.kind == "event"
+            && (self.account_id == q.account_id || self.account_id.is_empty())
+            && eq(&q.key_id, &self.key_id)
+            && eq(&q.principal_id, &self.principal_id)
+            && eq(&q.action, &self.action)
+            && eq(&q.outcome, &self.outcome)
+            && eq(&q.instance_id, &self.instance_id)
+            && (q.from_ms.is_none() && q.to_ms.is_none() || {
+                let t = self.time_ms().unwrap_or(i64::MIN);
+                q.from_ms.is_none_or(|f| t >= f) && q.to_ms.is_none_or(|to| t <= to)
+            })
     }
-    let sql = format!(
-        "SELECT {COLUMNS} FROM audit_records WHERE {} ORDER BY seq LIMIT {}",
-        conds.join(" AND "),
-        q.limit.clamp(1, 1000)
-    );
-    (sql, texts, ints)
+}
+
+/// The records after `after` in the batches `src` yields, each with its parsed
+/// fields, until `visit` says stop or `budget` records were read. Returns the
+/// last sequence number read and whether the trail ended.
+fn walk(
+    src: &dyn BatchSource,
+    mut after: u64,
+    (from_ms, to_ms): (i64, i64),
+    budget: usize,
+    visit: &mut dyn FnMut(&Fields<'_>, &str) -> bool,
+) -> Result<(u64, bool)> {
+    let mut read = 0usize;
+    loop {
+        let batches = src.batches(after, from_ms, to_ms, FETCH_BATCHES)?;
+        if batches.is_empty() {
+            return Ok((after, true));
+        }
+        let before = after;
+        for b in &batches {
+            for line in b.lines.lines() {
+                // A line altered in the store so it no longer parses is skipped
+                // here; `keyhold audit verify` on an export names it.
+                let Ok(f) = serde_json::from_str::<Fields<'_>>(line) else {
+                    continue;
+                };
+                if f.seq <= after {
+                    continue;
+                }
+                after = f.seq;
+                read += 1;
+                if !visit(&f, line) {
+                    return Ok((after, false));
+                }
+            }
+            after = after.max(b.last_seq);
+            if read >= budget {
+                return Ok((after, false));
+            }
+        }
+        if after == before {
+            // Only a tampered store can get here (a batch whose range lies).
+            return Ok((after, true));
+        }
+    }
+}
+
+fn query_batches(src: &dyn BatchSource, q: &AuditQuery, budget: usize) -> Result<AuditPage> {
+    let limit = q.limit.clamp(1, 1000) as usize;
+    let mut rows = Vec::new();
+    let range = (q.from_ms.unwrap_or(i64::MIN), q.to_ms.unwrap_or(i64::MAX));
+    let (last, ended) = walk(src, q.after_seq, range, budget, &mut |f, line| {
+        if f.matches(q) {
+            rows.push(f.row(line));
+        }
+        rows.len() < limit
+    })?;
+    let next_after = (!ended).then_some(last);
+    Ok(AuditPage { rows, next_after })
+}
+
+fn scan_batches(src: &dyn BatchSource, after: u64, limit: u32) -> Result<Vec<AuditRow>> {
+    let limit = limit.max(1) as usize;
+    let mut rows = Vec::new();
+    walk(
+        src,
+        after,
+        (i64::MIN, i64::MAX),
+        usize::MAX,
+        &mut |f, line| {
+            rows.push(f.row(line));
+            rows.len() < limit
+        },
+    )?;
+    Ok(rows)
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -145,135 +315,130 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 
 // ---------------------------------------------------------------- SQLite
 
+/// SQLite page size of a new audit database: batches are tens to hundreds of
+/// kilobytes, and larger pages write them in fewer, larger frames.
+const SQLITE_PAGE_SIZE: u32 = 16384;
+
 pub struct SqliteAudit {
-    conn: Mutex<Connection>,
+    /// The appending connection and the reading one (WAL lets them run at
+    /// once): a long export never delays an append.
+    writer: Mutex<Connection>,
+    reader: Mutex<Connection>,
 }
 
-fn sqlite_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRow> {
-    Ok(AuditRow {
-        seq: r.get::<_, i64>(0)? as u64,
-        time_ms: r.get(1)?,
-        kind: r.get(2)?,
-        account_id: r.get(3)?,
-        instance_id: r.get(4)?,
-        key_id: r.get(5)?,
-        principal_id: r.get(6)?,
-        action: r.get(7)?,
-        outcome: r.get(8)?,
-        hash: r.get(9)?,
-        record: r.get(10)?,
-    })
+fn sqlite_open(path: &Path, lock_wait: Duration) -> Result<Connection> {
+    let conn = Connection::open(path).map_err(unavailable)?;
+    conn.busy_timeout(lock_wait).map_err(unavailable)?;
+    // Takes effect only on a new database, before WAL is on.
+    conn.pragma_update(None, "page_size", SQLITE_PAGE_SIZE)
+        .map_err(unavailable)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(unavailable)?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(unavailable)?;
+    Ok(conn)
 }
 
 impl SqliteAudit {
     /// Opens (creates) the audit database. `lock_wait` bounds how long an append
     /// waits for the file's write lock before failing (the sink is then unavailable).
     pub fn open(path: &Path, lock_wait: Duration) -> Result<Self> {
-        let conn = Connection::open(path).map_err(unavailable)?;
-        conn.busy_timeout(lock_wait).map_err(unavailable)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
+        let mut writer = sqlite_open(path, lock_wait)?;
+        let tx = writer
+            .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(unavailable)?;
-        conn.pragma_update(None, "synchronous", "FULL")
+        tx.execute_batch(SCHEMA).map_err(unavailable)?;
+        let old: Option<i64> = tx
+            .query_row(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit_records'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
             .map_err(unavailable)?;
-        conn.execute_batch(SCHEMA).map_err(unavailable)?;
+        if old.is_some() {
+            tx.execute_batch(&migrate_sql("char(10)"))
+                .map_err(unavailable)?;
+        }
+        tx.commit().map_err(unavailable)?;
+        let reader = sqlite_open(path, lock_wait)?;
         Ok(SqliteAudit {
-            conn: Mutex::new(conn),
+            writer: Mutex::new(writer),
+            reader: Mutex::new(reader),
         })
     }
+}
 
-    fn conn(&self) -> Result<MutexGuard<'_, Connection>> {
-        self.conn
-            .lock()
-            .map_err(|_| unavailable("audit store lock poisoned"))
-    }
+fn lock(m: &Mutex<Connection>) -> Result<MutexGuard<'_, Connection>> {
+    m.lock()
+        .map_err(|_| unavailable("audit store lock poisoned"))
 }
 
 fn sqlite_head(c: &Connection) -> Result<ChainHead> {
     let head = c
-        .query_row(
-            "SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| {
-                Ok(ChainHead {
-                    seq: r.get::<_, i64>(0)? as u64,
-                    hash: r.get(1)?,
-                })
-            },
-        )
+        .query_row(HEAD_SQL, [], |r| {
+            Ok(ChainHead {
+                seq: r.get::<_, i64>(0)? as u64,
+                hash: r.get(1)?,
+            })
+        })
         .optional()
         .map_err(unavailable)?;
     Ok(head.unwrap_or_else(ChainHead::genesis))
 }
 
+impl BatchSource for SqliteAudit {
+    fn batches(&self, after: u64, from_ms: i64, to_ms: i64, n: u32) -> Result<Vec<StoredBatch>> {
+        let c = lock(&self.reader)?;
+        let mut stmt = c.prepare_cached(&batches_sql("?")).map_err(unavailable)?;
+        let rows = stmt
+            .query_map(params![after as i64, from_ms, to_ms, n as i64], |r| {
+                Ok(StoredBatch {
+                    last_seq: r.get::<_, i64>(0)? as u64,
+                    lines: r.get(1)?,
+                })
+            })
+            .map_err(unavailable)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(unavailable)?;
+        Ok(rows)
+    }
+}
+
 impl AuditStore for SqliteAudit {
-    fn append(&self, build: BuildBatch<'_>) -> Result<Vec<AuditRow>> {
-        let mut c = self.conn()?;
+    fn append(&self, build: BuildBatch<'_>) -> Result<AuditBatch> {
+        let mut c = lock(&self.writer)?;
         let tx = c
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(unavailable)?;
         let head = sqlite_head(&tx)?;
-        let rows = build(&head);
-        {
-            let mut stmt = tx
-                .prepare_cached(&format!(
-                    "INSERT INTO audit_records ({COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)"
-                ))
-                .map_err(unavailable)?;
-            for r in &rows {
-                stmt.execute(params![
-                    r.seq as i64,
-                    r.time_ms,
-                    r.kind,
-                    r.account_id,
-                    r.instance_id,
-                    r.key_id,
-                    r.principal_id,
-                    r.action,
-                    r.outcome,
-                    r.hash,
-                    r.record
+        let b = build(&head);
+        tx.prepare_cached(INSERT_SQL_SQLITE)
+            .and_then(|mut s| {
+                s.execute(params![
+                    b.first_seq as i64,
+                    b.last_seq as i64,
+                    b.first_ms,
+                    b.last_ms,
+                    b.last_hash,
+                    b.lines
                 ])
-                .map_err(unavailable)?;
-            }
-        }
+            })
+            .map_err(unavailable)?;
         tx.commit().map_err(unavailable)?;
-        Ok(rows)
+        Ok(b)
     }
 
     fn head(&self) -> Result<ChainHead> {
-        sqlite_head(&*self.conn()?)
+        sqlite_head(&*lock(&self.reader)?)
     }
 
-    fn query(&self, q: &AuditQuery) -> Result<Vec<AuditRow>> {
-        let (sql, texts, ints) = query_sql(q, "?");
-        let c = self.conn()?;
-        let mut stmt = c.prepare(&sql).map_err(unavailable)?;
-        let mut params: Vec<rusqlite::types::Value> = texts
-            .into_iter()
-            .map(rusqlite::types::Value::Text)
-            .collect();
-        params.extend(ints.into_iter().map(rusqlite::types::Value::Integer));
-        let rows = stmt
-            .query_map(rusqlite::params_from_iter(params), sqlite_row)
-            .map_err(unavailable)?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(unavailable)?;
-        Ok(rows)
+    fn query(&self, q: &AuditQuery) -> Result<AuditPage> {
+        query_batches(self, q, SCAN_BUDGET)
     }
 
     fn scan(&self, after_seq: u64, limit: u32) -> Result<Vec<AuditRow>> {
-        let c = self.conn()?;
-        let mut stmt = c
-            .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM audit_records WHERE seq > ?1 ORDER BY seq LIMIT ?2"
-            ))
-            .map_err(unavailable)?;
-        let rows = stmt
-            .query_map(params![after_seq as i64, limit as i64], sqlite_row)
-            .map_err(unavailable)?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(unavailable)?;
-        Ok(rows)
+        scan_batches(self, after_seq, limit)
     }
 }
 
@@ -292,20 +457,14 @@ pub struct PostgresAudit {
     reader: Mutex<Option<Client>>,
 }
 
-fn pg_row(r: &postgres::Row) -> AuditRow {
-    AuditRow {
-        seq: r.get::<_, i64>(0) as u64,
-        time_ms: r.get(1),
-        kind: r.get(2),
-        account_id: r.get(3),
-        instance_id: r.get(4),
-        key_id: r.get(5),
-        principal_id: r.get(6),
-        action: r.get(7),
-        outcome: r.get(8),
-        hash: r.get(9),
-        record: r.get(10),
-    }
+fn pg_head(c: &mut impl postgres::GenericClient) -> Result<ChainHead> {
+    Ok(c.query_opt(HEAD_SQL, &[])
+        .map_err(unavailable)?
+        .map(|r| ChainHead {
+            seq: r.get::<_, i64>(0) as u64,
+            hash: r.get(1),
+        })
+        .unwrap_or_else(ChainHead::genesis))
 }
 
 impl PostgresAudit {
@@ -329,6 +488,14 @@ impl PostgresAudit {
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CHAIN_LOCK])
             .map_err(unavailable)?;
         tx.batch_execute(SCHEMA).map_err(unavailable)?;
+        let old: bool = tx
+            .query_one("SELECT to_regclass('audit_records') IS NOT NULL", &[])
+            .map_err(unavailable)?
+            .get(0);
+        if old {
+            tx.batch_execute(&migrate_sql("E'\\n'"))
+                .map_err(unavailable)?;
+        }
         tx.commit().map_err(unavailable)?;
         *audit
             .writer
@@ -371,95 +538,61 @@ impl PostgresAudit {
     }
 }
 
+impl BatchSource for PostgresAudit {
+    fn batches(&self, after: u64, from_ms: i64, to_ms: i64, n: u32) -> Result<Vec<StoredBatch>> {
+        self.with(&self.reader, |c| {
+            let rows = c
+                .query(
+                    batches_sql("$").as_str(),
+                    &[&(after as i64), &from_ms, &to_ms, &(n as i64)],
+                )
+                .map_err(unavailable)?;
+            Ok(rows
+                .iter()
+                .map(|r| StoredBatch {
+                    last_seq: r.get::<_, i64>(0) as u64,
+                    lines: r.get(1),
+                })
+                .collect())
+        })
+    }
+}
+
 impl AuditStore for PostgresAudit {
-    fn append(&self, build: BuildBatch<'_>) -> Result<Vec<AuditRow>> {
+    fn append(&self, build: BuildBatch<'_>) -> Result<AuditBatch> {
         self.with(&self.writer, |c| {
             let mut tx = c.transaction().map_err(unavailable)?;
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CHAIN_LOCK])
                 .map_err(unavailable)?;
-            let head = tx
-                .query_opt(
-                    "SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1",
-                    &[],
-                )
-                .map_err(unavailable)?
-                .map(|r| ChainHead {
-                    seq: r.get::<_, i64>(0) as u64,
-                    hash: r.get(1),
-                })
-                .unwrap_or_else(ChainHead::genesis);
-            let rows = build(&head);
-            let stmt = tx
-                .prepare(&format!(
-                    "INSERT INTO audit_records ({COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)"
-                ))
-                .map_err(unavailable)?;
-            for r in &rows {
-                tx.execute(
-                    &stmt,
-                    &[
-                        &(r.seq as i64),
-                        &r.time_ms,
-                        &r.kind,
-                        &r.account_id,
-                        &r.instance_id,
-                        &r.key_id,
-                        &r.principal_id,
-                        &r.action,
-                        &r.outcome,
-                        &r.hash,
-                        &r.record,
-                    ],
-                )
-                .map_err(unavailable)?;
-            }
+            let head = pg_head(&mut tx)?;
+            let b = build(&head);
+            tx.execute(
+                INSERT_SQL_PG,
+                &[
+                    &(b.first_seq as i64),
+                    &(b.last_seq as i64),
+                    &b.first_ms,
+                    &b.last_ms,
+                    &b.last_hash,
+                    &b.lines,
+                ],
+            )
+            .map_err(unavailable)?;
             tx.commit().map_err(unavailable)?;
-            Ok(rows)
+            Ok(b)
         })
     }
 
     fn head(&self) -> Result<ChainHead> {
-        self.with(&self.reader, |c| {
-            Ok(c.query_opt(
-                "SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1",
-                &[],
-            )
-            .map_err(unavailable)?
-            .map(|r| ChainHead {
-                seq: r.get::<_, i64>(0) as u64,
-                hash: r.get(1),
-            })
-            .unwrap_or_else(ChainHead::genesis))
-        })
+        self.with(&self.reader, pg_head)
     }
 
-    fn query(&self, q: &AuditQuery) -> Result<Vec<AuditRow>> {
-        let (sql, texts, ints) = query_sql(q, "$");
-        self.with(&self.reader, |c| {
-            let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> = Vec::new();
-            for t in &texts {
-                params.push(t);
-            }
-            for i in &ints {
-                params.push(i);
-            }
-            let rows = c.query(sql.as_str(), &params).map_err(unavailable)?;
-            Ok(rows.iter().map(pg_row).collect())
-        })
+    fn query(&self, q: &AuditQuery) -> Result<AuditPage> {
+        query_batches(self, q, SCAN_BUDGET)
     }
 
     fn scan(&self, after_seq: u64, limit: u32) -> Result<Vec<AuditRow>> {
-        self.with(&self.reader, |c| {
-            let rows = c
-                .query(
-                    &format!(
-                        "SELECT {COLUMNS} FROM audit_records WHERE seq > $1 ORDER BY seq LIMIT $2"
-                    ),
-                    &[&(after_seq as i64), &(limit as i64)],
-                )
-                .map_err(unavailable)?;
-            Ok(rows.iter().map(pg_row).collect())
-        })
+        scan_batches(self, after_seq, limit)
     }
 }
 
@@ -467,65 +600,123 @@ impl AuditStore for PostgresAudit {
 mod tests {
     use super::*;
 
-    fn batch(head: &ChainHead, accounts: &[&str]) -> Vec<AuditRow> {
-        accounts
-            .iter()
-            .enumerate()
-            .map(|(i, a)| {
-                let seq = head.seq + 1 + i as u64;
-                AuditRow {
-                    seq,
-                    time_ms: 1000 * seq as i64,
-                    kind: "event".into(),
-                    account_id: a.to_string(),
-                    instance_id: "i".into(),
-                    key_id: format!("k{}", seq % 2),
-                    principal_id: "p".into(),
-                    action: "kms.secrets.wrap".into(),
-                    outcome: "success".into(),
-                    hash: format!("{seq:064}"),
-                    record: format!("{{\"seq\":{seq}}}"),
-                }
-            })
-            .collect()
+    /// A batch of event lines for the given accounts, after `head`; times are 1 s per seq.
+    fn batch(head: &ChainHead, accounts: &[&str]) -> AuditBatch {
+        let mut lines = String::new();
+        let mut seq = head.seq;
+        for a in accounts {
+            seq += 1;
+            lines.push_str(&format!(
+                "{{\"seq\":{seq},\"time\":\"2026-01-01T00:00:{:02}.250Z\",\"type\":\"event\",\"account_id\":\"{a}\",\"key_id\":\"k{}\",\"action\":\"kms.secrets.wrap\",\"hash\":\"{seq:064}\"}}\n",
+                seq % 60,
+                seq % 2
+            ));
+        }
+        AuditBatch {
+            first_seq: head.seq + 1,
+            last_seq: seq,
+            first_ms: 1_767_225_600_000 + 1000 * (head.seq as i64 + 1) + 250,
+            last_ms: 1_767_225_600_000 + 1000 * seq as i64 + 250,
+            last_hash: format!("{seq:064}"),
+            lines,
+        }
+    }
+
+    fn seqs(rows: &[AuditRow]) -> Vec<u64> {
+        rows.iter().map(|r| r.seq).collect()
+    }
+
+    fn temp_db(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("kh-audit-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("audit.db");
+        (dir, path)
     }
 
     #[test]
-    fn appends_link_to_the_head_and_queries_scope_by_account() {
-        let dir = std::env::temp_dir().join(format!("kh-audit-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("audit.db");
-        let _ = std::fs::remove_file(&path);
+    fn appends_link_to_the_head_and_reads_filter_the_batches() {
+        let (dir, path) = temp_db("reads");
         let s = SqliteAudit::open(&path, Duration::from_millis(200)).unwrap();
         assert_eq!(s.head().unwrap(), ChainHead::genesis());
         let mut seen = Vec::new();
-        s.append(&mut |h| {
-            seen.push(h.clone());
-            batch(h, &["a", "b", ""])
-        })
-        .unwrap();
-        s.append(&mut |h| {
-            seen.push(h.clone());
-            batch(h, &["a"])
-        })
-        .unwrap();
+        for accounts in [&["a", "b", ""][..], &["a"], &["b", "a"]] {
+            s.append(&mut |h| {
+                seen.push(h.clone());
+                batch(h, accounts)
+            })
+            .unwrap();
+        }
         assert_eq!(seen[1].seq, 3);
         assert_eq!(seen[1].hash, format!("{:064}", 3));
+        assert_eq!(s.head().unwrap().seq, 6);
+
         let q = AuditQuery {
             account_id: "a".into(),
             limit: 10,
             ..Default::default()
         };
-        let seqs: Vec<u64> = s.query(&q).unwrap().iter().map(|r| r.seq).collect();
-        assert_eq!(seqs, vec![1, 3, 4]);
-        let q = AuditQuery {
+        let page = s.query(&q).unwrap();
+        assert_eq!(
+            (seqs(&page.rows), page.next_after),
+            (vec![1, 3, 4, 6], None)
+        );
+        // A full page names its last record as the cursor, also mid-batch.
+        let page = s
+            .query(&AuditQuery {
+                limit: 2,
+                ..q.clone()
+            })
+            .unwrap();
+        assert_eq!((seqs(&page.rows), page.next_after), (vec![1, 3], Some(3)));
+        let page = s
+            .query(&AuditQuery {
+                after_seq: 3,
+                ..q.clone()
+            })
+            .unwrap();
+        assert_eq!(seqs(&page.rows), vec![4, 6]);
+        // Filters by field and by time (seq 3 is at :03.250).
+        let q2 = AuditQuery {
             key_id: Some("k1".into()),
-            from_ms: Some(2000),
-            ..q
+            from_ms: Some(1_767_225_603_000),
+            ..q.clone()
         };
-        let seqs: Vec<u64> = s.query(&q).unwrap().iter().map(|r| r.seq).collect();
-        assert_eq!(seqs, vec![3]);
-        assert_eq!(s.scan(2, 1).unwrap()[0].seq, 3);
+        assert_eq!(seqs(&s.query(&q2).unwrap().rows), vec![3]);
+        let q3 = AuditQuery {
+            to_ms: Some(1_767_225_603_249),
+            ..q.clone()
+        };
+        assert_eq!(seqs(&s.query(&q3).unwrap().rows), vec![1]);
+        // A bounded scan (checked between batches) hands back a cursor with
+        // what it found so far.
+        let page = query_batches(&s, &q, 2).unwrap();
+        assert_eq!((seqs(&page.rows), page.next_after), (vec![1, 3], Some(3)));
+        let page = query_batches(
+            &s,
+            &AuditQuery {
+                after_seq: 3,
+                ..q.clone()
+            },
+            2,
+        )
+        .unwrap();
+        assert_eq!((seqs(&page.rows), page.next_after), (vec![4, 6], Some(6)));
+        let page = query_batches(
+            &s,
+            &AuditQuery {
+                after_seq: 6,
+                ..q.clone()
+            },
+            2,
+        )
+        .unwrap();
+        assert_eq!((seqs(&page.rows), page.next_after), (vec![], None));
+        // Export scans every record, across batch boundaries.
+        assert_eq!(seqs(&s.scan(2, 3).unwrap()), vec![3, 4, 5]);
+        assert_eq!(s.scan(0, 100).unwrap().len(), 6);
+        assert!(s.scan(6, 100).unwrap().is_empty());
+
         // A second writer holding the lock makes an append fail within the wait.
         let other = Connection::open(&path).unwrap();
         other.execute_batch("BEGIN EXCLUSIVE").unwrap();
@@ -534,7 +725,51 @@ mod tests {
         assert!(t.elapsed() < Duration::from_secs(2));
         other.execute_batch("ROLLBACK").unwrap();
         assert!(s.append(&mut |h| batch(h, &["a"])).is_ok());
-        assert_eq!(s.head().unwrap().seq, 5);
+        assert_eq!(s.head().unwrap().seq, 7);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_trail_of_one_row_per_record_is_moved_into_batches() {
+        let (dir, path) = temp_db("migrate");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE audit_records (seq BIGINT PRIMARY KEY, time_ms BIGINT NOT NULL,
+                 kind TEXT NOT NULL, account_id TEXT NOT NULL, instance_id TEXT NOT NULL,
+                 key_id TEXT NOT NULL, principal_id TEXT NOT NULL, action TEXT NOT NULL,
+                 outcome TEXT NOT NULL, hash TEXT NOT NULL, record TEXT NOT NULL);",
+            )
+            .unwrap();
+            for seq in 1..=3i64 {
+                let line = format!(
+                    "{{\"seq\":{seq},\"type\":\"event\",\"account_id\":\"a\",\"hash\":\"h{seq}\"}}"
+                );
+                c.execute(
+                    "INSERT INTO audit_records VALUES (?1, 0, 'event', 'a', '', '', '', '', 'success', ?2, ?3)",
+                    params![seq, format!("h{seq}"), line],
+                )
+                .unwrap();
+            }
+        }
+        let s = SqliteAudit::open(&path, Duration::from_millis(200)).unwrap();
+        assert_eq!(
+            s.head().unwrap(),
+            ChainHead {
+                seq: 3,
+                hash: "h3".into()
+            }
+        );
+        let rows = s.scan(0, 10).unwrap();
+        assert_eq!(seqs(&rows), vec![1, 2, 3]);
+        assert_eq!(
+            rows[1].record,
+            "{\"seq\":2,\"type\":\"event\",\"account_id\":\"a\",\"hash\":\"h2\"}"
+        );
+        drop(s);
+        // Opening again finds nothing left to move.
+        let s = SqliteAudit::open(&path, Duration::from_millis(200)).unwrap();
+        assert_eq!(s.scan(0, 10).unwrap().len(), 3);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -10,7 +10,9 @@ mod postgres;
 mod query;
 mod sqlite;
 
-pub use audit::{AuditQuery, AuditRow, AuditStore, ChainHead, PostgresAudit, SqliteAudit};
+pub use audit::{
+    AuditBatch, AuditPage, AuditQuery, AuditRow, AuditStore, ChainHead, PostgresAudit, SqliteAudit,
+};
 use keyhold_core::list::ListKeys;
 use keyhold_core::model::{
     ImportToken, Instance, InstancePolicy, KeyRecord, KeyRing, KeyVersion, Registration,

@@ -87,7 +87,7 @@ pub(crate) struct Begun {
     slot: AuditSlot,
     action: Cow<'static, str>,
     durability: Durability,
-    method: String,
+    method: record::Text,
     key_id: String,
     instance_header: String,
     source_ip: String,
@@ -122,6 +122,15 @@ fn path_param<'a>(route: &str, path: &'a str, name: &str) -> Option<&'a str> {
     path.split('/').nth(pos)
 }
 
+/// The method's name, without a copy for the standard ones.
+fn static_method(m: &axum::http::Method) -> record::Text {
+    const KNOWN: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+    match KNOWN.iter().find(|k| **k == m.as_str()) {
+        Some(k) => Cow::Borrowed(k),
+        None => Cow::Owned(m.as_str().chars().take(32).collect()),
+    }
+}
+
 /// The sink cannot take events now: the request is refused before it runs.
 pub(crate) struct SinkDown;
 
@@ -151,7 +160,7 @@ pub(crate) fn begin(
     } else {
         None
     };
-    let method = req.method().as_str().to_string();
+    let method = static_method(req.method());
     let (action, durability) = classify(&method, route, key_action.as_deref());
     let key_id = path_param(route, path, "{id}")
         .filter(|_| route.starts_with("/api/v2/keys/"))
@@ -192,7 +201,12 @@ pub(crate) fn begin(
 
 /// After the handler: records the event; a response whose event cannot be
 /// recorded is replaced by 503 (its body, a wrapped key say, never leaves).
-pub(crate) async fn finish(b: Begun, request_id: &str, route: String, resp: Response) -> Response {
+pub(crate) async fn finish(
+    b: Begun,
+    request_id: &str,
+    route: &'static str,
+    resp: Response,
+) -> Response {
     let status = resp.status();
     let reason = resp
         .extensions()
@@ -209,27 +223,26 @@ pub(crate) async fn finish(b: Begun, request_id: &str, route: String, resp: Resp
         seq: 0,
         prev_hash: String::new(),
         time: String::new(),
-        kind: "event".into(),
+        kind: Cow::Borrowed("event"),
         request_id: request_id.to_string(),
-        action: data.action.unwrap_or_else(|| b.action.into_owned()),
-        outcome: if status.is_success() || status.is_redirection() {
+        action: data.action.map_or(b.action, Cow::Owned),
+        outcome: Cow::Borrowed(if status.is_success() || status.is_redirection() {
             "success"
         } else {
             "failure"
-        }
-        .into(),
+        }),
         status: status.as_u16(),
-        reason: reason.to_string(),
+        reason: Cow::Borrowed(reason),
         account_id: data.account_id,
         principal_id: data.principal_id,
-        principal_kind: data.principal_kind.to_string(),
+        principal_kind: Cow::Borrowed(data.principal_kind),
         source_ip: b.source_ip,
         user_agent: b.user_agent,
         instance_id: data.instance_id.unwrap_or(b.instance_header),
         key_id: data.key_id.unwrap_or(b.key_id),
         key_version: data.key_version,
         method: b.method,
-        route,
+        route: Cow::Borrowed(route),
         hash: String::new(),
     };
     // A refused call changed nothing, so its event is only queued: the response it
@@ -345,9 +358,8 @@ pub(crate) async fn events(
         let audit = audit_of(&st)?;
         let p = administrator(&st, &headers, req.extensions())?;
         let q = events_query(&raw, &p.account_id)?;
-        let limit = q.limit as usize;
-        let rows = read(&st, move || audit.store().query(&q)).await?;
-        let next = (rows.len() == limit).then(|| rows.last().map(|r| r.seq)).flatten();
+        let page = read(&st, move || audit.store().query(&q)).await?;
+        let (rows, next) = (page.rows, page.next_after);
         let mut body = String::with_capacity(rows.iter().map(|r| r.record.len() + 1).sum::<usize>() + 200);
         body.push_str(&format!(
             r#"{{"metadata":{{"collectionType":"application/vnd.keyhold.audit.event+json","collectionTotal":{}}},"next_after":{},"resources":["#,

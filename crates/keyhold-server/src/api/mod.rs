@@ -300,7 +300,7 @@ async fn envelope(State(st): State<AppState>, mut req: Request, next: Next) -> R
             .insert("connection", HeaderValue::from_static("close"));
     }
     if let Some(a) = audit {
-        resp = audit::finish(a, &request_id, route.to_string(), resp).await;
+        resp = audit::finish(a, &request_id, route, resp).await;
     }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("correlation-id", v.clone());

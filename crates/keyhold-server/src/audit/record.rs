@@ -8,6 +8,8 @@
 //! appended last. The verifier re-serialises the parsed fields, so a line edited
 //! in any way (a field changed, added or removed) fails its hash.
 
+use std::borrow::Cow;
+
 use aws_lc_rs::digest::{digest, SHA256};
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
 use base64::engine::general_purpose::STANDARD as B64;
@@ -22,6 +24,10 @@ fn is_empty(s: &str) -> bool {
     s.is_empty()
 }
 
+/// A field that is usually one of a few fixed strings (an action name, a route
+/// template): a request builds its event without copying them.
+pub type Text = Cow<'static, str>;
+
 /// One audited call. No request or response body is ever part of it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -32,26 +38,26 @@ pub struct Event {
     pub time: String,
     /// Always `event`.
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: Text,
     pub request_id: String,
-    pub action: String,
+    pub action: Text,
     /// `success` (2xx/3xx) or `failure`.
-    pub outcome: String,
+    pub outcome: Text,
     pub status: u16,
     /// The Key Protect reason code of a failure; empty on success.
-    pub reason: String,
+    pub reason: Text,
     pub account_id: String,
     pub principal_id: String,
-    pub principal_kind: String,
+    pub principal_kind: Text,
     pub source_ip: String,
     pub user_agent: String,
     pub instance_id: String,
     /// The key id or alias named in the path.
     pub key_id: String,
     pub key_version: String,
-    pub method: String,
+    pub method: Text,
     /// The route template (`/api/v2/keys/{id}/actions/{action}`), never the raw path.
-    pub route: String,
+    pub route: Text,
     #[serde(default, skip_serializing_if = "is_empty")]
     pub hash: String,
 }
@@ -137,6 +143,20 @@ impl Event {
         let bare = canonical(self);
         self.hash = sha256_hex(bare.as_bytes());
         with_hash(bare, &self.hash)
+    }
+
+    /// Fills `hash` and appends the stored line and a newline to `out`: the
+    /// writer's path, which serialises straight into the batch it commits.
+    pub fn seal_into(&mut self, out: &mut Vec<u8>) {
+        self.hash.clear();
+        let start = out.len();
+        // Writing these plain structs into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, self);
+        self.hash = sha256_hex(&out[start..]);
+        out.pop(); // the closing brace
+        out.extend_from_slice(b",\"hash\":\"");
+        out.extend_from_slice(self.hash.as_bytes());
+        out.extend_from_slice(b"\"}\n");
     }
 
     fn computed_hash(&self) -> String {
@@ -450,6 +470,22 @@ mod tests {
         let head = signer.head(n, &prev, "2026-01-01T00:00:01.000Z".into());
         lines.push(serde_json::to_string(&head).unwrap());
         lines
+    }
+
+    #[test]
+    fn the_batch_line_is_the_stored_line() {
+        let mut e = Event {
+            seq: 9,
+            prev_hash: ZERO_HASH.into(),
+            kind: "event".into(),
+            user_agent: "quote \" backslash \\ tab \t é".into(),
+            ..Default::default()
+        };
+        let line = e.clone().seal();
+        let mut buf = b"earlier line\n".to_vec();
+        e.seal_into(&mut buf);
+        assert_eq!(buf, format!("earlier line\n{line}\n").into_bytes());
+        assert_eq!(e.computed_hash(), e.hash);
     }
 
     #[test]
