@@ -24,7 +24,7 @@ use super::keys::query_pairs;
 use super::{reply, run, AppState, Body};
 use crate::audit::actions::{audited, classify};
 use crate::audit::record::{self, Redacted};
-use crate::audit::{Audit, Durability, Event};
+use crate::audit::{Audit, Durability, EventBody};
 use crate::auth::Principal;
 
 #[derive(Default)]
@@ -87,7 +87,7 @@ pub(crate) struct Begun {
     slot: AuditSlot,
     action: Cow<'static, str>,
     durability: Durability,
-    method: record::Text,
+    method: Cow<'static, str>,
     key_id: String,
     instance_header: String,
     source_ip: String,
@@ -123,7 +123,7 @@ fn path_param<'a>(route: &str, path: &'a str, name: &str) -> Option<&'a str> {
 }
 
 /// The method's name, without a copy for the standard ones.
-fn static_method(m: &axum::http::Method) -> record::Text {
+fn static_method(m: &axum::http::Method) -> Cow<'static, str> {
     const KNOWN: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
     match KNOWN.iter().find(|k| **k == m.as_str()) {
         Some(k) => Cow::Borrowed(k),
@@ -219,31 +219,27 @@ pub(crate) async fn finish(
         });
     let data = b.slot.0.lock().map(|mut d| std::mem::take(&mut *d)).ok();
     let data = data.unwrap_or_default();
-    let event = Event {
-        seq: 0,
-        prev_hash: String::new(),
-        time: String::new(),
-        kind: Cow::Borrowed("event"),
-        request_id: request_id.to_string(),
-        action: data.action.map_or(b.action, Cow::Owned),
-        outcome: Cow::Borrowed(if status.is_success() || status.is_redirection() {
+    let body = EventBody {
+        kind: "event",
+        request_id,
+        action: data.action.as_deref().unwrap_or(&b.action),
+        outcome: if status.is_success() || status.is_redirection() {
             "success"
         } else {
             "failure"
-        }),
+        },
         status: status.as_u16(),
-        reason: Cow::Borrowed(reason),
-        account_id: data.account_id,
-        principal_id: data.principal_id,
-        principal_kind: Cow::Borrowed(data.principal_kind),
-        source_ip: b.source_ip,
-        user_agent: b.user_agent,
-        instance_id: data.instance_id.unwrap_or(b.instance_header),
-        key_id: data.key_id.unwrap_or(b.key_id),
-        key_version: data.key_version,
-        method: b.method,
-        route: Cow::Borrowed(route),
-        hash: String::new(),
+        reason,
+        account_id: &data.account_id,
+        principal_id: &data.principal_id,
+        principal_kind: data.principal_kind,
+        source_ip: &b.source_ip,
+        user_agent: &b.user_agent,
+        instance_id: data.instance_id.as_deref().unwrap_or(&b.instance_header),
+        key_id: data.key_id.as_deref().unwrap_or(&b.key_id),
+        key_version: &data.key_version,
+        method: &b.method,
+        route,
     };
     // A refused call changed nothing, so its event is only queued: the response it
     // already waited for (a store timeout, say) is not delayed further by the sink.
@@ -252,8 +248,12 @@ pub(crate) async fn finish(
     } else {
         Durability::Queued
     };
-    match b.audit.record(event, b.time_ms, durability).await {
-        Ok(()) => resp,
+    match b.audit.record(&body, b.time_ms, durability) {
+        Ok(None) => resp,
+        Ok(Some(receipt)) => match b.audit.committed(receipt).await {
+            Ok(()) => resp,
+            Err(_) => unavailable(),
+        },
         Err(_) => unavailable(),
     }
 }

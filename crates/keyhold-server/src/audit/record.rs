@@ -8,8 +8,6 @@
 //! appended last. The verifier re-serialises the parsed fields, so a line edited
 //! in any way (a field changed, added or removed) fails its hash.
 
-use std::borrow::Cow;
-
 use aws_lc_rs::digest::{digest, SHA256};
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
 use base64::engine::general_purpose::STANDARD as B64;
@@ -24,10 +22,6 @@ fn is_empty(s: &str) -> bool {
     s.is_empty()
 }
 
-/// A field that is usually one of a few fixed strings (an action name, a route
-/// template): a request builds its event without copying them.
-pub type Text = Cow<'static, str>;
-
 /// One audited call. No request or response body is ever part of it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -38,28 +32,82 @@ pub struct Event {
     pub time: String,
     /// Always `event`.
     #[serde(rename = "type")]
-    pub kind: Text,
+    pub kind: String,
     pub request_id: String,
-    pub action: Text,
+    pub action: String,
     /// `success` (2xx/3xx) or `failure`.
-    pub outcome: Text,
+    pub outcome: String,
     pub status: u16,
     /// The Key Protect reason code of a failure; empty on success.
-    pub reason: Text,
+    pub reason: String,
     pub account_id: String,
     pub principal_id: String,
-    pub principal_kind: Text,
+    pub principal_kind: String,
     pub source_ip: String,
     pub user_agent: String,
     pub instance_id: String,
     /// The key id or alias named in the path.
     pub key_id: String,
     pub key_version: String,
-    pub method: Text,
+    pub method: String,
     /// The route template (`/api/v2/keys/{id}/actions/{action}`), never the raw path.
-    pub route: Text,
+    pub route: String,
     #[serde(default, skip_serializing_if = "is_empty")]
     pub hash: String,
+}
+
+/// An event's fields after its place in the chain (`type` to `route`), borrowed
+/// from the request and serialised on its thread. The writer prefixes `seq`,
+/// `prev_hash` and `time` ([`seal_line`]); the result is byte for byte the
+/// canonical form of the [`Event`] (the names and order here are Event's, and
+/// `batch_lines_are_the_canonical_form` pins that). Building it copies no
+/// string; it is serialised straight into the audit queue.
+#[derive(Debug, Serialize)]
+pub struct EventBody<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'a str,
+    pub request_id: &'a str,
+    pub action: &'a str,
+    pub outcome: &'a str,
+    pub status: u16,
+    pub reason: &'a str,
+    pub account_id: &'a str,
+    pub principal_id: &'a str,
+    pub principal_kind: &'a str,
+    pub source_ip: &'a str,
+    pub user_agent: &'a str,
+    pub instance_id: &'a str,
+    pub key_id: &'a str,
+    pub key_version: &'a str,
+    pub method: &'a str,
+    pub route: &'a str,
+}
+
+impl EventBody<'_> {
+    /// Appends the compact JSON object, `{"type":…,"route":…}`.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        // Serialising a struct of strings into a Vec cannot fail.
+        let _ = serde_json::to_writer(out, self);
+    }
+}
+
+/// Appends the stored line of the event at `seq` (after `prev_hash`, at `time`)
+/// whose serialised [`EventBody`] is `body`, and a newline, to `out`; returns
+/// the event's hash. `prev_hash` (hex) and `time` (RFC 3339) need no escaping.
+pub fn seal_line(seq: u64, prev_hash: &str, time: &str, body: &[u8], out: &mut Vec<u8>) -> String {
+    use std::io::Write;
+    let start = out.len();
+    let _ = write!(
+        out,
+        "{{\"seq\":{seq},\"prev_hash\":\"{prev_hash}\",\"time\":\"{time}\","
+    );
+    out.extend_from_slice(body.get(1..).unwrap_or_default());
+    let hash = sha256_hex(&out[start..]);
+    out.pop(); // the closing brace
+    out.extend_from_slice(b",\"hash\":\"");
+    out.extend_from_slice(hash.as_bytes());
+    out.extend_from_slice(b"\"}\n");
+    hash
 }
 
 /// A signed statement that the chain up to `covers_seq` ends in `prev_hash`.
@@ -143,20 +191,6 @@ impl Event {
         let bare = canonical(self);
         self.hash = sha256_hex(bare.as_bytes());
         with_hash(bare, &self.hash)
-    }
-
-    /// Fills `hash` and appends the stored line and a newline to `out`: the
-    /// writer's path, which serialises straight into the batch it commits.
-    pub fn seal_into(&mut self, out: &mut Vec<u8>) {
-        self.hash.clear();
-        let start = out.len();
-        // Writing these plain structs into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, self);
-        self.hash = sha256_hex(&out[start..]);
-        out.pop(); // the closing brace
-        out.extend_from_slice(b",\"hash\":\"");
-        out.extend_from_slice(self.hash.as_bytes());
-        out.extend_from_slice(b"\"}\n");
     }
 
     fn computed_hash(&self) -> String {
@@ -473,19 +507,41 @@ mod tests {
     }
 
     #[test]
-    fn the_batch_line_is_the_stored_line() {
-        let mut e = Event {
-            seq: 9,
-            prev_hash: ZERO_HASH.into(),
-            kind: "event".into(),
-            user_agent: "quote \" backslash \\ tab \t é".into(),
-            ..Default::default()
+    fn batch_lines_are_the_canonical_form() {
+        let body = EventBody {
+            kind: "event",
+            request_id: "r-1",
+            action: "kms.secrets.wrap",
+            outcome: "success",
+            status: 200,
+            reason: "",
+            account_id: "acct",
+            principal_id: "IBMid-1",
+            principal_kind: "user",
+            source_ip: "127.0.0.1",
+            user_agent: "quote \" backslash \\ tab \t é",
+            instance_id: "inst",
+            key_id: "key",
+            key_version: "ver",
+            method: "POST",
+            route: "/api/v2/keys/{id}/actions/{action}",
         };
-        let line = e.clone().seal();
-        let mut buf = b"earlier line\n".to_vec();
-        e.seal_into(&mut buf);
-        assert_eq!(buf, format!("earlier line\n{line}\n").into_bytes());
-        assert_eq!(e.computed_hash(), e.hash);
+        let mut out = b"earlier line\n".to_vec();
+        let mut json = Vec::new();
+        body.write_json(&mut json);
+        let hash = seal_line(9, ZERO_HASH, "2026-01-01T00:00:00.000Z", &json, &mut out);
+        let line = std::str::from_utf8(&out["earlier line\n".len()..]).unwrap();
+        let line = line.strip_suffix('\n').unwrap();
+        // The verifier's reading: the line parses as an Event whose canonical form hashes to it.
+        let e: Event = serde_json::from_str(line).unwrap();
+        assert_eq!((e.seq, e.hash.as_str()), (9, hash.as_str()));
+        assert_eq!(e.computed_hash(), hash);
+        assert_eq!(
+            canonical(&e),
+            line,
+            "serialising the event gives the stored line"
+        );
+        assert_eq!(e.user_agent, body.user_agent);
     }
 
     #[test]
