@@ -315,13 +315,9 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 
 // ---------------------------------------------------------------- SQLite
 
-/// SQLite page size of a new audit database: batches are tens to hundreds of
-/// kilobytes, and larger pages write them in fewer, larger frames.
-const SQLITE_PAGE_SIZE: u32 = 16384;
-
 pub struct SqliteAudit {
-    /// The appending connection and the reading one (WAL lets them run at
-    /// once): a long export never delays an append.
+    /// The appending connection and the reading one. Reads are short statements
+    /// (a few batches each), so an append waits at most one of them.
     writer: Mutex<Connection>,
     reader: Mutex<Connection>,
 }
@@ -329,10 +325,16 @@ pub struct SqliteAudit {
 fn sqlite_open(path: &Path, lock_wait: Duration) -> Result<Connection> {
     let conn = Connection::open(path).map_err(unavailable)?;
     conn.busy_timeout(lock_wait).map_err(unavailable)?;
-    // Takes effect only on a new database, before WAL is on.
-    conn.pragma_update(None, "page_size", SQLITE_PAGE_SIZE)
+    // A rollback journal, not WAL: the trail only appends, so a commit journals
+    // a page or two and writes its batch once. WAL wrote every batch twice, and
+    // its checkpoints came as bursts of several milliseconds of CPU that, on a
+    // server given one core, held requests up (p99 at half of peak rose from
+    // 1.6 ms to 6-30 ms; docs/benchmarks.md).
+    // Larger pages write a batch in fewer, larger pieces; this takes effect
+    // only when the database is created.
+    conn.pragma_update(None, "page_size", 16384)
         .map_err(unavailable)?;
-    conn.pragma_update(None, "journal_mode", "WAL")
+    conn.pragma_update(None, "journal_mode", "TRUNCATE")
         .map_err(unavailable)?;
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(unavailable)?;

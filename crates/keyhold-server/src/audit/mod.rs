@@ -31,8 +31,9 @@ pub use record::{Event, EventBody, Head, Signer};
 const FLUSH_EVERY: Duration = Duration::from_millis(10);
 /// A batch this large is written at once, without waiting for the tick.
 const FLUSH_SOON: usize = 1024;
-/// At most this many events go in one transaction.
-const MAX_BATCH: usize = 2048;
+/// At most this many events go in one transaction: a writer catching up (after
+/// an outage, or starved of CPU) does so in few large commits.
+const MAX_BATCH: usize = 8192;
 /// Pause before retrying a failed batch.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
