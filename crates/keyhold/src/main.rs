@@ -311,9 +311,6 @@ fn init(args: InitArgs) -> ExitCode {
     }
 }
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     limit_malloc_arenas();
     // Usage errors exit 1 (clap's default, 2, means "not found" for the client commands).
