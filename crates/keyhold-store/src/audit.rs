@@ -98,8 +98,9 @@ pub struct AuditPage {
 
 /// Records one events query reads at most before it returns its page.
 pub const SCAN_BUDGET: usize = 100_000;
-/// Batches fetched per round trip while reading.
-const FETCH_BATCHES: u32 = 16;
+/// Batches fetched per round trip while reading. Small, because a batch can hold
+/// up to thousands of records (a writer catching up) and a page needs few.
+const FETCH_BATCHES: u32 = 4;
 
 /// Builds the batch to append from the current head (seq and hash of the newest record).
 pub type BuildBatch<'a> = &'a mut dyn FnMut(&ChainHead) -> AuditBatch;
