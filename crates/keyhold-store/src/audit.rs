@@ -447,6 +447,14 @@ impl AuditStore for SqliteAudit {
 
 // ---------------------------------------------------------------- PostgreSQL
 
+/// The server's message, which `postgres::Error`'s own text ("db error") leaves out.
+fn pg_unavailable(e: postgres::Error) -> StoreError {
+    match e.as_db_error() {
+        Some(db) => unavailable(format!("{} ({})", db.message(), db.code().code())),
+        None => unavailable(e),
+    }
+}
+
 /// Serializes appends of every node sharing the database (the chain lock).
 const CHAIN_LOCK: i64 = 0x6b68_6175_6474;
 
@@ -462,7 +470,7 @@ pub struct PostgresAudit {
 
 fn pg_head(c: &mut impl postgres::GenericClient) -> Result<ChainHead> {
     Ok(c.query_opt(HEAD_SQL, &[])
-        .map_err(unavailable)?
+        .map_err(pg_unavailable)?
         .map(|r| ChainHead {
             seq: r.get::<_, i64>(0) as u64,
             hash: r.get(1),
@@ -487,19 +495,24 @@ impl PostgresAudit {
             reader: Mutex::new(None),
         };
         let mut c = audit.connect()?;
-        let mut tx = c.transaction().map_err(unavailable)?;
+        let mut tx = c.transaction().map_err(pg_unavailable)?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CHAIN_LOCK])
-            .map_err(unavailable)?;
-        tx.batch_execute(SCHEMA).map_err(unavailable)?;
+            .map_err(pg_unavailable)?;
+        tx.batch_execute(SCHEMA).map_err(pg_unavailable)?;
+        // Batches are stored as they are: PostgreSQL's default TOAST compression
+        // (pglz) of a batch of hundreds of kilobytes cost more CPU than the rest of
+        // the append, and held the chain lock while other nodes waited.
+        tx.batch_execute("ALTER TABLE audit_batches ALTER COLUMN records SET STORAGE EXTERNAL")
+            .map_err(pg_unavailable)?;
         let old: bool = tx
             .query_one("SELECT to_regclass('audit_records') IS NOT NULL", &[])
-            .map_err(unavailable)?
+            .map_err(pg_unavailable)?
             .get(0);
         if old {
             tx.batch_execute(&migrate_sql("E'\\n'"))
-                .map_err(unavailable)?;
+                .map_err(pg_unavailable)?;
         }
-        tx.commit().map_err(unavailable)?;
+        tx.commit().map_err(pg_unavailable)?;
         *audit
             .writer
             .lock()
@@ -508,14 +521,14 @@ impl PostgresAudit {
     }
 
     fn connect(&self) -> Result<Client> {
-        let mut c = self.config.connect(NoTls).map_err(unavailable)?;
+        let mut c = self.config.connect(NoTls).map_err(pg_unavailable)?;
         let ms = self.lock_wait.as_millis().max(1);
         c.batch_execute(&format!(
             "SET search_path TO \"{}\"; SET lock_timeout = {ms}; SET statement_timeout = {}",
             self.schema,
             ms * 2
         ))
-        .map_err(unavailable)?;
+        .map_err(pg_unavailable)?;
         Ok(c)
     }
 
@@ -549,7 +562,7 @@ impl BatchSource for PostgresAudit {
                     batches_sql("$").as_str(),
                     &[&(after as i64), &from_ms, &to_ms, &(n as i64)],
                 )
-                .map_err(unavailable)?;
+                .map_err(pg_unavailable)?;
             Ok(rows
                 .iter()
                 .map(|r| StoredBatch {
@@ -564,9 +577,9 @@ impl BatchSource for PostgresAudit {
 impl AuditStore for PostgresAudit {
     fn append(&self, build: BuildBatch<'_>) -> Result<AuditBatch> {
         self.with(&self.writer, |c| {
-            let mut tx = c.transaction().map_err(unavailable)?;
+            let mut tx = c.transaction().map_err(pg_unavailable)?;
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CHAIN_LOCK])
-                .map_err(unavailable)?;
+                .map_err(pg_unavailable)?;
             let head = pg_head(&mut tx)?;
             let b = build(&head);
             tx.execute(
@@ -580,8 +593,8 @@ impl AuditStore for PostgresAudit {
                     &b.lines,
                 ],
             )
-            .map_err(unavailable)?;
-            tx.commit().map_err(unavailable)?;
+            .map_err(pg_unavailable)?;
+            tx.commit().map_err(pg_unavailable)?;
             Ok(b)
         })
     }
