@@ -87,7 +87,7 @@ pub(crate) struct Begun {
     slot: AuditSlot,
     action: Cow<'static, str>,
     durability: Durability,
-    method: Cow<'static, str>,
+    method: axum::http::Method,
     key_id: String,
     instance_header: String,
     source_ip: String,
@@ -122,15 +122,6 @@ fn path_param<'a>(route: &str, path: &'a str, name: &str) -> Option<&'a str> {
     path.split('/').nth(pos)
 }
 
-/// The method's name, without a copy for the standard ones.
-fn static_method(m: &axum::http::Method) -> Cow<'static, str> {
-    const KNOWN: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
-    match KNOWN.iter().find(|k| **k == m.as_str()) {
-        Some(k) => Cow::Borrowed(k),
-        None => Cow::Owned(m.as_str().chars().take(32).collect()),
-    }
-}
-
 /// The sink cannot take events now: the request is refused before it runs.
 pub(crate) struct SinkDown;
 
@@ -160,8 +151,8 @@ pub(crate) fn begin(
     } else {
         None
     };
-    let method = static_method(req.method());
-    let (action, durability) = classify(&method, route, key_action.as_deref());
+    let method = req.method().clone();
+    let (action, durability) = classify(method.as_str(), route, key_action.as_deref());
     let key_id = path_param(route, path, "{id}")
         .filter(|_| route.starts_with("/api/v2/keys/"))
         .map(|s| s.chars().take(256).collect())
@@ -238,7 +229,7 @@ pub(crate) async fn finish(
         instance_id: data.instance_id.as_deref().unwrap_or(&b.instance_header),
         key_id: data.key_id.as_deref().unwrap_or(&b.key_id),
         key_version: &data.key_version,
-        method: &b.method,
+        method: b.method.as_str(),
         route,
     };
     // A refused call changed nothing, so its event is only queued: the response it
