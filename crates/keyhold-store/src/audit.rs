@@ -523,10 +523,15 @@ impl PostgresAudit {
     fn connect(&self) -> Result<Client> {
         let mut c = self.config.connect(NoTls).map_err(pg_unavailable)?;
         let ms = self.lock_wait.as_millis().max(1);
+        // A node cut off mid-append leaves its transaction, and the chain lock,
+        // open on the server: PostgreSQL ends it after half the lock wait, so the
+        // other nodes' appends go on (tests/cluster/test_cluster_outage.py).
         c.batch_execute(&format!(
-            "SET search_path TO \"{}\"; SET lock_timeout = {ms}; SET statement_timeout = {}",
+            "SET search_path TO \"{}\"; SET lock_timeout = {ms}; SET statement_timeout = {}; \
+             SET idle_in_transaction_session_timeout = {}",
             self.schema,
-            ms * 2
+            ms * 2,
+            (ms / 2).max(1)
         ))
         .map_err(pg_unavailable)?;
         Ok(c)
