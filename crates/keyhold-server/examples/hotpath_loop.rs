@@ -3,9 +3,13 @@
 //! `scripts/callgrind-guard` counts its instructions against a committed
 //! baseline, so a slowdown of the hot path fails the build on any machine.
 //!
-//! Usage: hotpath_loop ITERATIONS
+//! Usage: hotpath_loop ITERATIONS [AUDIT_DIR]
+//!
+//! With `AUDIT_DIR`, every call is also recorded in an audit trail (SQLite,
+//! in that directory), so the trail's own instructions can be counted.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::Request;
@@ -16,6 +20,7 @@ use keyhold_core::iam::AnyRole;
 use keyhold_core::model::Instance;
 use keyhold_crypto::SoftUnit;
 use keyhold_server::api::{router, AppState};
+use keyhold_server::audit::{Audit, AuditConfig, Signer};
 use keyhold_server::auth::token::TokenService;
 use keyhold_server::auth::{PolicyAuthorizer, Principal, PrincipalKind};
 use keyhold_server::config::ServerConfig;
@@ -30,14 +35,15 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(1000);
+    let audit_dir = std::env::args().nth(2).map(std::path::PathBuf::from);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    runtime.block_on(run(iterations));
+    runtime.block_on(run(iterations, audit_dir));
 }
 
-async fn run(iterations: usize) {
+async fn run(iterations: usize, audit_dir: Option<std::path::PathBuf>) {
     let store = Arc::new(SqliteStore::open_in_memory().expect("store"));
     let instance = Instance::kms(
         "hot-instance".into(),
@@ -88,13 +94,23 @@ async fn run(iterations: usize) {
         .expect("create")
         .0
         .id;
-    let app = router(AppState::new(
+    let mut state = AppState::new(
         svc.clone(),
         tokens,
         Arc::new(PolicyAuthorizer::new(svc.clone())),
         &cfg,
         0,
-    ));
+    );
+    let audit = audit_dir.map(|dir| {
+        let store = keyhold_server::dev::open_audit_store(&dir, None, Duration::from_secs(2))
+            .expect("audit store");
+        let signer = Signer::new(&Signer::generate().expect("signing key")).expect("signer");
+        Audit::start(store, signer, None, AuditConfig::default()).expect("audit")
+    });
+    if let Some(a) = &audit {
+        state = state.with_audit(a.clone());
+    }
+    let app = router(state);
 
     let dek = STANDARD.encode([42u8; 32]);
     let wrap_body = format!(r#"{{"plaintext":"{dek}","aad":["hot-path"]}}"#);
@@ -119,6 +135,9 @@ async fn run(iterations: usize) {
         )
         .await;
         assert_eq!(unwrapped["plaintext"].as_str(), Some(dek.as_str()));
+    }
+    if let Some(a) = audit {
+        a.drain(Duration::from_secs(60));
     }
 }
 

@@ -11,7 +11,8 @@ use std::task::{Context, Poll};
 
 use axum::body::{Body as AxumBody, Bytes};
 use axum::extract::{ConnectInfo, RawQuery, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::header::USER_AGENT;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -116,11 +117,23 @@ fn clean(v: Option<&HeaderValue>, max: usize) -> String {
     }
 }
 
-/// The path segment where the template has `{name}`.
-fn path_param<'a>(route: &str, path: &'a str, name: &str) -> Option<&'a str> {
-    let pos = route.split('/').position(|s| s == name)?;
-    path.split('/').nth(pos)
+/// The key id or alias in the path of a `/api/v2/keys/{id}…` route, as sent
+/// (at most 256 characters).
+fn path_key_id(route: &str, path: &str) -> String {
+    if !route.starts_with("/api/v2/keys/{id}") {
+        return String::new();
+    }
+    let rest = path.strip_prefix("/api/v2/keys/").unwrap_or_default();
+    let id = rest.split_once('/').map_or(rest, |(id, _)| id);
+    // 256 bytes hold at most 256 characters.
+    let end = match id.len() {
+        0..=256 => id.len(),
+        _ => id.char_indices().nth(256).map_or(id.len(), |(i, _)| i),
+    };
+    id[..end].to_string()
 }
+
+const BLUEMIX_INSTANCE: HeaderName = HeaderName::from_static("bluemix-instance");
 
 /// The sink cannot take events now: the request is refused before it runs.
 pub(crate) struct SinkDown;
@@ -141,23 +154,23 @@ pub(crate) fn begin(
     if !audit.healthy() {
         return Err(SinkDown);
     }
-    let path = req.uri().path();
-    let key_action = if route.ends_with("/actions/{action}") {
-        path.rsplit('/').next().map(str::to_string)
-    } else if route == "/api/v2/keys/{id}" && req.method() == axum::http::Method::POST {
-        query_pairs(&req.uri().query().map(str::to_string))
-            .ok()
-            .and_then(|p| p.into_iter().find(|(k, _)| k == "action").map(|(_, v)| v))
-    } else {
-        None
-    };
     let method = req.method().clone();
-    let (action, durability) = classify(method.as_str(), route, key_action.as_deref());
-    let key_id = path_param(route, path, "{id}")
-        .filter(|_| route.starts_with("/api/v2/keys/"))
-        .map(|s| s.chars().take(256).collect())
-        .unwrap_or_default();
-    let instance_header = clean(req.headers().get("bluemix-instance"), 128);
+    let (action, durability) = {
+        let path = req.uri().path();
+        let key_action: Option<Cow<str>> = if route.ends_with("/actions/{action}") {
+            path.rsplit('/').next().map(Cow::Borrowed)
+        } else if route == "/api/v2/keys/{id}" && method == axum::http::Method::POST {
+            query_pairs(&req.uri().query().map(str::to_string))
+                .ok()
+                .and_then(|p| p.into_iter().find(|(k, _)| k == "action"))
+                .map(|(_, v)| Cow::Owned(v))
+        } else {
+            None
+        };
+        classify(method.as_str(), route, key_action.as_deref())
+    };
+    let key_id = path_key_id(route, req.uri().path());
+    let instance_header = clean(req.headers().get(BLUEMIX_INSTANCE), 128);
     let instance_header = if instance_header
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'-')
@@ -171,7 +184,7 @@ pub(crate) fn begin(
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip().to_string())
         .unwrap_or_default();
-    let user_agent = clean(req.headers().get("user-agent"), 256);
+    let user_agent = clean(req.headers().get(USER_AGENT), 256);
     let slot = AuditSlot::default();
     req.extensions_mut().insert(slot.clone());
     // Formatted by the writer thread, off the request path.
@@ -507,4 +520,26 @@ pub(crate) async fn keys(State(st): State<AppState>) -> Response {
         ))
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::path_key_id;
+
+    #[test]
+    fn the_key_id_is_the_path_segment_after_keys() {
+        let id = "d38421df-ad57-4782-a42f-af466da1de95";
+        let wrap = format!("/api/v2/keys/{id}/actions/wrap");
+        assert_eq!(path_key_id("/api/v2/keys/{id}/actions/{action}", &wrap), id);
+        let key = format!("/api/v2/keys/{id}");
+        assert_eq!(path_key_id("/api/v2/keys/{id}", &key), id);
+        assert_eq!(path_key_id("/api/v2/keys", "/api/v2/keys"), "");
+        assert_eq!(
+            path_key_id("/api/v2/import_token", "/api/v2/import_token"),
+            ""
+        );
+        let long = "é".repeat(300);
+        let at_most = path_key_id("/api/v2/keys/{id}", &format!("/api/v2/keys/{long}"));
+        assert_eq!(at_most.chars().count(), 256);
+    }
 }

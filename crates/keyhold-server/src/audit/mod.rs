@@ -66,7 +66,7 @@ impl Default for AuditConfig {
 /// the other thread (at tens of thousands a second, both showed).
 #[derive(Default)]
 struct Events {
-    bodies: Vec<u8>,
+    bodies: String,
     items: Vec<Entry>,
 }
 
@@ -80,7 +80,7 @@ struct Entry {
 impl Events {
     fn with_capacity(events: usize) -> Self {
         Events {
-            bodies: Vec::with_capacity(events * 640),
+            bodies: String::with_capacity(events * 640),
             items: Vec::with_capacity(events),
         }
     }
@@ -103,7 +103,7 @@ impl Events {
     }
 
     /// Each event's body with its entry, in order.
-    fn iter(&self) -> impl Iterator<Item = (&[u8], &Entry)> {
+    fn iter(&self) -> impl Iterator<Item = (&str, &Entry)> {
         let mut start = 0;
         self.items.iter().map(move |e| {
             let body = &self.bodies[start..e.end];
@@ -124,7 +124,7 @@ impl Events {
         }
         let cut = self.items[n - 1].end;
         let base = to.bodies.len();
-        to.bodies.extend_from_slice(&self.bodies[..cut]);
+        to.bodies.push_str(&self.bodies[..cut]);
         to.items.extend(self.items.drain(..n).map(|mut e| {
             e.end += base;
             e
@@ -428,28 +428,30 @@ impl Writer {
 /// batch's buffer and hashed there: no per-event copies. A failed batch is
 /// sealed again on retry, from the head the store then has.
 fn seal_batch(pending: &Events, head: &ChainHead, checkpoint: Option<&Signer>) -> AuditBatch {
-    let mut prev = head.hash.clone();
     let mut seq = head.seq;
-    let mut buf = Vec::with_capacity(pending.bodies.len() + pending.len() * 200 + 512);
+    let mut lines = String::with_capacity(pending.bodies.len() + pending.len() * 200 + 512);
     let (mut first_ms, mut last_ms) = (i64::MAX, i64::MIN);
     // Events of one millisecond share its formatted time (dozens of them at load).
     let mut time: (i64, String) = (i64::MIN, String::new());
+    let mut prev: Option<record::HexDigest> = None;
     for (body, e) in pending.iter() {
         seq += 1;
         if time.0 != e.time_ms {
             time = (e.time_ms, record::format_ms(e.time_ms));
         }
-        prev = record::seal_line(seq, &prev, &time.1, body, &mut buf);
+        let prev_hash = prev.as_ref().map_or(head.hash.as_str(), |h| h.as_str());
+        prev = Some(record::seal_line(seq, prev_hash, &time.1, body, &mut lines));
         first_ms = first_ms.min(e.time_ms);
         last_ms = last_ms.max(e.time_ms);
     }
+    let mut last_hash = prev.map_or_else(|| head.hash.clone(), |h| h.as_str().to_string());
     if let Some(signer) = checkpoint {
         seq += 1;
         let (time, ms) = record::now();
-        let (c, line) = signer.checkpoint(seq, &prev, time);
-        buf.extend_from_slice(line.as_bytes());
-        buf.push(b'\n');
-        prev = c.hash;
+        let (c, line) = signer.checkpoint(seq, &last_hash, time);
+        lines.push_str(&line);
+        lines.push('\n');
+        last_hash = c.hash;
         first_ms = first_ms.min(ms);
         last_ms = last_ms.max(ms);
     }
@@ -458,10 +460,8 @@ fn seal_batch(pending: &Events, head: &ChainHead, checkpoint: Option<&Signer>) -
         last_seq: seq,
         first_ms,
         last_ms,
-        last_hash: prev,
-        // serde_json writes UTF-8 only, so this is a check, never a change.
-        lines: String::from_utf8(buf)
-            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+        last_hash,
+        lines,
     }
 }
 
@@ -493,7 +493,7 @@ mod tests {
     fn ids(e: &Events) -> Vec<String> {
         e.iter()
             .map(|(b, _)| {
-                serde_json::from_slice::<serde_json::Value>(b).unwrap()["request_id"].to_string()
+                serde_json::from_str::<serde_json::Value>(b).unwrap()["request_id"].to_string()
             })
             .collect()
     }
