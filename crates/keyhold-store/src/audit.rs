@@ -335,7 +335,13 @@ fn sqlite_open(path: &Path, lock_wait: Duration) -> Result<Connection> {
     // only when the database is created.
     conn.pragma_update(None, "page_size", 16384)
         .map_err(unavailable)?;
-    conn.pragma_update(None, "journal_mode", "TRUNCATE")
+    // PERSIST: a commit ends by zeroing the journal's header rather than
+    // truncating the file, which saved a metadata write (and a disk wait) per
+    // commit. The journal holds only the few pages a commit changes; the limit
+    // bounds it after an unusual transaction.
+    conn.pragma_update(None, "journal_mode", "PERSIST")
+        .map_err(unavailable)?;
+    conn.pragma_update(None, "journal_size_limit", 1 << 20)
         .map_err(unavailable)?;
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(unavailable)?;

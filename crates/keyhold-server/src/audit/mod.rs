@@ -28,12 +28,14 @@ pub use record::{Event, EventBody, Head, Signer};
 /// at most about this long for theirs. Each commit costs an fsync and a
 /// transaction whatever its size; committing as soon as the last one ended
 /// made batches of ~30 events and cost more than the events themselves.
-const FLUSH_EVERY: Duration = Duration::from_millis(10);
+const FLUSH_EVERY: Duration = Duration::from_millis(25);
 /// A batch this large is written at once, without waiting for the tick.
-const FLUSH_SOON: usize = 1024;
+const FLUSH_SOON: usize = 2048;
 /// At most this many events go in one transaction: a writer catching up (after
 /// an outage, or starved of CPU) does so in few large commits.
 const MAX_BATCH: usize = 8192;
+/// A batch buffer larger than this (after catching up) is not kept.
+const SPARE_MAX: usize = 4 << 20;
 /// Pause before retrying a failed batch.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
@@ -216,6 +218,7 @@ impl Audit {
             since_checkpoint: 0,
             last_checkpoint: Instant::now(),
             failures: 0,
+            spare: String::new(),
         };
         std::thread::Builder::new()
             .name("keyhold-audit".into())
@@ -310,6 +313,9 @@ struct Writer {
     since_checkpoint: u64,
     last_checkpoint: Instant,
     failures: u64,
+    /// The last batch's buffer, kept for the next: a fresh one each commit
+    /// cost page faults and evicted the request path's working set.
+    spare: String,
 }
 
 impl Writer {
@@ -360,8 +366,10 @@ impl Writer {
                 .writing_since_ms
                 .store(unix_ms(), Ordering::Release);
             let signer = self.signer.clone();
+            let mut spare = Some(std::mem::take(&mut self.spare));
             let result = self.store.append(&mut |head: &ChainHead| {
-                seal_batch(&pending, head, checkpoint.then_some(&*signer))
+                let lines = spare.take().unwrap_or_default();
+                seal_batch(&pending, head, checkpoint.then_some(&*signer), lines)
             });
             self.shared.writing_since_ms.store(0, Ordering::Release);
             match result {
@@ -390,6 +398,9 @@ impl Writer {
                         self.since_checkpoint += batch.last_seq + 1 - batch.first_seq;
                     }
                     self.stream(&batch);
+                    if batch.lines.capacity() <= SPARE_MAX {
+                        self.spare = batch.lines;
+                    }
                 }
                 Err(e) => {
                     if self.failures == 0 {
@@ -427,9 +438,15 @@ impl Writer {
 /// signed checkpoint, into one batch. Each event is written straight into the
 /// batch's buffer and hashed there: no per-event copies. A failed batch is
 /// sealed again on retry, from the head the store then has.
-fn seal_batch(pending: &Events, head: &ChainHead, checkpoint: Option<&Signer>) -> AuditBatch {
+fn seal_batch(
+    pending: &Events,
+    head: &ChainHead,
+    checkpoint: Option<&Signer>,
+    mut lines: String,
+) -> AuditBatch {
     let mut seq = head.seq;
-    let mut lines = String::with_capacity(pending.bodies.len() + pending.len() * 200 + 512);
+    lines.clear();
+    lines.reserve(pending.bodies.len() + pending.len() * 200 + 512);
     let (mut first_ms, mut last_ms) = (i64::MAX, i64::MIN);
     // Events of one millisecond share its formatted time (dozens of them at load).
     let mut time: (i64, String) = (i64::MIN, String::new());
