@@ -493,17 +493,8 @@ mod tests {
             action: "kms.secrets.wrap",
             outcome: "success",
             status: 200,
-            reason: "",
-            account_id: "",
-            principal_id: "",
-            principal_kind: "",
-            source_ip: "",
-            user_agent: "",
-            instance_id: "",
-            key_id: "",
-            key_version: "",
             method: "POST",
-            route: "",
+            ..Default::default()
         }
     }
 
