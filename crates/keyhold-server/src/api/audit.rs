@@ -25,7 +25,7 @@ use super::keys::query_pairs;
 use super::{reply, run, AppState, Body};
 use crate::audit::actions::{audited, classify};
 use crate::audit::record::{self, Redacted};
-use crate::audit::{Audit, Durability, EventBody};
+use crate::audit::{Audit, Durability, EventBody, Receipt};
 use crate::auth::Principal;
 
 #[derive(Default)]
@@ -144,7 +144,7 @@ pub(crate) fn begin(
     st: &AppState,
     req: &mut Request,
     route: &str,
-) -> Result<Option<Begun>, SinkDown> {
+) -> Result<Option<Box<Begun>>, SinkDown> {
     let Some(audit) = st.0.audit.get() else {
         return Ok(None);
     };
@@ -189,7 +189,8 @@ pub(crate) fn begin(
     req.extensions_mut().insert(slot.clone());
     // Formatted by the writer thread, off the request path.
     let time_ms = record::now_ms();
-    Ok(Some(Begun {
+    // Boxed: it is held across the handler's await, inside every request's future.
+    Ok(Some(Box::new(Begun {
         audit: audit.clone(),
         slot,
         action,
@@ -200,17 +201,39 @@ pub(crate) fn begin(
         source_ip,
         user_agent,
         time_ms,
-    }))
+    })))
+}
+
+/// What [`finish`] leaves to do: nothing, or (for a management call) wait for
+/// its event's commit.
+pub(crate) enum Finished {
+    Ready(Response),
+    Commit(Commit),
+}
+
+/// A management call's response, held until its event is committed.
+pub(crate) struct Commit {
+    audit: Arc<Audit>,
+    receipt: Receipt,
+    resp: Response,
+}
+
+impl Commit {
+    /// The response once the event is committed; 503 if it is not, within the sink timeout.
+    pub(crate) async fn wait(self) -> Response {
+        match self.audit.committed(self.receipt).await {
+            Ok(()) => self.resp,
+            Err(_) => unavailable(),
+        }
+    }
 }
 
 /// After the handler: records the event; a response whose event cannot be
 /// recorded is replaced by 503 (its body, a wrapped key say, never leaves).
-pub(crate) async fn finish(
-    b: Begun,
-    request_id: &str,
-    route: &'static str,
-    resp: Response,
-) -> Response {
+/// Not async: the event is built and queued here, and only a management call's
+/// wait for its commit is awaited (a small future; the event, built on the
+/// stack, is not carried across the await).
+pub(crate) fn finish(b: &Begun, request_id: &str, route: &'static str, resp: Response) -> Finished {
     let status = resp.status();
     let reason = resp
         .extensions()
@@ -253,12 +276,13 @@ pub(crate) async fn finish(
         Durability::Queued
     };
     match b.audit.record(&body, b.time_ms, durability) {
-        Ok(None) => resp,
-        Ok(Some(receipt)) => match b.audit.committed(receipt).await {
-            Ok(()) => resp,
-            Err(_) => unavailable(),
-        },
-        Err(_) => unavailable(),
+        Ok(None) => Finished::Ready(resp),
+        Ok(Some(receipt)) => Finished::Commit(Commit {
+            audit: b.audit.clone(),
+            receipt,
+            resp,
+        }),
+        Err(_) => Finished::Ready(unavailable()),
     }
 }
 

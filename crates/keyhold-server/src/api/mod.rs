@@ -300,7 +300,10 @@ async fn envelope(State(st): State<AppState>, mut req: Request, next: Next) -> R
             .insert("connection", HeaderValue::from_static("close"));
     }
     if let Some(a) = audit {
-        resp = audit::finish(a, &request_id, route, resp).await;
+        resp = match audit::finish(&a, &request_id, route, resp) {
+            audit::Finished::Ready(r) => r,
+            audit::Finished::Commit(c) => c.wait().await,
+        };
     }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("correlation-id", v.clone());
