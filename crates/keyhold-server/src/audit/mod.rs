@@ -25,9 +25,11 @@ pub use actions::Durability;
 pub use record::{Event, EventBody, Head, Signer};
 
 /// Group-commit tick: commits start at most this often, so queued events wait
-/// at most about this long for theirs. Each commit costs an fsync and a
-/// transaction whatever its size; committing as soon as the last one ended
-/// made batches of ~30 events and cost more than the events themselves.
+/// (and a crash can lose) at most about this long. A commit waits for the disk
+/// four times whatever its size, and on a VM each wait costs the request core a
+/// context switch and an interrupt: commits back to back (batches of ~30) cost
+/// more than the events, and at 10 ms they still cost about a tenth of wrap
+/// throughput on one core; 50 ms measured no better than 25 (docs/benchmarks.md).
 const FLUSH_EVERY: Duration = Duration::from_millis(25);
 /// A batch this large is written at once, without waiting for the tick.
 const FLUSH_SOON: usize = 2048;
