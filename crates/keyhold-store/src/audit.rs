@@ -319,9 +319,58 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 pub struct SqliteAudit {
     /// The appending connection and the reading one. Reads are short statements
     /// (a few batches each), so an append waits at most one of them.
-    writer: Mutex<Connection>,
+    writer: Mutex<Appender>,
     reader: Mutex<Connection>,
 }
+
+/// The appending connection, and what it needs to keep the trail's pages out
+/// of the page cache.
+struct Appender {
+    conn: Connection,
+    /// The database file, opened again only to advise the kernel about it.
+    file: std::fs::File,
+    /// Bytes of the file already dropped from the page cache (or written
+    /// before this process opened it).
+    dropped_to: u64,
+}
+
+impl Appender {
+    /// Drops the pages a commit appended from the page cache. They were written
+    /// once, are durable, and are read back only by an export or a query, so
+    /// caching them crowds the key database out of memory (at full wrap rate
+    /// the trail grows ~20 MB a second). It also keeps the writer on pages it
+    /// freed a moment ago: filling ever new page cache pages cost more than
+    /// the rest of a commit on the benchmark VM, where a page the guest has not
+    /// touched recently is backed by the host on first write (docs/audit.md).
+    /// Advice only: a failure changes nothing but the cache, so it is ignored.
+    fn drop_appended_pages(&mut self) {
+        let Ok(len) = self.file.metadata().map(|m| m.len()) else {
+            return;
+        };
+        if len > self.dropped_to {
+            advise_dont_need(&self.file, self.dropped_to, len - self.dropped_to);
+            self.dropped_to = len;
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn advise_dont_need(file: &std::fs::File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: posix_fadvise only reads its integer arguments; the descriptor
+    // is owned by `file`, which outlives the call.
+    unsafe {
+        libc::posix_fadvise(
+            file.as_raw_fd(),
+            offset as libc::off_t,
+            len as libc::off_t,
+            libc::POSIX_FADV_DONTNEED,
+        );
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn advise_dont_need(_file: &std::fs::File, _offset: u64, _len: u64) {}
 
 fn sqlite_open(path: &Path, lock_wait: Duration) -> Result<Connection> {
     let conn = Connection::open(path).map_err(unavailable)?;
@@ -371,14 +420,20 @@ impl SqliteAudit {
         }
         tx.commit().map_err(unavailable)?;
         let reader = sqlite_open(path, lock_wait)?;
+        let file = std::fs::File::open(path).map_err(unavailable)?;
+        let dropped_to = file.metadata().map_err(unavailable)?.len();
         Ok(SqliteAudit {
-            writer: Mutex::new(writer),
+            writer: Mutex::new(Appender {
+                conn: writer,
+                file,
+                dropped_to,
+            }),
             reader: Mutex::new(reader),
         })
     }
 }
 
-fn lock(m: &Mutex<Connection>) -> Result<MutexGuard<'_, Connection>> {
+fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>> {
     m.lock()
         .map_err(|_| unavailable("audit store lock poisoned"))
 }
@@ -416,8 +471,9 @@ impl BatchSource for SqliteAudit {
 
 impl AuditStore for SqliteAudit {
     fn append(&self, build: BuildBatch<'_>) -> Result<AuditBatch> {
-        let mut c = lock(&self.writer)?;
-        let tx = c
+        let mut appender = lock(&self.writer)?;
+        let tx = appender
+            .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(unavailable)?;
         let head = sqlite_head(&tx)?;
@@ -435,6 +491,7 @@ impl AuditStore for SqliteAudit {
             })
             .map_err(unavailable)?;
         tx.commit().map_err(unavailable)?;
+        appender.drop_appended_pages();
         Ok(b)
     }
 
@@ -766,6 +823,76 @@ mod tests {
         other.execute_batch("ROLLBACK").unwrap();
         assert!(s.append(&mut |h| batch(h, &["a"])).is_ok());
         assert_eq!(s.head().unwrap().seq, 7);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[cfg(target_os = "linux")]
+    fn page_size() -> usize {
+        // SAFETY: sysconf has no preconditions.
+        unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
+    }
+
+    /// Which of a file's pages are in the page cache (`mincore` over a mapping).
+    #[cfg(target_os = "linux")]
+    fn resident_pages(path: &Path) -> Vec<bool> {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::File::open(path).unwrap();
+        let len = file.metadata().unwrap().len() as usize;
+        let mut vec = vec![0u8; len.div_ceil(page_size())];
+        // SAFETY: a read-only shared mapping of a file we hold open; mincore
+        // writes one byte per page into `vec`, which is sized for the mapping,
+        // and the mapping is unmapped before `file` is dropped.
+        unsafe {
+            let addr = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            );
+            assert_ne!(addr, libc::MAP_FAILED);
+            assert_eq!(libc::mincore(addr, len, vec.as_mut_ptr()), 0);
+            libc::munmap(addr, len);
+        }
+        vec.iter().map(|b| b & 1 == 1).collect()
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn appended_pages_leave_the_page_cache_and_read_back_from_disk() {
+        let (dir, path) = temp_db("fadvise");
+        // Where the file system ignores the advice (tmpfs keeps every page),
+        // there is nothing to check.
+        let probe = dir.join("probe");
+        std::fs::write(&probe, vec![1u8; 1 << 16]).unwrap();
+        let f = std::fs::File::open(&probe).unwrap();
+        f.sync_all().unwrap();
+        advise_dont_need(&f, 0, 1 << 16);
+        if resident_pages(&probe).iter().all(|&r| r) {
+            eprintln!("skipped: this file system keeps pages despite POSIX_FADV_DONTNEED");
+            let _ = std::fs::remove_dir_all(&dir);
+            return;
+        }
+        let s = SqliteAudit::open(&path, Duration::from_millis(200)).unwrap();
+        let before = std::fs::metadata(&path).unwrap().len() as usize;
+        let accounts = vec!["an-account-id-of-some-length"; 2_000];
+        s.append(&mut |h| batch(h, &accounts)).unwrap();
+        let pages = resident_pages(&path);
+        assert!(pages.len() > 50, "{} pages", pages.len());
+        let appended = &pages[before / page_size()..];
+        let cached = appended.iter().filter(|&&r| r).count();
+        assert!(
+            cached * 10 < appended.len(),
+            "{cached} of {} appended pages still cached",
+            appended.len()
+        );
+        // The records read back intact (SQLite's own cache or the disk).
+        assert_eq!(s.scan(0, 5_000).unwrap().len(), 2_000);
+        drop(s);
+        let s = SqliteAudit::open(&path, Duration::from_millis(200)).unwrap();
+        assert_eq!(s.head().unwrap().seq, 2_000);
+        assert_eq!(s.scan(1_990, 100).unwrap().len(), 10);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
