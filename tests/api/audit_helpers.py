@@ -1,5 +1,5 @@
 """Helpers for the audit trail tests (docs/audit.md): a server whose audit store the test
-can reach directly (SQLite: DATA_DIR/audit.db; PostgreSQL under $KEYHOLD_STORE: a schema
+can reach directly (SQLite: DATA_DIR/audit.db and the records file audit.jsonl; PostgreSQL under $KEYHOLD_STORE: a schema
 of the test's own), reading events and exports, and `keyhold audit verify`."""
 from __future__ import annotations
 
@@ -82,8 +82,26 @@ class AuditServer:
         """The stored batch (one row per group commit) holding record `seq`: its key and lines."""
         first = int(self.sql("SELECT first_seq FROM audit_batches "
                              f"WHERE first_seq <= {seq} AND last_seq >= {seq}").strip())
-        records = self.sql(f"SELECT records FROM audit_batches WHERE first_seq = {first}")
+        if self.schema:
+            records = self.sql(f"SELECT records FROM audit_batches WHERE first_seq = {first}")
+        else:
+            records = self._sqlite_records(first)
         return first, [ln for ln in records.split("\n") if ln.strip()]
+
+    def _records_file(self) -> Path:
+        return self.data / "audit.jsonl"
+
+    def _sqlite_records(self, first: int) -> str:
+        """SQLite: a batch's lines from the records file (rows of earlier versions hold them inline)."""
+        import sqlite3
+        with sqlite3.connect(self.data / "audit.db") as c:
+            inline, at, length = c.execute("SELECT records, records_at, records_len FROM audit_batches "
+                                           "WHERE first_seq = ?", (first,)).fetchone()
+        if at is None:
+            return inline
+        with open(self._records_file(), "rb") as f:
+            f.seek(int(at))
+            return f.read(int(length)).decode()
 
     def stored_record(self, seq: int) -> str:
         """Record `seq`'s line as the store holds it."""
@@ -92,11 +110,35 @@ class AuditServer:
 
     def store_record(self, seq: int, line: str | None):
         """Writes `line` in place of record `seq` in its stored batch, or (None) removes it:
-        tampering as someone with write access to the database would."""
+        tampering as someone with write access to the store would (SQLite: the records file,
+        with the index's offsets kept consistent, under the database's write lock)."""
         first, lines = self._batch(seq)
         out = [line if json.loads(ln)["seq"] == seq else ln for ln in lines]
-        text = "".join(ln + "\n" for ln in out if ln is not None).replace("'", "''")
-        self.sql(f"UPDATE audit_batches SET records = '{text}' WHERE first_seq = {first}")
+        text = "".join(ln + "\n" for ln in out if ln is not None)
+        if self.schema:
+            self.sql(f"UPDATE audit_batches SET records = '{text.replace(chr(39), chr(39) * 2)}' "
+                     f"WHERE first_seq = {first}")
+            return
+        import sqlite3
+        c = sqlite3.connect(self.data / "audit.db", isolation_level=None, timeout=10)
+        try:
+            c.execute("BEGIN IMMEDIATE")
+            at, length = c.execute("SELECT records_at, records_len FROM audit_batches "
+                                   "WHERE first_seq = ?", (first,)).fetchone()
+            new = text.encode()
+            with open(self._records_file(), "r+b") as f:
+                f.seek(at + length)
+                rest = f.read()
+                f.seek(at)
+                f.write(new + rest)
+                f.truncate()
+            delta = len(new) - length
+            c.execute("UPDATE audit_batches SET records_len = ? WHERE first_seq = ?", (len(new), first))
+            c.execute("UPDATE audit_batches SET records_at = records_at + ? "
+                      "WHERE first_seq > ? AND records_at IS NOT NULL", (delta, first))
+            c.execute("COMMIT")
+        finally:
+            c.close()
 
     def raw_store_bytes(self) -> bytes:
         """Everything the audit store holds, as bytes (files, or a dump of the table)."""
@@ -104,7 +146,7 @@ class AuditServer:
             return self.sql("SELECT string_agg(records, '') FROM audit_batches").encode()
         out = b""
         for p in self.data.iterdir():
-            if p.name.startswith("audit.db"):
+            if p.name.startswith("audit."):
                 out += p.read_bytes()
         return out
 

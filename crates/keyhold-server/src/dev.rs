@@ -415,9 +415,10 @@ fn pg_target(dir: &Path, u: &str) -> Result<(String, String), String> {
     Ok((url, schema))
 }
 
-/// Opens the audit trail's store beside the main one: with SQLite its own file
-/// (`audit.db` in the data directory, or `PATH-audit` beside `sqlite://PATH`), so
-/// a locked audit file never blocks key writes; with PostgreSQL a table in the
+/// Opens the audit trail's store beside the main one: with SQLite its own files
+/// (`audit.db` and the records `audit.jsonl` in the data directory, or
+/// `PATH-audit` and `PATH-audit.jsonl` beside `sqlite://PATH`), so a locked
+/// audit file never blocks key writes; with PostgreSQL a table in the
 /// deployment's schema. Appends give up after `lock_wait`.
 pub fn open_audit_store(
     dir: &Path,

@@ -1,6 +1,7 @@
 //! The audit trail's store: a hash-chained, append-only sequence of records
 //! (docs/audit.md), kept as one row per group commit. A row holds the batch's
-//! records as JSON lines with its sequence and time range, so appending costs
+//! records as JSON lines (SQLite: their place in the records file) with its
+//! sequence and time range, so appending costs
 //! one insert per batch rather than one per event: at thousands of wraps a
 //! second, per-event rows and their index were most of the trail's cost.
 //! Reads scan batches and filter their lines; they are paged and bounded.
@@ -12,8 +13,10 @@
 //! and signing are the caller's (the `build` callback), so this crate stays
 //! free of crypto.
 //!
-//! SQLite keeps the trail in its own file beside the main database: an audit
-//! writer waiting for its lock never blocks key writes, and the reverse.
+//! SQLite keeps the trail in its own files beside the main database (the
+//! records in an append-only JSON lines file, indexed by a database of their
+//! own): an audit writer waiting for its lock never blocks key writes, and the
+//! reverse.
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -130,9 +133,14 @@ trait BatchSource {
 
 /// The batch-selecting statement: the batch holding `after` (the newest whose
 /// first record is at or before it; both bounds use the primary key) and those after it.
-fn batches_sql(mark: &str) -> String {
+fn batches_sql(mark: &str, extra: &str) -> String {
+    let extra = if extra.is_empty() {
+        String::new()
+    } else {
+        format!(", {extra}")
+    };
     format!(
-        "SELECT last_seq, records FROM audit_batches \
+        "SELECT last_seq, records{extra} FROM audit_batches \
          WHERE first_seq >= COALESCE((SELECT MAX(first_seq) FROM audit_batches WHERE first_seq <= {mark}1), 0) \
          AND last_seq > {mark}1 AND last_ms >= {mark}2 AND first_ms <= {mark}3 \
          ORDER BY first_seq LIMIT {mark}4"
@@ -142,7 +150,8 @@ fn batches_sql(mark: &str) -> String {
 const HEAD_SQL: &str =
     "SELECT last_seq, last_hash FROM audit_batches ORDER BY first_seq DESC LIMIT 1";
 const INSERT_SQL_SQLITE: &str = "INSERT INTO audit_batches \
-    (first_seq, last_seq, first_ms, last_ms, last_hash, records) VALUES (?1,?2,?3,?4,?5,?6)";
+    (first_seq, last_seq, first_ms, last_ms, last_hash, records, records_at, records_len) \
+    VALUES (?1,?2,?3,?4,?5,'',?6,?7)";
 const INSERT_SQL_PG: &str = "INSERT INTO audit_batches \
     (first_seq, last_seq, first_ms, last_ms, last_hash, records) VALUES ($1,$2,$3,$4,$5,$6)";
 
@@ -187,6 +196,8 @@ struct Fields<'a> {
     outcome: Cow<'a, str>,
     #[serde(borrow, default)]
     hash: Cow<'a, str>,
+    #[serde(borrow, default)]
+    prev_hash: Cow<'a, str>,
 }
 
 impl Fields<'_> {
@@ -316,40 +327,55 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 
 // ---------------------------------------------------------------- SQLite
 
+/// The SQLite trail: the records themselves in an append-only file of JSON
+/// lines (`audit.jsonl` beside `audit.db`), and in `audit.db` one row per batch
+/// naming its byte range in that file. An append writes its batch to the file
+/// and `fdatasync`s it (one data write and one flush: durable), then commits
+/// the batch's row without waiting for the disk (WAL, `synchronous=NORMAL`).
+/// Stored in the database, a batch cost five fsyncs and about twenty disk
+/// requests per commit (rollback journal, its directory, the pages), which on a
+/// VM were two thirds of the writer's CPU (docs/benchmarks.md).
+///
+/// The row is only an index: after a power loss that took its last commits,
+/// opening the store finds the records past the indexed end of the file and
+/// indexes those that continue the chain; a torn tail (a batch whose write was
+/// never acknowledged) is moved aside to `audit.jsonl.torn-OFFSET`, never
+/// deleted. Rows of earlier versions keep their records inline (`records`).
 pub struct SqliteAudit {
-    /// The appending connection and the reading one. Reads are short statements
-    /// (a few batches each), so an append waits at most one of them.
+    /// The appending connection and the reading one.
     writer: Mutex<Appender>,
     reader: Mutex<Connection>,
+    /// The records file, read positionally (shared with the appender).
+    records: std::fs::File,
 }
 
-/// The appending connection, and what it needs to keep the trail's pages out
-/// of the page cache.
+/// The appending connection, and the records file it appends to.
 struct Appender {
     conn: Connection,
-    /// The database file, opened again only to advise the kernel about it.
-    file: std::fs::File,
-    /// Bytes of the file already dropped from the page cache (or written
-    /// before this process opened it).
+    records: std::fs::File,
+    /// Bytes of the records file already dropped from the page cache (or
+    /// written before this process opened it); page-aligned.
     dropped_to: u64,
 }
 
+/// The page granularity of the cache advice: the partial page at the end of
+/// the file stays cached, because the next batch fills it.
+const CACHE_PAGE: u64 = 4096;
+
 impl Appender {
-    /// Drops the pages a commit appended from the page cache. They were written
-    /// once, are durable, and are read back only by an export or a query, so
-    /// caching them crowds the key database out of memory (at full wrap rate
-    /// the trail grows ~20 MB a second). It also keeps the writer on pages it
-    /// freed a moment ago: filling ever new page cache pages cost more than
-    /// the rest of a commit on the benchmark VM, where a page the guest has not
-    /// touched recently is backed by the host on first write (docs/audit.md).
-    /// Advice only: a failure changes nothing but the cache, so it is ignored.
-    fn drop_appended_pages(&mut self) {
-        let Ok(len) = self.file.metadata().map(|m| m.len()) else {
-            return;
-        };
-        if len > self.dropped_to {
-            advise_dont_need(&self.file, self.dropped_to, len - self.dropped_to);
-            self.dropped_to = len;
+    /// Drops the pages written up to `end` from the page cache. They were
+    /// written once, are durable, and are read back only by an export or a
+    /// query, so caching them crowds the key database out of memory (at full
+    /// wrap rate the trail grows ~20 MB a second). It also keeps the writer on
+    /// pages it freed a moment ago: filling ever new page cache pages cost more
+    /// than the rest of a commit on the benchmark VM, where a page the guest has
+    /// not touched recently is backed by the host on first write
+    /// (docs/audit.md). Advice only: a failure changes nothing but the cache.
+    fn drop_written_pages(&mut self, end: u64) {
+        let to = end - end % CACHE_PAGE;
+        if to > self.dropped_to {
+            advise_dont_need(&self.records, self.dropped_to, to - self.dropped_to);
+            self.dropped_to = to;
         }
     }
 }
@@ -372,35 +398,167 @@ fn advise_dont_need(file: &std::fs::File, offset: u64, len: u64) {
 #[cfg(not(target_os = "linux"))]
 fn advise_dont_need(_file: &std::fs::File, _offset: u64, _len: u64) {}
 
+/// `audit.db` → `audit.jsonl`; any other name gets `.jsonl` appended.
+pub fn records_path(db: &Path) -> std::path::PathBuf {
+    let name = db
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let stem = name.strip_suffix(".db").unwrap_or(&name);
+    db.with_file_name(format!("{stem}.jsonl"))
+}
+
 fn sqlite_open(path: &Path, lock_wait: Duration) -> Result<Connection> {
     let conn = Connection::open(path).map_err(unavailable)?;
     conn.busy_timeout(lock_wait).map_err(unavailable)?;
-    // A rollback journal, not WAL: the trail only appends, so a commit journals
-    // a page or two and writes its batch once. WAL wrote every batch twice, and
-    // its checkpoints came as bursts of several milliseconds of CPU that, on a
-    // server given one core, held requests up (p99 at half of peak rose from
-    // 1.6 ms to 6-30 ms; docs/benchmarks.md).
-    // Larger pages write a batch in fewer, larger pieces; this takes effect
-    // only when the database is created.
-    conn.pragma_update(None, "page_size", 16384)
+    // WAL with `synchronous=NORMAL`: a commit of the index writes a page or two
+    // and waits for no disk; the records it indexes were synced before it.
+    conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(unavailable)?;
-    // PERSIST: a commit ends by zeroing the journal's header rather than
-    // truncating the file, which saved a metadata write (and a disk wait) per
-    // commit. The journal holds only the few pages a commit changes; the limit
-    // bounds it after an unusual transaction.
-    conn.pragma_update(None, "journal_mode", "PERSIST")
+    conn.pragma_update(None, "journal_size_limit", 1 << 22)
         .map_err(unavailable)?;
-    conn.pragma_update(None, "journal_size_limit", 1 << 20)
-        .map_err(unavailable)?;
-    conn.pragma_update(None, "synchronous", "FULL")
+    conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(unavailable)?;
     Ok(conn)
 }
 
+/// Where the indexed records end in the records file (0 before the first).
+const RECORDS_END_SQL: &str = "SELECT records_at + records_len FROM audit_batches \
+    WHERE records_at IS NOT NULL ORDER BY first_seq DESC LIMIT 1";
+
+fn records_end(c: &Connection) -> Result<u64> {
+    let end: Option<i64> = c
+        .query_row(RECORDS_END_SQL, [], |r| r.get(0))
+        .optional()
+        .map_err(unavailable)?;
+    Ok(end.unwrap_or(0) as u64)
+}
+
+/// Adds the records file's columns to a database of an earlier version.
+fn add_records_columns(c: &Connection) -> Result<()> {
+    let has: i64 = c
+        .query_row(
+            "SELECT COUNT(*) FROM pragma_table_info('audit_batches') WHERE name = 'records_at'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(unavailable)?;
+    if has == 0 {
+        c.execute_batch(
+            "ALTER TABLE audit_batches ADD COLUMN records_at INTEGER;
+             ALTER TABLE audit_batches ADD COLUMN records_len INTEGER;",
+        )
+        .map_err(unavailable)?;
+    }
+    Ok(())
+}
+
+/// Indexes batch `b`, whose records are bytes `at..at + len` of the records file.
+fn insert_sqlite(c: &Connection, b: &AuditBatch, at: u64, len: u64) -> Result<()> {
+    c.prepare_cached(INSERT_SQL_SQLITE)
+        .and_then(|mut s| {
+            s.execute(params![
+                b.first_seq as i64,
+                b.last_seq as i64,
+                b.first_ms,
+                b.last_ms,
+                b.last_hash,
+                at as i64,
+                len as i64
+            ])
+        })
+        .map_err(unavailable)?;
+    Ok(())
+}
+
+/// Indexes the records past the indexed end of the file that continue the
+/// chain (their rows were lost with the index's last commits); moves anything
+/// after them aside and cuts the file there, so the next batch follows the
+/// last record. A file shorter than the index (records removed) is left as it
+/// is: reads show the gap, and `keyhold audit verify` names it.
+fn recover_tail(c: &Connection, file: &std::fs::File, path: &Path) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let end = records_end(c)?;
+    let len = file.metadata().map_err(unavailable)?.len();
+    if len <= end {
+        return Ok(());
+    }
+    let mut tail = vec![0u8; (len - end) as usize];
+    file.read_exact_at(&mut tail, end).map_err(unavailable)?;
+    let mut head = sqlite_head(c)?;
+    let first_seq = head.seq + 1;
+    let (mut first_ms, mut last_ms, mut good) = (i64::MAX, i64::MIN, 0usize);
+    while let Some(n) = tail[good..].iter().position(|&b| b == b'\n') {
+        let line = &tail[good..good + n];
+        let Ok(f) = serde_json::from_slice::<Fields<'_>>(line) else {
+            break;
+        };
+        if f.seq != head.seq + 1 || f.prev_hash != head.hash {
+            break;
+        }
+        let t = f.time_ms().unwrap_or(0);
+        (first_ms, last_ms) = (first_ms.min(t), last_ms.max(t));
+        head = ChainHead {
+            seq: f.seq,
+            hash: f.hash.to_string(),
+        };
+        good += n + 1;
+    }
+    if good > 0 {
+        let b = AuditBatch {
+            first_seq,
+            last_seq: head.seq,
+            first_ms,
+            last_ms,
+            last_hash: head.hash,
+            lines: String::new(),
+        };
+        insert_sqlite(c, &b, end, good as u64)?;
+    }
+    if good < tail.len() {
+        let cut = end + good as u64;
+        let mut aside = path.as_os_str().to_owned();
+        aside.push(format!(".torn-{cut}"));
+        std::fs::write(&aside, &tail[good..]).map_err(unavailable)?;
+        std::fs::File::open(&aside)
+            .and_then(|f| f.sync_all())
+            .map_err(unavailable)?;
+        file.set_len(cut).map_err(unavailable)?;
+        file.sync_all().map_err(unavailable)?;
+    }
+    Ok(())
+}
+
+/// Opens (creates, mode 0600) the records file; a new one's directory entry is
+/// made durable before anything is written to it.
+fn open_records(path: &Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let existed = path.exists();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(unavailable)?;
+    if !existed {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(unavailable)?;
+        }
+    }
+    Ok(file)
+}
+
 impl SqliteAudit {
-    /// Opens (creates) the audit database. `lock_wait` bounds how long an append
-    /// waits for the file's write lock before failing (the sink is then unavailable).
+    /// Opens (creates) the audit database and its records file. `lock_wait`
+    /// bounds how long an append waits for the database's write lock before
+    /// failing (the sink is then unavailable).
     pub fn open(path: &Path, lock_wait: Duration) -> Result<Self> {
+        let records_file = records_path(path);
+        let records = open_records(&records_file)?;
         let mut writer = sqlite_open(path, lock_wait)?;
         let tx = writer
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -418,17 +576,19 @@ impl SqliteAudit {
             tx.execute_batch(&migrate_sql("char(10)"))
                 .map_err(unavailable)?;
         }
+        add_records_columns(&tx)?;
+        recover_tail(&tx, &records, &records_file)?;
         tx.commit().map_err(unavailable)?;
         let reader = sqlite_open(path, lock_wait)?;
-        let file = std::fs::File::open(path).map_err(unavailable)?;
-        let dropped_to = file.metadata().map_err(unavailable)?.len();
+        let len = records.metadata().map_err(unavailable)?.len();
         Ok(SqliteAudit {
             writer: Mutex::new(Appender {
                 conn: writer,
-                file,
-                dropped_to,
+                records: records.try_clone().map_err(unavailable)?,
+                dropped_to: len - len % CACHE_PAGE,
             }),
             reader: Mutex::new(reader),
+            records,
         })
     }
 }
@@ -451,47 +611,88 @@ fn sqlite_head(c: &Connection) -> Result<ChainHead> {
     Ok(head.unwrap_or_else(ChainHead::genesis))
 }
 
+impl SqliteAudit {
+    /// A batch's lines from the records file. A range the file no longer holds
+    /// (removed records) reads short; bytes that are not UTF-8 (altered
+    /// records) are replaced. Either way the lines are returned for
+    /// `keyhold audit verify` to name.
+    fn read_records(&self, at: i64, len: i64) -> Result<String> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0u8; len.max(0) as usize];
+        let mut got = 0;
+        while got < buf.len() {
+            match self
+                .records
+                .read_at(&mut buf[got..], at as u64 + got as u64)
+            {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+        buf.truncate(got);
+        Ok(match String::from_utf8(buf) {
+            Ok(s) => s,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        })
+    }
+}
+
 impl BatchSource for SqliteAudit {
     fn batches(&self, after: u64, from_ms: i64, to_ms: i64, n: u32) -> Result<Vec<StoredBatch>> {
         let c = lock(&self.reader)?;
-        let mut stmt = c.prepare_cached(&batches_sql("?")).map_err(unavailable)?;
+        let mut stmt = c
+            .prepare_cached(&batches_sql("?", "records_at, records_len"))
+            .map_err(unavailable)?;
         let rows = stmt
             .query_map(params![after as i64, from_ms, to_ms, n as i64], |r| {
-                Ok(StoredBatch {
-                    last_seq: r.get::<_, i64>(0)? as u64,
-                    lines: r.get(1)?,
-                })
+                Ok((
+                    r.get::<_, i64>(0)? as u64,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<i64>>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                ))
             })
             .map_err(unavailable)?
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(unavailable)?;
-        Ok(rows)
+        drop(stmt);
+        drop(c);
+        rows.into_iter()
+            .map(|(last_seq, inline, at, len)| {
+                let lines = match (at, len) {
+                    (Some(at), Some(len)) => self.read_records(at, len)?,
+                    _ => inline,
+                };
+                Ok(StoredBatch { last_seq, lines })
+            })
+            .collect()
     }
 }
 
 impl AuditStore for SqliteAudit {
     fn append(&self, build: BuildBatch<'_>) -> Result<AuditBatch> {
-        let mut appender = lock(&self.writer)?;
+        use std::os::unix::fs::FileExt;
+        let mut guard = lock(&self.writer)?;
+        let appender = &mut *guard;
         let tx = appender
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(unavailable)?;
         let head = sqlite_head(&tx)?;
+        let at = records_end(&tx)?;
         let b = build(&head);
-        tx.prepare_cached(INSERT_SQL_SQLITE)
-            .and_then(|mut s| {
-                s.execute(params![
-                    b.first_seq as i64,
-                    b.last_seq as i64,
-                    b.first_ms,
-                    b.last_ms,
-                    b.last_hash,
-                    b.lines
-                ])
-            })
+        // Durable before the row that indexes it: a retry after a failure
+        // writes the batch again at the same offset.
+        appender
+            .records
+            .write_all_at(b.lines.as_bytes(), at)
+            .and_then(|()| appender.records.sync_data())
             .map_err(unavailable)?;
+        insert_sqlite(&tx, &b, at, b.lines.len() as u64)?;
         tx.commit().map_err(unavailable)?;
-        appender.drop_appended_pages();
+        appender.drop_written_pages(at + b.lines.len() as u64);
         Ok(b)
     }
 
@@ -640,7 +841,7 @@ impl BatchSource for PostgresAudit {
         self.with(&self.reader, |c| {
             let rows = c
                 .query(
-                    batches_sql("$").as_str(),
+                    batches_sql("$", "").as_str(),
                     &[&(after as i64), &from_ms, &to_ms, &(n as i64)],
                 )
                 .map_err(pg_unavailable)?;
@@ -704,7 +905,8 @@ mod tests {
         for a in accounts {
             seq += 1;
             lines.push_str(&format!(
-                "{{\"seq\":{seq},\"time\":\"2026-01-01T00:00:{:02}.250Z\",\"type\":\"event\",\"account_id\":\"{a}\",\"key_id\":\"k{}\",\"action\":\"kms.secrets.wrap\",\"hash\":\"{seq:064}\"}}\n",
+                "{{\"seq\":{seq},\"prev_hash\":\"{:064}\",\"time\":\"2026-01-01T00:00:{:02}.250Z\",\"type\":\"event\",\"account_id\":\"{a}\",\"key_id\":\"k{}\",\"action\":\"kms.secrets.wrap\",\"hash\":\"{seq:064}\"}}\n",
+                seq - 1,
                 seq % 60,
                 seq % 2
             ));
@@ -875,24 +1077,73 @@ mod tests {
             return;
         }
         let s = SqliteAudit::open(&path, Duration::from_millis(200)).unwrap();
-        let before = std::fs::metadata(&path).unwrap().len() as usize;
+        let records = records_path(&path);
         let accounts = vec!["an-account-id-of-some-length"; 2_000];
         s.append(&mut |h| batch(h, &accounts)).unwrap();
-        let pages = resident_pages(&path);
+        let pages = resident_pages(&records);
         assert!(pages.len() > 50, "{} pages", pages.len());
-        let appended = &pages[before / page_size()..];
-        let cached = appended.iter().filter(|&&r| r).count();
+        let cached = pages.iter().filter(|&&r| r).count();
         assert!(
-            cached * 10 < appended.len(),
+            cached * 10 < pages.len(),
             "{cached} of {} appended pages still cached",
-            appended.len()
+            pages.len()
         );
-        // The records read back intact (SQLite's own cache or the disk).
+        // The records read back intact, from the disk.
         assert_eq!(s.scan(0, 5_000).unwrap().len(), 2_000);
         drop(s);
         let s = SqliteAudit::open(&path, Duration::from_millis(200)).unwrap();
         assert_eq!(s.head().unwrap().seq, 2_000);
         assert_eq!(s.scan(1_990, 100).unwrap().len(), 10);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn records_the_index_lost_are_indexed_again_and_a_torn_tail_is_moved_aside() {
+        let (dir, path) = temp_db("recover");
+        let records = records_path(&path);
+        assert_eq!(records, dir.join("audit.jsonl"));
+        let s = SqliteAudit::open(&path, Duration::from_millis(200)).unwrap();
+        s.append(&mut |h| batch(h, &["a", "b"])).unwrap();
+        drop(s);
+        // Records 3-4 reached the file but not the index (a power loss took
+        // the index's last commit), then a write torn mid-line.
+        let durable = std::fs::read(&records).unwrap();
+        let lost = batch(
+            &ChainHead {
+                seq: 2,
+                hash: format!("{:064}", 2),
+            },
+            &["a", "a"],
+        );
+        let torn = "{\"seq\":5,\"prev_hash\":\"00";
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&records)
+            .unwrap();
+        std::io::Write::write_all(&mut f, format!("{}{torn}", lost.lines).as_bytes()).unwrap();
+        drop(f);
+
+        let s = SqliteAudit::open(&path, Duration::from_millis(200)).unwrap();
+        assert_eq!(s.head().unwrap().seq, 4);
+        assert_eq!(seqs(&s.scan(0, 10).unwrap()), vec![1, 2, 3, 4]);
+        let q = AuditQuery {
+            account_id: "a".into(),
+            from_ms: Some(lost.first_ms),
+            limit: 10,
+            ..Default::default()
+        };
+        assert_eq!(seqs(&s.query(&q).unwrap().rows), vec![3, 4]);
+        let cut = durable.len() + lost.lines.len();
+        assert_eq!(std::fs::metadata(&records).unwrap().len() as usize, cut);
+        let aside = dir.join(format!("audit.jsonl.torn-{cut}"));
+        assert_eq!(std::fs::read_to_string(aside).unwrap(), torn);
+        // The next batch follows record 4 in the file.
+        s.append(&mut |h| batch(h, &["b"])).unwrap();
+        assert_eq!(seqs(&s.scan(3, 10).unwrap()), vec![4, 5]);
+        drop(s);
+        // Opening again finds nothing to recover.
+        let s = SqliteAudit::open(&path, Duration::from_millis(200)).unwrap();
+        assert_eq!(s.scan(0, 10).unwrap().len(), 5);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -934,9 +1185,15 @@ mod tests {
             "{\"seq\":2,\"type\":\"event\",\"account_id\":\"a\",\"hash\":\"h2\"}"
         );
         drop(s);
-        // Opening again finds nothing left to move.
+        // Opening again finds nothing left to move; new batches go to the
+        // records file and read back after the inline ones.
         let s = SqliteAudit::open(&path, Duration::from_millis(200)).unwrap();
         assert_eq!(s.scan(0, 10).unwrap().len(), 3);
+        s.append(&mut |h| batch(h, &["a"])).unwrap();
+        assert_eq!(seqs(&s.scan(0, 10).unwrap()), vec![1, 2, 3, 4]);
+        assert!(std::fs::read_to_string(records_path(&path))
+            .unwrap()
+            .starts_with("{\"seq\":4,"));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
