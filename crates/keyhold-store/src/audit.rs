@@ -399,7 +399,7 @@ fn advise_dont_need(file: &std::fs::File, offset: u64, len: u64) {
 fn advise_dont_need(_file: &std::fs::File, _offset: u64, _len: u64) {}
 
 /// `audit.db` → `audit.jsonl`; any other name gets `.jsonl` appended.
-pub fn records_path(db: &Path) -> std::path::PathBuf {
+fn records_path(db: &Path) -> std::path::PathBuf {
     let name = db
         .file_name()
         .map(|n| n.to_string_lossy())
