@@ -133,14 +133,9 @@ trait BatchSource {
 
 /// The batch-selecting statement: the batch holding `after` (the newest whose
 /// first record is at or before it; both bounds use the primary key) and those after it.
-fn batches_sql(mark: &str, extra: &str) -> String {
-    let extra = if extra.is_empty() {
-        String::new()
-    } else {
-        format!(", {extra}")
-    };
+fn batches_sql(mark: &str, columns: &str) -> String {
     format!(
-        "SELECT last_seq, records{extra} FROM audit_batches \
+        "SELECT {columns} FROM audit_batches \
          WHERE first_seq >= COALESCE((SELECT MAX(first_seq) FROM audit_batches WHERE first_seq <= {mark}1), 0) \
          AND last_seq > {mark}1 AND last_ms >= {mark}2 AND first_ms <= {mark}3 \
          ORDER BY first_seq LIMIT {mark}4"
@@ -422,16 +417,25 @@ fn sqlite_open(path: &Path, lock_wait: Duration) -> Result<Connection> {
     Ok(conn)
 }
 
-/// Where the indexed records end in the records file (0 before the first).
-const RECORDS_END_SQL: &str = "SELECT records_at + records_len FROM audit_batches \
-    WHERE records_at IS NOT NULL ORDER BY first_seq DESC LIMIT 1";
+/// The head and where the indexed records end in the records file, from the
+/// newest row. Rows with their records in the file always follow the inline
+/// ones of earlier versions, so a newest row without a range means none has
+/// one yet: the file's indexed part is empty.
+const TAIL_SQL: &str = "SELECT last_seq, last_hash, COALESCE(records_at + records_len, 0) \
+    FROM audit_batches ORDER BY first_seq DESC LIMIT 1";
 
-fn records_end(c: &Connection) -> Result<u64> {
-    let end: Option<i64> = c
-        .query_row(RECORDS_END_SQL, [], |r| r.get(0))
+fn sqlite_tail(c: &Connection) -> Result<(ChainHead, u64)> {
+    let tail = c
+        .query_row(TAIL_SQL, [], |r| {
+            let head = ChainHead {
+                seq: r.get::<_, i64>(0)? as u64,
+                hash: r.get(1)?,
+            };
+            Ok((head, r.get::<_, i64>(2)? as u64))
+        })
         .optional()
         .map_err(unavailable)?;
-    Ok(end.unwrap_or(0) as u64)
+    Ok(tail.unwrap_or_else(|| (ChainHead::genesis(), 0)))
 }
 
 /// Adds the records file's columns to a database of an earlier version.
@@ -478,14 +482,13 @@ fn insert_sqlite(c: &Connection, b: &AuditBatch, at: u64, len: u64) -> Result<()
 /// is: reads show the gap, and `keyhold audit verify` names it.
 fn recover_tail(c: &Connection, file: &std::fs::File, path: &Path) -> Result<()> {
     use std::os::unix::fs::FileExt;
-    let end = records_end(c)?;
+    let (mut head, end) = sqlite_tail(c)?;
     let len = file.metadata().map_err(unavailable)?.len();
     if len <= end {
         return Ok(());
     }
     let mut tail = vec![0u8; (len - end) as usize];
     file.read_exact_at(&mut tail, end).map_err(unavailable)?;
-    let mut head = sqlite_head(c)?;
     let first_seq = head.seq + 1;
     let (mut first_ms, mut last_ms, mut good) = (i64::MAX, i64::MIN, 0usize);
     while let Some(n) = tail[good..].iter().position(|&b| b == b'\n') {
@@ -598,19 +601,6 @@ fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>> {
         .map_err(|_| unavailable("audit store lock poisoned"))
 }
 
-fn sqlite_head(c: &Connection) -> Result<ChainHead> {
-    let head = c
-        .query_row(HEAD_SQL, [], |r| {
-            Ok(ChainHead {
-                seq: r.get::<_, i64>(0)? as u64,
-                hash: r.get(1)?,
-            })
-        })
-        .optional()
-        .map_err(unavailable)?;
-    Ok(head.unwrap_or_else(ChainHead::genesis))
-}
-
 impl SqliteAudit {
     /// A batch's lines from the records file. A range the file no longer holds
     /// (removed records) reads short; bytes that are not UTF-8 (altered
@@ -643,7 +633,10 @@ impl BatchSource for SqliteAudit {
     fn batches(&self, after: u64, from_ms: i64, to_ms: i64, n: u32) -> Result<Vec<StoredBatch>> {
         let c = lock(&self.reader)?;
         let mut stmt = c
-            .prepare_cached(&batches_sql("?", "records_at, records_len"))
+            .prepare_cached(&batches_sql(
+                "?",
+                "last_seq, records, records_at, records_len",
+            ))
             .map_err(unavailable)?;
         let rows = stmt
             .query_map(params![after as i64, from_ms, to_ms, n as i64], |r| {
@@ -680,8 +673,7 @@ impl AuditStore for SqliteAudit {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(unavailable)?;
-        let head = sqlite_head(&tx)?;
-        let at = records_end(&tx)?;
+        let (head, at) = sqlite_tail(&tx)?;
         let b = build(&head);
         // Durable before the row that indexes it: a retry after a failure
         // writes the batch again at the same offset.
@@ -697,7 +689,7 @@ impl AuditStore for SqliteAudit {
     }
 
     fn head(&self) -> Result<ChainHead> {
-        sqlite_head(&*lock(&self.reader)?)
+        Ok(sqlite_tail(&*lock(&self.reader)?)?.0)
     }
 
     fn query(&self, q: &AuditQuery) -> Result<AuditPage> {
@@ -841,7 +833,7 @@ impl BatchSource for PostgresAudit {
         self.with(&self.reader, |c| {
             let rows = c
                 .query(
-                    batches_sql("$", "").as_str(),
+                    batches_sql("$", "last_seq, records").as_str(),
                     &[&(after as i64), &from_ms, &to_ms, &(n as i64)],
                 )
                 .map_err(pg_unavailable)?;
