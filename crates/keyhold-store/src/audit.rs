@@ -425,15 +425,19 @@ const TAIL_SQL: &str = "SELECT last_seq, last_hash, COALESCE(records_at + record
     FROM audit_batches ORDER BY first_seq DESC LIMIT 1";
 
 fn sqlite_tail(c: &Connection) -> Result<(ChainHead, u64)> {
+    // A cached statement: this runs on every commit.
     let tail = c
-        .query_row(TAIL_SQL, [], |r| {
-            let head = ChainHead {
-                seq: r.get::<_, i64>(0)? as u64,
-                hash: r.get(1)?,
-            };
-            Ok((head, r.get::<_, i64>(2)? as u64))
+        .prepare_cached(TAIL_SQL)
+        .and_then(|mut s| {
+            s.query_row([], |r| {
+                let head = ChainHead {
+                    seq: r.get::<_, i64>(0)? as u64,
+                    hash: r.get(1)?,
+                };
+                Ok((head, r.get::<_, i64>(2)? as u64))
+            })
+            .optional()
         })
-        .optional()
         .map_err(unavailable)?;
     Ok(tail.unwrap_or_else(|| (ChainHead::genesis(), 0)))
 }

@@ -71,12 +71,12 @@ async fn dispatch(
                     Some(view) => st.0.svc.wrap_with(&view, plaintext, &aad)?,
                     None => blocking(&st, move |svc| svc.wrap(&instance_id, &id, plaintext, &aad)).await?,
                 };
-                if let Some(slot) = &slot {
-                    slot.key_version(&out.version.id);
-                }
                 let mut body = json!({"ciphertext": out.ciphertext, "keyVersion": {"id": out.version.id}});
                 if let Some(p) = &out.plaintext {
                     body["plaintext"] = json!(encode(p));
+                }
+                if let Some(slot) = &slot {
+                    slot.key_version(out.version.id);
                 }
                 Ok(reply(&st, StatusCode::OK, Body::KeyActionVendor, &body))
             })
@@ -96,13 +96,13 @@ async fn dispatch(
                     Some(out) => out,
                     None => blocking(&st, move |svc| svc.unwrap(&instance_id, &id, &ciphertext, &aad)).await?,
                 };
-                if let Some(slot) = &slot {
-                    slot.key_version(&out.version.id);
-                }
                 let mut body = json!({"plaintext": encode(&out.plaintext), "keyVersion": {"id": out.version.id}});
                 if let Some((ct, v)) = &out.rewrapped {
                     body["ciphertext"] = json!(ct);
                     body["rewrappedKeyVersion"] = json!({"id": v.id});
+                }
+                if let Some(slot) = &slot {
+                    slot.key_version(out.version.id);
                 }
                 Ok(reply(&st, StatusCode::OK, Body::KeyActionVendor, &body))
             })

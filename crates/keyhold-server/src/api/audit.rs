@@ -4,7 +4,7 @@
 //! routes `/audit/v1/events`, `/audit/v1/export` and `/audit/v1/keys`.
 
 use std::borrow::Cow;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -41,13 +41,20 @@ struct SlotData {
     action: Option<String>,
 }
 
-/// What the handler learnt about the caller and target, for the event.
-#[derive(Clone, Default)]
-pub struct AuditSlot(Arc<Mutex<SlotData>>);
+/// The request's audit step: what [`begin`] learnt from the request, and what
+/// the handler learns about the caller and target. One allocation per audited
+/// request; the handler finds it in the request's extensions.
+#[derive(Clone)]
+pub struct AuditSlot(Arc<Slot>);
+
+struct Slot {
+    begun: Begun,
+    data: Mutex<SlotData>,
+}
 
 impl AuditSlot {
     fn with(&self, f: impl FnOnce(&mut SlotData)) {
-        if let Ok(mut d) = self.0.lock() {
+        if let Ok(mut d) = self.0.data.lock() {
             f(&mut d);
         }
     }
@@ -68,8 +75,9 @@ impl AuditSlot {
         self.with(|d| d.key_id = Some(id.to_string()));
     }
 
-    pub fn key_version(&self, id: &str) {
-        self.with(|d| d.key_version = id.to_string());
+    /// Takes the id (the handler is done with it) rather than copying it.
+    pub fn key_version(&self, id: String) {
+        self.with(|d| d.key_version = id);
     }
 
     pub fn action(&self, action: String) {
@@ -82,17 +90,20 @@ pub fn slot_of(ext: &axum::http::Extensions) -> Option<&AuditSlot> {
     ext.get::<AuditSlot>()
 }
 
-/// What [`begin`] learnt from the request, kept for [`finish`].
-pub(crate) struct Begun {
+/// What [`begin`] learnt from the request, kept for [`finish`]. The header
+/// values and the URI are reference-counted clones of the request's own, and
+/// the peer address is formatted only when the event is built: taking them
+/// costs no allocation.
+struct Begun {
     audit: Arc<Audit>,
-    slot: AuditSlot,
     action: Cow<'static, str>,
     durability: Durability,
     method: axum::http::Method,
-    key_id: String,
-    instance_header: String,
-    source_ip: String,
-    user_agent: String,
+    /// The key id or alias is read from its path.
+    uri: axum::http::Uri,
+    instance_header: Option<HeaderValue>,
+    peer: Option<IpAddr>,
+    user_agent: Option<HeaderValue>,
     time_ms: i64,
 }
 
@@ -108,20 +119,22 @@ pub(crate) fn unavailable() -> Response {
 }
 
 /// Header text fit for a record: bounded, printable.
-fn clean(v: Option<&HeaderValue>, max: usize) -> String {
+fn clean(v: Option<&HeaderValue>, max: usize) -> Cow<'_, str> {
     match v.and_then(|v| v.to_str().ok()) {
-        // The common case (short, printable ASCII) copies the value as it is.
-        Some(s) if s.len() <= max && s.bytes().all(|b| (0x20..0x7f).contains(&b)) => s.to_string(),
-        Some(s) => s.chars().filter(|c| !c.is_control()).take(max).collect(),
-        None => String::new(),
+        // The common case (short, printable ASCII) is the value as it is.
+        Some(s) if s.len() <= max && s.bytes().all(|b| (0x20..0x7f).contains(&b)) => {
+            Cow::Borrowed(s)
+        }
+        Some(s) => Cow::Owned(s.chars().filter(|c| !c.is_control()).take(max).collect()),
+        None => Cow::Borrowed(""),
     }
 }
 
 /// The key id or alias in the path of a `/api/v2/keys/{id}…` route, as sent
 /// (at most 256 characters).
-fn path_key_id(route: &str, path: &str) -> String {
+fn path_key_id<'a>(route: &str, path: &'a str) -> &'a str {
     if !route.starts_with("/api/v2/keys/{id}") {
-        return String::new();
+        return "";
     }
     let rest = path.strip_prefix("/api/v2/keys/").unwrap_or_default();
     let id = rest.split_once('/').map_or(rest, |(id, _)| id);
@@ -130,7 +143,16 @@ fn path_key_id(route: &str, path: &str) -> String {
         0..=256 => id.len(),
         _ => id.char_indices().nth(256).map_or(id.len(), |(i, _)| i),
     };
-    id[..end].to_string()
+    &id[..end]
+}
+
+/// `ip` as text, in `buf` (an IPv6 address takes at most 45 bytes).
+fn format_ip(ip: IpAddr, buf: &mut [u8; 48]) -> &str {
+    use std::io::Write;
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    let _ = write!(cursor, "{ip}");
+    let n = cursor.position() as usize;
+    std::str::from_utf8(&buf[..n]).unwrap_or_default()
 }
 
 const BLUEMIX_INSTANCE: HeaderName = HeaderName::from_static("bluemix-instance");
@@ -144,7 +166,7 @@ pub(crate) fn begin(
     st: &AppState,
     req: &mut Request,
     route: &str,
-) -> Result<Option<Box<Begun>>, SinkDown> {
+) -> Result<Option<AuditSlot>, SinkDown> {
     let Some(audit) = st.0.audit.get() else {
         return Ok(None);
     };
@@ -169,39 +191,26 @@ pub(crate) fn begin(
         };
         classify(method.as_str(), route, key_action.as_deref())
     };
-    let key_id = path_key_id(route, req.uri().path());
-    let instance_header = clean(req.headers().get(BLUEMIX_INSTANCE), 128);
-    let instance_header = if instance_header
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-    {
-        instance_header
-    } else {
-        String::new()
-    };
-    let source_ip = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
-        .unwrap_or_default();
-    let user_agent = clean(req.headers().get(USER_AGENT), 256);
-    let slot = AuditSlot::default();
+    let slot = AuditSlot(Arc::new(Slot {
+        begun: Begun {
+            audit: audit.clone(),
+            action,
+            durability,
+            method,
+            uri: req.uri().clone(),
+            instance_header: req.headers().get(BLUEMIX_INSTANCE).cloned(),
+            peer: req
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip()),
+            user_agent: req.headers().get(USER_AGENT).cloned(),
+            // Formatted by the writer thread, off the request path.
+            time_ms: record::now_ms(),
+        },
+        data: Mutex::new(SlotData::default()),
+    }));
     req.extensions_mut().insert(slot.clone());
-    // Formatted by the writer thread, off the request path.
-    let time_ms = record::now_ms();
-    // Boxed: it is held across the handler's await, inside every request's future.
-    Ok(Some(Box::new(Begun {
-        audit: audit.clone(),
-        slot,
-        action,
-        durability,
-        method,
-        key_id,
-        instance_header,
-        source_ip,
-        user_agent,
-        time_ms,
-    })))
+    Ok(Some(slot))
 }
 
 /// What [`finish`] leaves to do: nothing, or (for a management call) wait for
@@ -233,7 +242,13 @@ impl Commit {
 /// Not async: the event is built and queued here, and only a management call's
 /// wait for its commit is awaited (a small future; the event, built on the
 /// stack, is not carried across the await).
-pub(crate) fn finish(b: &Begun, request_id: &str, route: &'static str, resp: Response) -> Finished {
+pub(crate) fn finish(
+    slot: &AuditSlot,
+    request_id: &str,
+    route: &'static str,
+    resp: Response,
+) -> Finished {
+    let b = &slot.0.begun;
     let status = resp.status();
     let reason = resp
         .extensions()
@@ -244,8 +259,20 @@ pub(crate) fn finish(b: &Begun, request_id: &str, route: &'static str, resp: Res
         } else {
             "HTTP_ERROR"
         });
-    let data = b.slot.0.lock().map(|mut d| std::mem::take(&mut *d)).ok();
+    let data = slot.0.data.lock().map(|mut d| std::mem::take(&mut *d)).ok();
     let data = data.unwrap_or_default();
+    let instance_header = clean(b.instance_header.as_ref(), 128);
+    let instance_header = if instance_header
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        &instance_header
+    } else {
+        ""
+    };
+    let user_agent = clean(b.user_agent.as_ref(), 256);
+    let mut ip_buf = [0u8; 48];
+    let source_ip = b.peer.map_or("", |ip| format_ip(ip, &mut ip_buf));
     let body = EventBody {
         kind: "event",
         request_id,
@@ -260,10 +287,13 @@ pub(crate) fn finish(b: &Begun, request_id: &str, route: &'static str, resp: Res
         account_id: &data.account_id,
         principal_id: &data.principal_id,
         principal_kind: data.principal_kind,
-        source_ip: &b.source_ip,
-        user_agent: &b.user_agent,
-        instance_id: data.instance_id.as_deref().unwrap_or(&b.instance_header),
-        key_id: data.key_id.as_deref().unwrap_or(&b.key_id),
+        source_ip,
+        user_agent: &user_agent,
+        instance_id: data.instance_id.as_deref().unwrap_or(instance_header),
+        key_id: data
+            .key_id
+            .as_deref()
+            .unwrap_or_else(|| path_key_id(route, b.uri.path())),
         key_version: &data.key_version,
         method: b.method.as_str(),
         route,
@@ -563,7 +593,8 @@ mod tests {
             ""
         );
         let long = "é".repeat(300);
-        let at_most = path_key_id("/api/v2/keys/{id}", &format!("/api/v2/keys/{long}"));
+        let path = format!("/api/v2/keys/{long}");
+        let at_most = path_key_id("/api/v2/keys/{id}", &path);
         assert_eq!(at_most.chars().count(), 256);
     }
 }

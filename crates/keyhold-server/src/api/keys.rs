@@ -187,7 +187,7 @@ async fn create_inner(
     if let Some(slot) = &ctx.audit {
         // The new key's id is known only now; the audit event names it.
         slot.key_id(&key.id);
-        slot.key_version(&key.current_version.id);
+        slot.key_version(key.current_version.id.clone());
     }
     let body = key_envelope(&st, &ctx, &[(key, payload.as_ref().map(|p| p.as_slice()))]);
     Ok(reply(&st, StatusCode::CREATED, Body::KeyVendor, &body))
