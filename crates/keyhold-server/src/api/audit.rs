@@ -42,8 +42,8 @@ struct SlotData {
 }
 
 /// The request's audit step: what [`begin`] learnt from the request, and what
-/// the handler learns about the caller and target. One allocation per audited
-/// request; the handler finds it in the request's extensions.
+/// the handler learns about the caller and target, in one allocation (besides
+/// the request extension's own); the handler finds it in the request's extensions.
 #[derive(Clone)]
 pub struct AuditSlot(Arc<Slot>);
 

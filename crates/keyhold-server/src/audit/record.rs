@@ -652,10 +652,9 @@ mod tests {
         for len in [1usize, 7, 8, 9, 16, 17, 23] {
             for at in 0..len {
                 for b in 0u8..0x80 {
-                    let mut v = vec![b'A'; len];
-                    for (i, x) in v.iter_mut().enumerate() {
-                        *x = [0x20, 0x21, 0x23, 0x5b, 0x5d, 0x7f, b'A'][i % 7];
-                    }
+                    let mut v: Vec<u8> = (0..len)
+                        .map(|i| [0x20, 0x21, 0x23, 0x5b, 0x5d, 0x7f, b'A'][i % 7])
+                        .collect();
                     v[at] = b;
                     let s = std::str::from_utf8(&v).unwrap();
                     let mut out = String::new();
