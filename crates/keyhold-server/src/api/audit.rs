@@ -28,28 +28,97 @@ use crate::audit::record::{self, Redacted};
 use crate::audit::{Audit, Durability, EventBody, Receipt};
 use crate::auth::Principal;
 
+/// What the handler learns about the caller and the target. An empty string is
+/// "not known"; the strings keep their capacity when the slot is reused.
 #[derive(Default)]
 struct SlotData {
     principal_id: String,
     principal_kind: &'static str,
     account_id: String,
-    instance_id: Option<String>,
+    instance_id: String,
     key_version: String,
     /// The key the call created (its id is not in the path).
-    key_id: Option<String>,
+    key_id: String,
     /// Replaces the table's action name once the handler knows more (ceremony verbs).
     action: Option<String>,
+}
+
+impl SlotData {
+    fn clear(&mut self) {
+        self.principal_id.clear();
+        self.principal_kind = "";
+        self.account_id.clear();
+        self.instance_id.clear();
+        self.key_version.clear();
+        self.key_id.clear();
+        self.action = None;
+    }
 }
 
 /// The request's audit step: what [`begin`] learnt from the request, and what
 /// the handler learns about the caller and target, in one allocation (besides
 /// the request extension's own); the handler finds it in the request's extensions.
+/// Finished slots are kept per thread and reused ([`recycle`]), so at full load
+/// a request's slot and the ids copied into it cost no allocation.
 #[derive(Clone)]
 pub struct AuditSlot(Arc<Slot>);
 
 struct Slot {
-    begun: Begun,
+    /// `None` only while the slot waits in the spares.
+    begun: Option<Begun>,
     data: Mutex<SlotData>,
+}
+
+/// At most this many finished slots are kept per thread: about the requests
+/// one worker has in flight at once.
+const SPARES_MAX: usize = 256;
+
+thread_local! {
+    static SPARES: std::cell::RefCell<Vec<Arc<Slot>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A slot for a request that has just begun: a spare one when the thread has it.
+fn new_slot(begun: Begun) -> AuditSlot {
+    let spare = SPARES.with(|s| s.borrow_mut().pop());
+    let slot = match spare {
+        Some(mut slot) => match Arc::get_mut(&mut slot) {
+            Some(s) => {
+                s.begun = Some(begun);
+                slot
+            }
+            None => fresh_slot(begun),
+        },
+        None => fresh_slot(begun),
+    };
+    AuditSlot(slot)
+}
+
+fn fresh_slot(begun: Begun) -> Arc<Slot> {
+    Arc::new(Slot {
+        begun: Some(begun),
+        data: Mutex::new(SlotData::default()),
+    })
+}
+
+/// Keeps a finished request's slot for the thread's next request, when nothing
+/// else holds it (a handler still running after its request timed out may).
+pub(crate) fn recycle(slot: AuditSlot) {
+    let mut slot = slot.0;
+    let Some(s) = Arc::get_mut(&mut slot) else {
+        return;
+    };
+    // Releases the request's URI and headers now, not when the slot is next used.
+    s.begun = None;
+    match s.data.get_mut() {
+        Ok(d) => d.clear(),
+        Err(_) => return,
+    }
+    SPARES.with(|spares| {
+        let mut spares = spares.borrow_mut();
+        if spares.len() < SPARES_MAX {
+            spares.push(slot);
+        }
+    });
 }
 
 impl AuditSlot {
@@ -68,11 +137,11 @@ impl AuditSlot {
     }
 
     pub fn instance(&self, id: &str) {
-        self.with(|d| d.instance_id = Some(id.to_string()));
+        self.with(|d| replace(&mut d.instance_id, id));
     }
 
     pub fn key_id(&self, id: &str) {
-        self.with(|d| d.key_id = Some(id.to_string()));
+        self.with(|d| replace(&mut d.key_id, id));
     }
 
     /// Takes the id (the handler is done with it) rather than copying it.
@@ -83,6 +152,12 @@ impl AuditSlot {
     pub fn action(&self, action: String) {
         self.with(|d| d.action = Some(action));
     }
+}
+
+/// Sets `s` to `v` in the capacity `s` has.
+fn replace(s: &mut String, v: &str) {
+    s.clear();
+    s.push_str(v);
 }
 
 /// Records into the request's slot, when the audit trail is on.
@@ -146,12 +221,36 @@ fn path_key_id<'a>(route: &str, path: &'a str) -> &'a str {
     &id[..end]
 }
 
-/// `ip` as text, in `buf` (an IPv6 address takes at most 45 bytes).
+fn non_empty(s: &str) -> Option<&str> {
+    (!s.is_empty()).then_some(s)
+}
+
+/// `ip` as text, in `buf` (an IPv6 address takes at most 45 bytes). IPv4, the
+/// common case, is written digit by digit: through `fmt` it cost as much as
+/// the rest of building the event.
 fn format_ip(ip: IpAddr, buf: &mut [u8; 48]) -> &str {
     use std::io::Write;
-    let mut cursor = std::io::Cursor::new(&mut buf[..]);
-    let _ = write!(cursor, "{ip}");
-    let n = cursor.position() as usize;
+    let n = match ip {
+        IpAddr::V4(v4) => {
+            let mut n = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[n] = b'.';
+                    n += 1;
+                }
+                let mut digits = itoa::Buffer::new();
+                let digits = digits.format(octet).as_bytes();
+                buf[n..n + digits.len()].copy_from_slice(digits);
+                n += digits.len();
+            }
+            n
+        }
+        IpAddr::V6(_) => {
+            let mut cursor = std::io::Cursor::new(&mut buf[..]);
+            let _ = write!(cursor, "{ip}");
+            cursor.position() as usize
+        }
+    };
     std::str::from_utf8(&buf[..n]).unwrap_or_default()
 }
 
@@ -191,24 +290,21 @@ pub(crate) fn begin(
         };
         classify(method.as_str(), route, key_action.as_deref())
     };
-    let slot = AuditSlot(Arc::new(Slot {
-        begun: Begun {
-            audit: audit.clone(),
-            action,
-            durability,
-            method,
-            uri: req.uri().clone(),
-            instance_header: req.headers().get(BLUEMIX_INSTANCE).cloned(),
-            peer: req
-                .extensions()
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip()),
-            user_agent: req.headers().get(USER_AGENT).cloned(),
-            // Formatted by the writer thread, off the request path.
-            time_ms: record::now_ms(),
-        },
-        data: Mutex::new(SlotData::default()),
-    }));
+    let slot = new_slot(Begun {
+        audit: audit.clone(),
+        action,
+        durability,
+        method,
+        uri: req.uri().clone(),
+        instance_header: req.headers().get(BLUEMIX_INSTANCE).cloned(),
+        peer: req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip()),
+        user_agent: req.headers().get(USER_AGENT).cloned(),
+        // Formatted by the writer thread, off the request path.
+        time_ms: record::now_ms(),
+    });
     req.extensions_mut().insert(slot.clone());
     Ok(Some(slot))
 }
@@ -248,7 +344,9 @@ pub(crate) fn finish(
     route: &'static str,
     resp: Response,
 ) -> Finished {
-    let b = &slot.0.begun;
+    let Some(b) = &slot.0.begun else {
+        return Finished::Ready(resp);
+    };
     let status = resp.status();
     let reason = resp
         .extensions()
@@ -259,8 +357,8 @@ pub(crate) fn finish(
         } else {
             "HTTP_ERROR"
         });
-    let data = slot.0.data.lock().map(|mut d| std::mem::take(&mut *d)).ok();
-    let data = data.unwrap_or_default();
+    // Held while the event is queued: no other holder touches the slot by now.
+    let data = slot.0.data.lock().unwrap_or_else(|e| e.into_inner());
     let instance_header = clean(b.instance_header.as_ref(), 128);
     let instance_header = if instance_header
         .bytes()
@@ -289,11 +387,8 @@ pub(crate) fn finish(
         principal_kind: data.principal_kind,
         source_ip,
         user_agent: &user_agent,
-        instance_id: data.instance_id.as_deref().unwrap_or(instance_header),
-        key_id: data
-            .key_id
-            .as_deref()
-            .unwrap_or_else(|| path_key_id(route, b.uri.path())),
+        instance_id: non_empty(&data.instance_id).unwrap_or(instance_header),
+        key_id: non_empty(&data.key_id).unwrap_or_else(|| path_key_id(route, b.uri.path())),
         key_version: &data.key_version,
         method: b.method.as_str(),
         route,
@@ -578,7 +673,25 @@ pub(crate) async fn keys(State(st): State<AppState>) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use super::path_key_id;
+    use super::{format_ip, path_key_id};
+    use std::net::IpAddr;
+
+    #[test]
+    fn addresses_read_as_their_display_form() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.255.9",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+            "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let mut buf = [0u8; 48];
+            assert_eq!(format_ip(ip, &mut buf), ip.to_string());
+        }
+    }
 
     #[test]
     fn the_key_id_is_the_path_segment_after_keys() {

@@ -304,6 +304,7 @@ async fn envelope(State(st): State<AppState>, mut req: Request, next: Next) -> R
             audit::Finished::Ready(r) => r,
             audit::Finished::Commit(c) => c.wait().await,
         };
+        audit::recycle(a);
     }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("correlation-id", v.clone());
