@@ -56,8 +56,8 @@ impl SlotData {
 }
 
 /// The request's audit step: what [`begin`] learnt from the request, and what
-/// the handler learns about the caller and target, in one allocation (besides
-/// the request extension's own); the handler finds it in the request's extensions.
+/// the handler learns about the caller and target, in one allocation; the
+/// handler reaches it through [`current`] and [`note`].
 /// Finished slots are kept per thread and reused ([`recycle`]), so at full load
 /// a request's slot and the ids copied into it cost no allocation.
 #[derive(Clone)]
@@ -160,9 +160,33 @@ fn replace(s: &mut String, v: &str) {
     s.push_str(v);
 }
 
-/// Records into the request's slot, when the audit trail is on.
-pub fn slot_of(ext: &axum::http::Extensions) -> Option<&AuditSlot> {
-    ext.get::<AuditSlot>()
+tokio::task_local! {
+    /// The audit slot of the request being served, while its handler runs.
+    static CURRENT: Option<AuditSlot>;
+}
+
+/// Runs `handler` with `slot` as its request's audit slot. A task-local rather
+/// than a request extension: inserting the extension cost an allocation and a
+/// map insertion per request, and every lookup a hash and a downcast.
+pub(crate) fn scope<F: std::future::Future>(
+    slot: Option<AuditSlot>,
+    handler: F,
+) -> impl std::future::Future<Output = F::Output> {
+    CURRENT.scope(slot, handler)
+}
+
+/// The current request's audit slot, when the audit trail is on.
+pub fn current() -> Option<AuditSlot> {
+    CURRENT.try_with(Clone::clone).ok().flatten()
+}
+
+/// Records into the current request's audit slot, when the audit trail is on.
+pub fn note(f: impl FnOnce(&AuditSlot)) {
+    let _ = CURRENT.try_with(|slot| {
+        if let Some(slot) = slot {
+            f(slot);
+        }
+    });
 }
 
 /// What [`begin`] learnt from the request, kept for [`finish`]. The header
@@ -263,7 +287,7 @@ pub(crate) struct SinkDown;
 /// be recorded), else notes what the request is and leaves a slot for the handler.
 pub(crate) fn begin(
     st: &AppState,
-    req: &mut Request,
+    req: &Request,
     route: &str,
 ) -> Result<Option<AuditSlot>, SinkDown> {
     let Some(audit) = st.0.audit.get() else {
@@ -305,7 +329,6 @@ pub(crate) fn begin(
         // Formatted by the writer thread, off the request path.
         time_ms: record::now_ms(),
     });
-    req.extensions_mut().insert(slot.clone());
     Ok(Some(slot))
 }
 
@@ -423,11 +446,7 @@ fn audit_of(st: &AppState) -> Result<Arc<Audit>, Error> {
 }
 
 /// The caller, who must hold the Administrator platform role in their account.
-fn administrator(
-    st: &AppState,
-    headers: &HeaderMap,
-    ext: &axum::http::Extensions,
-) -> Result<Principal, Error> {
+fn administrator(st: &AppState, headers: &HeaderMap) -> Result<Principal, Error> {
     let token = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -436,9 +455,7 @@ fn administrator(
         .map(|(_, t)| t.trim())
         .ok_or_else(Error::unauthorized)?;
     let p = st.0.tokens.authenticate(token)?;
-    if let Some(slot) = slot_of(ext) {
-        slot.principal(&p);
-    }
+    note(|slot| slot.principal(&p));
     if !st
         .0
         .authz
@@ -505,11 +522,10 @@ pub(crate) async fn events(
     State(st): State<AppState>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
-    req: Request,
 ) -> Response {
     run("Audit events could not be read", async move {
         let audit = audit_of(&st)?;
-        let p = administrator(&st, &headers, req.extensions())?;
+        let p = administrator(&st, &headers)?;
         let q = events_query(&raw, &p.account_id)?;
         let page = read(&st, move || audit.store().query(&q)).await?;
         let (rows, next) = (page.rows, page.next_after);
@@ -600,14 +616,10 @@ fn export_line(r: &AuditRow, account_id: &str, out: &mut Vec<u8>) {
 /// `GET /audit/v1/export`: the whole chain as JSON lines up to the head at the
 /// time of the call, then that head signed. Other accounts' events are redacted
 /// to their hashes, so the chain still verifies.
-pub(crate) async fn export(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-    req: Request,
-) -> Response {
+pub(crate) async fn export(State(st): State<AppState>, headers: HeaderMap) -> Response {
     run("The audit trail could not be exported", async move {
         let audit = audit_of(&st)?;
-        let p = administrator(&st, &headers, req.extensions())?;
+        let p = administrator(&st, &headers)?;
         let a = audit.clone();
         let head = read(&st, move || a.store().head()).await?;
         let (tx, rx) = tokio::sync::mpsc::channel(4);

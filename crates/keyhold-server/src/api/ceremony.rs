@@ -8,11 +8,10 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::Extension;
 use keyhold_core::{Error, Reason};
 use serde_json::json;
 
-use super::audit::AuditSlot;
+use super::audit;
 use super::ctx::RawBody;
 use super::{reply, run, ApiResult, AppState, Body};
 use crate::auth::{Principal, PrincipalKind};
@@ -56,25 +55,15 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// The caller, noted in the request's audit slot.
-fn audited_principal(
-    st: &AppState,
-    headers: &HeaderMap,
-    slot: &Option<Extension<AuditSlot>>,
-) -> Result<Principal, Error> {
+fn audited_principal(st: &AppState, headers: &HeaderMap) -> Result<Principal, Error> {
     let p = principal(st, headers)?;
-    if let Some(Extension(slot)) = slot {
-        slot.principal(&p);
-    }
+    audit::note(|slot| slot.principal(&p));
     Ok(p)
 }
 
-pub(crate) async fn status(
-    State(st): State<AppState>,
-    slot: Option<Extension<AuditSlot>>,
-    headers: HeaderMap,
-) -> Response {
+pub(crate) async fn status(State(st): State<AppState>, headers: HeaderMap) -> Response {
     run("Ceremony status could not be read", async {
-        let p = audited_principal(&st, &headers, &slot)?;
+        let p = audited_principal(&st, &headers)?;
         let value = match ceremony(&st, &p)? {
             Some(c) => blocking(&st, move || c.status()).await?,
             None => json!({"master_key_source": "file", "sealed": false}),
@@ -86,12 +75,11 @@ pub(crate) async fn status(
 
 pub(crate) async fn command(
     State(st): State<AppState>,
-    slot: Option<Extension<AuditSlot>>,
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Response {
     run("Ceremony command could not be run", async {
-        let p = audited_principal(&st, &headers, &slot)?;
+        let p = audited_principal(&st, &headers)?;
         if p.kind != PrincipalKind::User {
             return Err(Error::new(
                 Reason::Unauthorized,
@@ -109,9 +97,7 @@ pub(crate) async fn command(
         let sub: Submission = serde_json::from_slice(&body).map_err(|_| {
             Error::bad_body("The body must be {\"command\": {...}, \"admin\": NAME, \"signature\": BASE64}")
         })?;
-        if let Some(Extension(slot)) = &slot {
-            slot.action(format!("ceremony.command.{}", sub.command.verb.as_str()));
-        }
+        audit::note(|slot| slot.action(format!("ceremony.command.{}", sub.command.verb.as_str())));
         let outcome = blocking(&st, move || c.submit(sub)).await?;
         let status = match outcome {
             Outcome::Pending(_) => StatusCode::ACCEPTED,

@@ -119,7 +119,7 @@ impl FromRequestParts<AppState> for Ctx {
     async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, ApiError> {
         let token = bearer(parts).ok_or_else(Error::unauthorized)?;
         let principal = st.0.tokens.authenticate(token)?;
-        let slot = super::audit::slot_of(&parts.extensions).cloned();
+        let slot = super::audit::current();
         if let Some(slot) = &slot {
             slot.principal(&principal);
         }
@@ -221,9 +221,7 @@ impl FromRequestParts<AppState> for Caller {
     async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, ApiError> {
         let token = bearer(parts).ok_or_else(Error::unauthorized)?;
         let principal = st.0.tokens.authenticate(token)?;
-        if let Some(slot) = super::audit::slot_of(&parts.extensions) {
-            slot.principal(&principal);
-        }
+        super::audit::note(|slot| slot.principal(&principal));
         Ok(Caller(principal))
     }
 }

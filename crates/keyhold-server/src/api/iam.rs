@@ -29,11 +29,7 @@ pub(crate) fn iam_error(status: StatusCode, code: &'static str, message: &str) -
     resp
 }
 
-pub async fn token(
-    State(st): State<AppState>,
-    slot: Option<axum::Extension<super::audit::AuditSlot>>,
-    RawBody(bytes): RawBody,
-) -> Response {
+pub async fn token(State(st): State<AppState>, RawBody(bytes): RawBody) -> Response {
     let form: Vec<(String, String)> = match serde_urlencoded::from_bytes(&bytes) {
         Ok(f) => f,
         Err(_) => {
@@ -154,9 +150,7 @@ pub async fn token(
             )
         }
     };
-    if let Some(axum::Extension(slot)) = &slot {
-        slot.principal(&principal);
-    }
+    super::audit::note(|slot| slot.principal(&principal));
     match st.0.tokens.issue_bound(&principal, Some(&binding)) {
         Ok(t) => {
             let body = json!({"access_token": t.access_token, "refresh_token": t.refresh_token, "token_type": "Bearer",

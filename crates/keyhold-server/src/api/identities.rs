@@ -146,9 +146,7 @@ impl FromRequestParts<AppState> for IamCaller {
             st.0.tokens
                 .authenticate(&token)
                 .map_err(|_| unauthorized())?;
-        if let Some(slot) = super::audit::slot_of(&parts.extensions) {
-            slot.principal(&principal);
-        }
+        super::audit::note(|slot| slot.principal(&principal));
         let access = match st.0.svc.cached_account_access(&principal.account_id) {
             Some(a) => a,
             None => {

@@ -237,7 +237,7 @@ async fn not_found() -> Response {
 /// Request id (also on every log line written while serving it: see
 /// request_id.rs), timeout, the audit event, metrics and one structured log
 /// line per request.
-async fn envelope(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
+async fn envelope(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let request_id = req
         .headers()
@@ -259,11 +259,14 @@ async fn envelope(State(st): State<AppState>, mut req: Request, next: Next) -> R
     let scoped_id: Arc<str> = Arc::from(request_id.as_str());
     // A call the audit trail cannot record now is refused before it runs, but still
     // answered like any other error below (connection handling, request id, log line).
-    let (audit, mut resp) = match audit::begin(&st, &mut req, route) {
+    let (audit, mut resp) = match audit::begin(&st, &req, route) {
         Err(audit::SinkDown) => (None, audit::unavailable()),
         Ok(audit) => match crate::request_id::scope(
             scoped_id,
-            tokio::time::timeout(st.0.request_timeout, next.run(req)),
+            audit::scope(
+                audit.clone(),
+                tokio::time::timeout(st.0.request_timeout, next.run(req)),
+            ),
         )
         .await
         {

@@ -88,37 +88,35 @@ impl EventBody<'_> {
     /// what serde_json writes for it, without serde's per-field machinery
     /// (this runs on every audited request).
     pub fn write_json(&self, out: &mut String) {
-        let fields = [
-            ("{\"type\":", self.kind),
-            (",\"request_id\":", self.request_id),
-            (",\"action\":", self.action),
-            (",\"outcome\":", self.outcome),
-        ];
-        for (name, value) in fields {
-            out.push_str(name);
-            json_str(value, out);
-        }
+        // One call per field, not a loop over (name, value) pairs: inlined, each
+        // name is a constant and is copied by a few moves rather than a call to
+        // memmove (34 calls an event were a tenth of the trail's request-side cost).
+        out.reserve(512);
+        field(out, "{\"type\":", self.kind);
+        field(out, ",\"request_id\":", self.request_id);
+        field(out, ",\"action\":", self.action);
+        field(out, ",\"outcome\":", self.outcome);
         out.push_str(",\"status\":");
         out.push_str(itoa::Buffer::new().format(self.status));
-        let fields = [
-            (",\"reason\":", self.reason),
-            (",\"account_id\":", self.account_id),
-            (",\"principal_id\":", self.principal_id),
-            (",\"principal_kind\":", self.principal_kind),
-            (",\"source_ip\":", self.source_ip),
-            (",\"user_agent\":", self.user_agent),
-            (",\"instance_id\":", self.instance_id),
-            (",\"key_id\":", self.key_id),
-            (",\"key_version\":", self.key_version),
-            (",\"method\":", self.method),
-            (",\"route\":", self.route),
-        ];
-        for (name, value) in fields {
-            out.push_str(name);
-            json_str(value, out);
-        }
+        field(out, ",\"reason\":", self.reason);
+        field(out, ",\"account_id\":", self.account_id);
+        field(out, ",\"principal_id\":", self.principal_id);
+        field(out, ",\"principal_kind\":", self.principal_kind);
+        field(out, ",\"source_ip\":", self.source_ip);
+        field(out, ",\"user_agent\":", self.user_agent);
+        field(out, ",\"instance_id\":", self.instance_id);
+        field(out, ",\"key_id\":", self.key_id);
+        field(out, ",\"key_version\":", self.key_version);
+        field(out, ",\"method\":", self.method);
+        field(out, ",\"route\":", self.route);
         out.push('}');
     }
+}
+
+#[inline(always)]
+fn field(out: &mut String, name: &'static str, value: &str) {
+    out.push_str(name);
+    json_str(value, out);
 }
 
 /// Appends `s` as a JSON string, exactly as serde_json writes it: a string
