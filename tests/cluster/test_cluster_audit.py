@@ -3,6 +3,7 @@
 checkpoints written by both, export as one gap-free chain that `keyhold audit verify`
 accepts, and every answered call's event is in it."""
 import json
+import re
 import subprocess
 import time
 import uuid
@@ -50,11 +51,17 @@ def test_two_nodes_append_one_linear_chain(start_cluster, tmp_path):
     keys.write_text(requests.get(n1.url + "/audit/v1/keys", timeout=30).text)
     assert requests.get(n2.url + "/audit/v1/keys", timeout=30).json() == \
         requests.get(n1.url + "/audit/v1/keys", timeout=30).json(), "both nodes sign with one key"
-    time.sleep(0.5)  # the last queued events reach the store
     export = tmp_path / "trail.jsonl"
-    r = requests.get(n2.url + "/audit/v1/export", headers={"Authorization": "Bearer " + n2.token(apikey)},
-                     timeout=60)
-    assert r.status_code == 200, r.text
+    # Queued events reach the store within a group-commit tick (100 ms) of each node.
+    deadline = time.monotonic() + 10
+    while True:
+        r = requests.get(n2.url + "/audit/v1/export", headers={"Authorization": "Bearer " + n2.token(apikey)},
+                         timeout=60)
+        assert r.status_code == 200, r.text
+        exported = set(re.findall(r'"request_id":"([^"]+)"', r.text))
+        if all(rid in exported for rid in answered) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     export.write_text(r.text)
     res = subprocess.run([keyhold_bin(), "audit", "verify", str(export), "--public-key", str(keys)],
                          capture_output=True, text=True, timeout=60)
