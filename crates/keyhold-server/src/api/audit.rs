@@ -382,7 +382,12 @@ pub(crate) fn finish(
         });
     // Held while the event is queued: no other holder touches the slot by now.
     let data = slot.0.data.lock().unwrap_or_else(|e| e.into_inner());
-    let instance_header = clean(b.instance_header.as_ref(), 128);
+    // The header's instance only when the handler did not name one (refused early).
+    let instance_header = if data.instance_id.is_empty() {
+        clean(b.instance_header.as_ref(), 128)
+    } else {
+        Cow::Borrowed("")
+    };
     let instance_header = if instance_header
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'-')

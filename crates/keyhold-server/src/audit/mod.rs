@@ -188,13 +188,6 @@ pub struct Receipt(oneshot::Receiver<bool>);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Unavailable;
 
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 impl Audit {
     /// Starts the writer thread. `stream` receives every committed record as a JSON line.
     pub fn start(
@@ -244,7 +237,7 @@ impl Audit {
             return false;
         }
         let since = self.shared.writing_since_ms.load(Ordering::Acquire);
-        if since != 0 && unix_ms() - since > self.cfg.timeout.as_millis() as i64 {
+        if since != 0 && record::now_ms() - since > self.cfg.timeout.as_millis() as i64 {
             return false;
         }
         self.shared.backlog.load(Ordering::Acquire) < self.cfg.queue_capacity
@@ -369,7 +362,7 @@ impl Writer {
             last_commit = Instant::now();
             self.shared
                 .writing_since_ms
-                .store(unix_ms(), Ordering::Release);
+                .store(record::now_ms(), Ordering::Release);
             let signer = self.signer.clone();
             let mut spare = Some(std::mem::take(&mut self.spare));
             let result = self.store.append(&mut |head: &ChainHead| {

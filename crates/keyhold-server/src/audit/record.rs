@@ -541,9 +541,14 @@ pub fn now() -> (String, i64) {
     (format_ms(ms), ms)
 }
 
-/// Now as unix milliseconds (what a request takes; the writer formats it).
+/// Now as unix milliseconds (what a request takes; the writer formats it). Read
+/// from the system clock directly: through `OffsetDateTime` every request
+/// would also work out a calendar date it does not use.
 pub fn now_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// Unix milliseconds as RFC 3339 UTC with milliseconds.
