@@ -36,6 +36,9 @@ const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// A batch this large is written at once, without waiting for the tick (above
 /// a tick's worth at full wrap rate on one core, ~4,000).
 const FLUSH_SOON: usize = 8192;
+/// Events the queue and the batch have room for at start (they grow, and keep
+/// what they grew to).
+const QUEUE_CAPACITY_AT_START: usize = 4096;
 /// At most this many events go in one transaction: a writer catching up (after
 /// an outage, or starved of CPU) does so in few large commits.
 const MAX_BATCH: usize = 16384;
@@ -198,7 +201,7 @@ impl Audit {
     ) -> Result<Arc<Self>, String> {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
-                events: Events::with_capacity(4096),
+                events: Events::with_capacity(QUEUE_CAPACITY_AT_START),
                 urgent: false,
             }),
             wake: Condvar::new(),
@@ -349,7 +352,7 @@ impl Writer {
     }
 
     fn run(mut self) {
-        let mut pending = Events::with_capacity(4096);
+        let mut pending = Events::with_capacity(QUEUE_CAPACITY_AT_START);
         let mut last_commit = Instant::now();
         loop {
             self.next_batch(&mut pending, last_commit);
